@@ -1,0 +1,7 @@
+"""`python -m sidecar` is the `claude-sidecar` command."""
+
+from __future__ import annotations
+
+from sidecar.cli import main
+
+main()

@@ -1,0 +1,77 @@
+"""What every command needs: paths, config, and a small client for the control API."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sidecar import paths as paths_mod
+from sidecar.config import Config, load
+from sidecar.paths import Paths
+from sidecar.proxy.server import read_state
+
+
+def context(config: str | None = None) -> tuple[Config, Paths]:
+    """The paths (honouring --config) and the validated config."""
+    env = dict(os.environ)
+    if config:
+        env["CLAUDE_SIDECAR_CONFIG"] = str(Path(config).expanduser().resolve())
+    p = paths_mod.resolve(env)
+    return load(p.config_file, env), p
+
+
+@dataclass
+class Daemon:
+    """A running sidecar found through its state file."""
+
+    state: dict[str, Any]
+    token: str
+
+    @property
+    def url(self) -> str:
+        """The TCP address clients use."""
+        return str(self.state["url"])
+
+    def call(self, method: str, path: str, timeout: float = 5.0) -> Any:
+        """Call the control API and return its JSON answer."""
+        req = urllib.request.Request(
+            self.url + path, method=method, headers={"Authorization": f"Bearer {self.token}"}, data=b"" if method == "POST" else None
+        )
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return json.loads(resp.read())
+
+
+def find_daemon(p: Paths) -> Daemon | None:
+    """The running daemon, if its state file names a live process that answers /healthz."""
+    state = read_state(p)
+    if not state or not pid_alive(int(state.get("pid", 0))):
+        return None
+    try:
+        with urllib.request.urlopen(str(state["url"]) + "/healthz", timeout=2) as resp:
+            if resp.status != 200:
+                return None
+    except (urllib.error.URLError, OSError, KeyError):
+        return None
+    try:
+        token = p.token_file.read_text().strip()
+    except FileNotFoundError:
+        return None
+    return Daemon(state, token)
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with this pid exists."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,199 @@
+"""`start`, `stop`, `status`, `env` and `run`: the daemon's life cycle and how clients find it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import click
+
+from sidecar import __version__
+from sidecar.cli.common import Daemon, context, find_daemon, pid_alive
+from sidecar.errors import SidecarError
+from sidecar.paths import Paths
+from sidecar.proxy.server import run_foreground
+from sidecar.secrets import SecretStore, resolve_keys
+
+START_TIMEOUT = 20.0
+
+
+def _check_keys(cfg: Any, p: Paths) -> None:
+    store = SecretStore(p.config_dir / "credentials.json")
+    for prov in cfg.providers:
+        resolve_keys(prov, store)
+
+
+def _spawn(config: str | None, port: int | None, p: Paths) -> Daemon:
+    env = dict(os.environ)
+    if port is not None:
+        env["CLAUDE_SIDECAR_PORT"] = str(port)
+    if config:
+        env["CLAUDE_SIDECAR_CONFIG"] = os.path.abspath(config)
+    p.ensure()
+    log = open(p.log_file, "ab")  # noqa: SIM115 - handed to the child
+    kwargs: dict[str, Any] = {"start_new_session": True} if sys.platform != "win32" else {"creationflags": 0x00000008 | 0x00000200}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "sidecar", "start", "--foreground"],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, close_fds=True, **kwargs,
+    )
+    log.close()
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            tail = p.log_file.read_text(errors="replace").strip().splitlines()[-5:]
+            raise SidecarError("the daemon exited at start:\n  " + "\n  ".join(tail) + f"\n(log: {p.log_file})")
+        d = find_daemon(p)
+        if d and d.state.get("pid") == child.pid:
+            return d
+        time.sleep(0.05)
+    child.terminate()
+    raise SidecarError(f"the daemon did not become healthy within {START_TIMEOUT:.0f} s (log: {p.log_file})")
+
+
+def ensure_running(config: str | None = None, port: int | None = None) -> tuple[Daemon, bool]:
+    """The running daemon, started in the background if needed; True when this call started it."""
+    cfg, p = context(config)
+    d = find_daemon(p)
+    if d:
+        return d, False
+    _check_keys(cfg, p)
+    return _spawn(config, port, p), True
+
+
+@click.command()
+@click.option("--foreground", is_flag=True, help="Run in this process (for service managers).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Listen on this port (default 8787, or the next free one).")
+@click.option("--config", type=click.Path(dir_okay=False), help="Use this config file.")
+def start(foreground: bool, port: int | None, config: str | None) -> None:
+    """Start the sidecar (in the background unless --foreground)."""
+    if port is not None:
+        os.environ["CLAUDE_SIDECAR_PORT"] = str(port)
+    cfg, p = context(config)
+    if foreground:
+        running = find_daemon(p)
+        if running and running.state.get("pid") != os.getpid():
+            raise SidecarError(f"already running at {running.url} (pid {running.state['pid']}); stop it first")
+        run_foreground(cfg, p)
+        return
+    d, started = ensure_running(config, port)
+    verb = "is running" if started else "was already running"
+    click.echo(f"claude-sidecar {__version__} {verb} at {d.url} (pid {d.state['pid']})")
+    click.echo("Point Claude Code at it:")
+    click.echo("  claude-sidecar run -- claude")
+    click.echo('  or: eval "$(claude-sidecar env)" && claude')
+
+
+@click.command()
+def stop() -> None:
+    """Stop the sidecar, letting in-flight streams finish (bounded)."""
+    cfg, p = context()
+    d = find_daemon(p)
+    if not d:
+        click.echo("claude-sidecar is not running")
+        return
+    pid = int(d.state["pid"])
+    try:
+        d.call("POST", "/sidecar/v1/shutdown")
+    except OSError:
+        if sys.platform != "win32":
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + cfg.server.shutdown_grace_seconds + 10
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if pid_alive(pid):
+        raise SidecarError(f"pid {pid} did not stop in time; kill it with: kill {pid}")
+    click.echo(f"stopped (pid {pid})")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status(as_json: bool) -> None:
+    """Show pid, address, uptime, providers and today's spend."""
+    _, p = context()
+    d = find_daemon(p)
+    if not d:
+        if as_json:
+            click.echo(json.dumps({"running": False}))
+        else:
+            click.echo("claude-sidecar is not running (start it with: claude-sidecar start)")
+        sys.exit(1)
+    s = d.call("GET", "/sidecar/v1/status")
+    if as_json:
+        click.echo(json.dumps({"running": True, **s}, indent=2))
+        return
+    up = int(s["uptime_s"])
+    click.echo(f"claude-sidecar {s['version']} running at {s['address']} (pid {s['pid']}, up {up // 3600}h{up % 3600 // 60:02d}m{up % 60:02d}s)")
+    if s.get("unix_socket"):
+        click.echo(f"  unix socket: {s['unix_socket']}")
+    for prov in s["providers"]:
+        click.echo(f"  provider {prov['name']} ({prov['type']}) -> {prov['base_url']}  credentials: {prov['credentials']}")
+    u = s.get("usage") or {}
+    today, month = u.get("today") or {}, u.get("month") or {}
+    click.echo(
+        f"  today: ${today.get('cost_usd', 0):.4f} in {today.get('requests', 0)} requests;"
+        f" this month: ${month.get('cost_usd', 0):.4f}"
+    )
+    click.echo(f"  in flight: {s['in_flight']}")
+
+
+def client_env(d: Daemon) -> dict[str, str]:
+    """The environment that points Claude Code (or any Anthropic client) at the daemon."""
+    env = {"ANTHROPIC_BASE_URL": d.url}
+    s = d.call("GET", "/sidecar/v1/status")
+    if s.get("token_required_on_proxy"):
+        if any(prov["credentials"] != "client" for prov in s["providers"]):
+            env["ANTHROPIC_AUTH_TOKEN"] = d.token
+        else:
+            env["ANTHROPIC_CUSTOM_HEADERS"] = f"x-sidecar-token: {d.token}"
+    return env
+
+
+def _quote(shell: str, value: str) -> str:
+    if shell == "powershell":
+        return "'" + value.replace("'", "''") + "'"
+    if shell == "fish":
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return shlex.quote(value)
+
+
+@click.command()
+@click.option("--shell", type=click.Choice(["sh", "fish", "powershell"]), default="sh", show_default=True)
+def env(shell: str) -> None:
+    """Print the environment for Claude Code: eval "$(claude-sidecar env)"."""
+    _, p = context()
+    d = find_daemon(p)
+    if not d:
+        raise SidecarError("claude-sidecar is not running; start it with: claude-sidecar start")
+    for k, v in client_env(d).items():
+        q = _quote(shell, v)
+        if shell == "fish":
+            click.echo(f"set -gx {k} {q};")
+        elif shell == "powershell":
+            click.echo(f"$env:{k} = {q}")
+        else:
+            click.echo(f"export {k}={q}")
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
+def run(cmd: tuple[str, ...]) -> None:
+    """Run CMD (e.g. `claude`) pointed at the sidecar, starting the sidecar if needed."""
+    d, started = ensure_running()
+    if started:
+        click.echo(f"claude-sidecar started at {d.url}", err=True)
+    child_env = {**os.environ, **client_env(d)}
+    if sys.platform == "win32":
+        sys.exit(subprocess.call(list(cmd), env=child_env))
+    try:
+        os.execvpe(cmd[0], list(cmd), child_env)
+    except FileNotFoundError:
+        raise SidecarError(f"command not found: {cmd[0]}") from None
+
+
+COMMANDS = [start, stop, status, env, run]

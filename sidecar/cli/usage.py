@@ -1,0 +1,135 @@
+"""`claude-sidecar usage`: spend and token reports with ccusage-style columns."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import date, datetime
+from typing import Any
+
+import click
+
+from sidecar import config, paths
+from sidecar.ledger.reports import GROUPS, TOKEN_FIELDS, GroupBy, local_zone, report
+from sidecar.ledger.store import open_db
+
+_TITLES: dict[GroupBy, tuple[str, str]] = {
+    "daily": ("Date", "per day"),
+    "weekly": ("Week", "per week (starting Monday)"),
+    "monthly": ("Month", "per month"),
+    "session": ("Session", "per session"),
+    "model": ("Model", "per model"),
+    "route": ("Route", "per route"),
+}
+_NUMBER_HEADERS = ("Input", "Output", "Cache Create", "Cache Read", "Total Tokens", "Cost (USD)")
+
+
+class DateParam(click.ParamType):
+    """A calendar date written YYYY-MM-DD or YYYYMMDD."""
+
+    name = "YYYY-MM-DD"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> date:
+        """Parse `value`, failing with a usage error (exit 2) that shows the expected form."""
+        if isinstance(value, date):
+            return value
+        for fmt in ("%Y-%m-%d", "%Y%m%d"):
+            try:
+                return datetime.strptime(str(value), fmt).date()
+            except ValueError:
+                continue
+        self.fail(f"{value!r} is not a date; write it as YYYY-MM-DD or YYYYMMDD (e.g. 2026-05-01)", param, ctx)
+
+
+def _options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")(f)
+    f = click.option("--until", type=DateParam(), help="Last day to include (local date).")(f)
+    f = click.option("--since", type=DateParam(), help="First day to include (local date).")(f)
+    return f
+
+
+@click.group(invoke_without_command=True)
+@_options
+@click.pass_context
+def usage(ctx: click.Context, since: date | None, until: date | None, as_json: bool) -> None:
+    """Spend and token reports; without a subcommand, per day."""
+    if ctx.invoked_subcommand is None:
+        _run("daily", since, until, as_json)
+
+
+def _subcommand(group_by: GroupBy) -> click.Command:
+    @click.pass_context
+    def command(ctx: click.Context, since: date | None, until: date | None, as_json: bool) -> None:
+        # Options given before the subcommand (`usage --json daily`) count too.
+        outer = ctx.parent.params if ctx.parent else {}
+        _run(group_by, since or outer.get("since"), until or outer.get("until"), as_json or bool(outer.get("as_json")))
+
+    command.__doc__ = f"Usage {_TITLES[group_by][1]}."
+    return usage.command(name=group_by)(_options(command))
+
+
+for _group in GROUPS:
+    _subcommand(_group)
+
+
+def _run(group_by: GroupBy, since: date | None, until: date | None, as_json: bool) -> None:
+    if since and until and since > until:
+        raise click.BadParameter(f"{since} is after --until {until}", param_hint="'--since'")
+    p = paths.resolve()
+    tz = local_zone(config.load(p.config_file).usage.timezone)
+    rows: list[dict[str, Any]] = []
+    if p.db_file.exists():
+        db = open_db(p.db_file)
+        try:
+            rows = report(db, group_by, since, until, tz)
+        finally:
+            db.close()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    elif not rows:
+        click.echo("no usage recorded yet" if since is None and until is None else "no usage in that period")
+    else:
+        click.echo(f"Usage {_TITLES[group_by][1]} ({tz})\n")
+        click.echo(render_table(group_by, rows))
+
+
+def render_table(group_by: GroupBy, rows: Sequence[dict[str, Any]]) -> str:
+    """The rows as an aligned text table with a Total row."""
+    with_models = group_by in ("daily", "weekly", "monthly")
+    headers = [_TITLES[group_by][0], *(["Models"] if with_models else []), *_NUMBER_HEADERS]
+    body: list[list[list[str]]] = []  # row -> cell -> lines
+    for row in rows:
+        key = row["key"] if row["key"] is not None else "(none)"
+        models = [[f"- {m}" for m in row["models"]] or ["-"]] if with_models else []
+        body.append([[str(key)], *models, *([c] for c in _numbers(row))])
+    total = {f: sum(r[f] for r in rows) for f in (*TOKEN_FIELDS, "total_tokens", "cost_usd")}
+    footer = [["Total"], *([[""]] if with_models else []), *([c] for c in _numbers(total))]
+    widths = [len(h) for h in headers]
+    for cells in (*body, footer):
+        for i, lines in enumerate(cells):
+            widths[i] = max(widths[i], *(len(line) for line in lines))
+    first_number = len(headers) - len(_NUMBER_HEADERS)
+    rule = "  ".join("-" * w for w in widths)
+
+    def lines_of(cells: list[list[str]]) -> list[str]:
+        out = []
+        for n in range(max(len(c) for c in cells)):
+            parts = []
+            for i, lines in enumerate(cells):
+                text = lines[n] if n < len(lines) else ""
+                parts.append(text.rjust(widths[i]) if i >= first_number else text.ljust(widths[i]))
+            out.append("  ".join(parts).rstrip())
+        return out
+
+    out = lines_of([[h] for h in headers]) + [rule]
+    for cells in body:
+        out += lines_of(cells)
+    return "\n".join([*out, rule, *lines_of(footer)])
+
+
+def _numbers(row: dict[str, Any]) -> list[str]:
+    tokens = [f"{int(row[f]):,}" for f in (*TOKEN_FIELDS, "total_tokens")]
+    return [*tokens, f"${row['cost_usd']:,.2f}"]
+
+
+COMMANDS = [usage]

@@ -1,0 +1,101 @@
+"""The sidecar's own errors, and how each one reaches a client.
+
+Hierarchy::
+
+    SidecarError                      base; .status and .error_type say how it is sent
+    ├── ConfigError                   the config file is unreadable or invalid (CLI: exit 1)
+    ├── ClientError                   the request itself is wrong
+    │   ├── InvalidRequest            400 invalid_request_error (malformed JSON, bad fields)
+    │   ├── AuthenticationFailed      401 authentication_error (missing or wrong local token)
+    │   ├── PermissionDenied          403 permission_error (foreign Host, browser Origin)
+    │   └── NotFound                  404 not_found_error (unknown path)
+    └── UpstreamError                 no byte has reached the client yet
+        ├── UpstreamUnavailable       529 overloaded_error (connect failure, refused)
+        └── UpstreamTimeout           504 timeout_error (no answer in time)
+
+Errors that an upstream returns are *not* SidecarErrors: they pass through unmodified,
+because Claude Code matches on their wording. Every error this module defines is sent as
+the Anthropic envelope ``{"type":"error","error":{"type":...,"message":...}}`` with a
+message that names the sidecar as its source.
+"""
+
+from __future__ import annotations
+
+import json
+
+
+class SidecarError(Exception):
+    """Base of every error the sidecar raises itself."""
+
+    status = 500
+    error_type = "api_error"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+    def envelope(self) -> bytes:
+        """The Anthropic error body for this error."""
+        return json.dumps(
+            {"type": "error", "error": {"type": self.error_type, "message": f"claude-sidecar: {self.message}"}}
+        ).encode()
+
+
+class ConfigError(SidecarError):
+    """The config file is unreadable or invalid; the message names the file, key and reason."""
+
+    status = 500
+
+
+class ClientError(SidecarError):
+    """The request is at fault."""
+
+    status = 400
+    error_type = "invalid_request_error"
+
+
+class InvalidRequest(ClientError):
+    """Malformed JSON or a request the Messages API would reject."""
+
+
+class AuthenticationFailed(ClientError):
+    """The local token is missing or wrong."""
+
+    status = 401
+    error_type = "authentication_error"
+
+
+class PermissionDenied(ClientError):
+    """The request came from somewhere the sidecar does not serve (foreign Host, browser)."""
+
+    status = 403
+    error_type = "permission_error"
+
+
+class NotFound(ClientError):
+    """No such endpoint."""
+
+    status = 404
+    error_type = "not_found_error"
+
+
+class UpstreamError(SidecarError):
+    """The upstream could not be reached or did not answer, before any byte was sent."""
+
+    status = 502
+    error_type = "api_error"
+
+
+class UpstreamUnavailable(UpstreamError):
+    """Connecting to the upstream failed."""
+
+    status = 529
+    error_type = "overloaded_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    """The upstream accepted the request but sent nothing in time."""
+
+    status = 504
+    error_type = "timeout_error"

@@ -1,0 +1,1 @@
+"""Usage records, pricing, the sqlite store and reports."""

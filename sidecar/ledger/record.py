@@ -1,0 +1,59 @@
+"""One usage record: what a single proxied request cost and how it went."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_ulid(now: float | None = None) -> str:
+    """A ULID: 48-bit millisecond time + 80 random bits, Crockford base32, sortable by time."""
+    ms = int((time.time() if now is None else now) * 1000)
+    value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
+    out = []
+    for _ in range(26):
+        out.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(out))
+
+
+@dataclass
+class UsageRecord:
+    """One row of the usage ledger (one request through the sidecar).
+
+    Token fields follow Anthropic's usage: `input_tokens` excludes cache reads and writes.
+    Times are UTC epoch seconds; durations are milliseconds.
+    """
+
+    id: str
+    ts: float
+    endpoint: str
+    requested_model: str | None
+    provider: str
+    upstream_model: str | None
+    stream: bool
+    session_id: str | None = None
+    agent_id: str | None = None
+    route: str | None = None
+    status: int = 0
+    outcome: str = "ok"  # ok | upstream_error | rejected | aborted | client_closed
+    error_type: str | None = None
+    stop_reason: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    request_bytes: int = 0
+    response_bytes: int = 0
+    upstream_request_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for sqlite, JSON events and reports."""
+        return asdict(self)

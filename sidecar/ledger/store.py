@@ -1,0 +1,133 @@
+"""The sqlite store: opening it (WAL, busy timeout) and its named, append-only migrations.
+
+Migrations follow simonw/llm: each is a function registered with ``@migration`` and named
+``mNNN_what_it_does``; ``open_db`` applies the ones not yet listed in ``_migrations``, in
+order, each exactly once. Never edit or reorder a migration that has shipped; add a new one.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlite_utils
+
+MIGRATIONS_TABLE = "_migrations"
+BUSY_TIMEOUT_MS = 5000
+
+Migration = Callable[[sqlite_utils.Database], None]
+MIGRATIONS: list[Migration] = []
+
+
+def migration(fn: Migration) -> Migration:
+    """Register `fn` as the next migration; its function name is its permanent id."""
+    MIGRATIONS.append(fn)
+    return fn
+
+
+@migration
+def m001_create_usage(db: sqlite_utils.Database) -> None:
+    """One row per proxied request, with exactly the fields of UsageRecord (as of m001)."""
+    db["usage"].create(
+        {
+            "id": str,
+            "ts": float,
+            "endpoint": str,
+            "requested_model": str,
+            "provider": str,
+            "upstream_model": str,
+            "stream": int,
+            "session_id": str,
+            "agent_id": str,
+            "route": str,
+            "status": int,
+            "outcome": str,
+            "error_type": str,
+            "stop_reason": str,
+            "input_tokens": int,
+            "output_tokens": int,
+            "cache_read_tokens": int,
+            "cache_write_tokens": int,
+            "cost_usd": float,
+            "latency_ms": float,
+            "ttft_ms": float,
+            "request_bytes": int,
+            "response_bytes": int,
+            "upstream_request_id": str,
+        },
+        pk="id",
+        not_null={"id", "ts", "endpoint", "provider", "stream", "status", "outcome"},
+    )
+    db["usage"].create_index(["ts"], index_name="idx_usage_ts")
+    db["usage"].create_index(["session_id"], index_name="idx_usage_session_id")
+    db["usage"].create_index(["requested_model"], index_name="idx_usage_requested_model")
+
+
+def open_db(path: Path) -> sqlite_utils.Database:
+    """Open (creating if needed) the store at `path`, in WAL mode, with every migration applied."""
+    _create_private(path)
+    # check_same_thread=False: the ledger hands the connection to worker threads, one at a
+    # time; sqlite itself is built thread-safe (serialized).
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        db = sqlite_utils.Database(conn, execute_plugins=False)
+        db.enable_wal()
+        db.execute("PRAGMA synchronous = NORMAL")  # safe with WAL; a commit is no fsync
+        migrate(db)
+    except BaseException:
+        conn.close()
+        raise
+    return db
+
+
+def applied_migrations(db: sqlite_utils.Database) -> set[str]:
+    """Names of the migrations already applied to `db`."""
+    if not db[MIGRATIONS_TABLE].exists():
+        return set()
+    return {row[0] for row in db.execute(f"SELECT name FROM {MIGRATIONS_TABLE}").fetchall()}
+
+
+def migrate(db: sqlite_utils.Database) -> list[str]:
+    """Apply pending migrations in order; return the names applied now (usually none)."""
+    if applied_migrations(db) >= {m.__name__ for m in MIGRATIONS}:
+        return []  # the common case: one cheap read, no write lock
+    # IMMEDIATE takes the write lock up front, so two processes opening a fresh file at
+    # once queue on the busy timeout instead of both migrating (or deadlocking on upgrade).
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if not db[MIGRATIONS_TABLE].exists():
+            db[MIGRATIONS_TABLE].create({"name": str, "applied_at": str}, pk="name")
+        done = applied_migrations(db)
+        applied: list[str] = []
+        for fn in MIGRATIONS:
+            if fn.__name__ in done:
+                continue
+            fn(db)
+            db.execute(
+                f"INSERT INTO {MIGRATIONS_TABLE} (name, applied_at) VALUES (?, ?)",
+                [fn.__name__, datetime.now(UTC).isoformat(timespec="seconds")],
+            )
+            applied.append(fn.__name__)
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
+    return applied
+
+
+def _create_private(path: Path) -> None:
+    """Create missing parent directories (0700) and the file itself (0600)."""
+    missing: list[Path] = []
+    parent = path.parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    for d in reversed(missing):
+        d.mkdir(mode=0o700, exist_ok=True)
+    # sqlite gives the -wal and -shm files the database file's permissions.
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)

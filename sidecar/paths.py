@@ -1,0 +1,88 @@
+"""Every file location the sidecar uses.
+
+platformdirs decides the per-user directories; ``CLAUDE_SIDECAR_HOME=DIR`` puts all of
+them under DIR (tests and portable installs use this), and ``CLAUDE_SIDECAR_CONFIG``
+names the config file directly.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+APP = "claude-sidecar"
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The directories and files of one sidecar installation."""
+
+    config_dir: Path
+    data_dir: Path
+    state_dir: Path
+    log_dir: Path
+    cache_dir: Path
+    config_override: Path | None = None
+
+    @property
+    def config_file(self) -> Path:
+        """The TOML config the daemon and the CLI read."""
+        return self.config_override or self.config_dir / "config.toml"
+
+    @property
+    def db_file(self) -> Path:
+        """The sqlite store (usage ledger, later cache and audit)."""
+        return self.data_dir / "sidecar.db"
+
+    @property
+    def state_file(self) -> Path:
+        """JSON written by a running daemon: pid, address, port, start time."""
+        return self.state_dir / "sidecar.json"
+
+    @property
+    def token_file(self) -> Path:
+        """The local token (mode 0600) for the control API and injected-key proxying."""
+        return self.state_dir / "token"
+
+    @property
+    def socket_file(self) -> Path:
+        """Default path of the optional Unix socket listener."""
+        return self.state_dir / "sidecar.sock"
+
+    @property
+    def log_file(self) -> Path:
+        """Where a background daemon writes its log."""
+        return self.log_dir / "sidecar.log"
+
+    def ensure(self) -> None:
+        """Create every directory (private to the user)."""
+        for d in (self.config_dir, self.data_dir, self.state_dir, self.log_dir, self.cache_dir):
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def resolve(env: dict[str, str] | None = None) -> Paths:
+    """The paths for this process, honouring CLAUDE_SIDECAR_HOME and CLAUDE_SIDECAR_CONFIG."""
+    env = dict(os.environ) if env is None else env
+    override = Path(env["CLAUDE_SIDECAR_CONFIG"]).expanduser() if env.get("CLAUDE_SIDECAR_CONFIG") else None
+    home = env.get("CLAUDE_SIDECAR_HOME")
+    if home:
+        root = Path(home).expanduser().resolve()
+        return Paths(
+            config_dir=root / "config",
+            data_dir=root / "data",
+            state_dir=root / "state",
+            log_dir=root / "logs",
+            cache_dir=root / "cache",
+            config_override=override,
+        )
+    return Paths(
+        config_dir=Path(platformdirs.user_config_dir(APP, appauthor=False)),
+        data_dir=Path(platformdirs.user_data_dir(APP, appauthor=False)),
+        state_dir=Path(platformdirs.user_state_dir(APP, appauthor=False)),
+        log_dir=Path(platformdirs.user_log_dir(APP, appauthor=False)),
+        cache_dir=Path(platformdirs.user_cache_dir(APP, appauthor=False)),
+        config_override=override,
+    )

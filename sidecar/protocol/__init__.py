@@ -1,0 +1,1 @@
+"""Wire formats the sidecar reads and writes."""

@@ -1,0 +1,159 @@
+"""The Anthropic Messages wire format: the few request fields the sidecar reads, and a
+streaming tap that reads usage out of SSE bytes without holding them back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from sidecar.errors import InvalidRequest
+
+
+class RequestHead(msgspec.Struct):
+    """The fields of a Messages request the hot path needs; the rest is validated as JSON
+    and skipped without being materialised (about 35 us for a 76 KB body)."""
+
+    model: str | None = None
+    stream: bool | None = None
+    max_tokens: int | None = None
+
+
+_head_decoder = msgspec.json.Decoder(RequestHead)
+
+
+def parse_head(body: bytes) -> RequestHead:
+    """Validate that `body` is a JSON object and return its head fields, or raise InvalidRequest."""
+    if not body:
+        raise InvalidRequest("the request body is empty; expected a JSON object")
+    try:
+        return _head_decoder.decode(body)
+    except msgspec.ValidationError as e:
+        raise InvalidRequest(f"invalid request body: {e}") from None
+    except msgspec.DecodeError as e:
+        raise InvalidRequest(f"the request body is not valid JSON: {e}") from None
+
+
+@dataclass
+class Usage:
+    """Token counts as Anthropic reports them (input excludes cache reads and writes)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    def update(self, usage: dict[str, Any]) -> None:
+        """Take the counts present in an Anthropic `usage` object (later values win)."""
+        for src, dst in (
+            ("input_tokens", "input_tokens"),
+            ("output_tokens", "output_tokens"),
+            ("cache_read_input_tokens", "cache_read_tokens"),
+            ("cache_creation_input_tokens", "cache_write_tokens"),
+        ):
+            v = usage.get(src)
+            if isinstance(v, int) and not isinstance(v, bool):
+                setattr(self, dst, v)
+
+
+@dataclass
+class MessageSummary:
+    """What the ledger needs from one response: model, usage, stop reason, errors."""
+
+    usage: Usage = field(default_factory=Usage)
+    model: str | None = None
+    stop_reason: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    started: bool = False
+    stopped: bool = False
+    content_blocks_done: int = 0
+
+    def take_message(self, msg: dict[str, Any]) -> None:
+        """Read a complete non-streaming response body (message or error envelope)."""
+        if msg.get("type") == "error":
+            self._take_error(msg)
+            return
+        self.started = self.stopped = True
+        if isinstance(msg.get("model"), str):
+            self.model = msg["model"]
+        if isinstance(msg.get("stop_reason"), str):
+            self.stop_reason = msg["stop_reason"]
+        if isinstance(msg.get("usage"), dict):
+            self.usage.update(msg["usage"])
+
+    def _take_error(self, payload: dict[str, Any]) -> None:
+        err = payload.get("error")
+        if isinstance(err, dict):
+            self.error_type = str(err.get("type") or "error")
+            self.error_message = str(err.get("message") or "")
+
+
+_WATCHED = (b"event: message_start", b"event: message_delta", b"event: message_stop", b"event: error")
+_BLOCK_STOP = b"event: content_block_stop"
+
+
+class SSETap:
+    """Reads usage from a copy of an SSE stream as it passes, never delaying a byte.
+
+    Only `message_start`, `message_delta`, `message_stop` and `error` events are parsed;
+    every other event costs one boundary search and a prefix check.
+    """
+
+    __slots__ = ("_buf", "summary")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self.summary = MessageSummary()
+
+    def feed(self, chunk: bytes) -> None:
+        """Consume the next bytes of the stream (any boundaries, events may be split)."""
+        buf = self._buf + chunk if self._buf else chunk
+        if b"\r" in buf:
+            buf = buf.replace(b"\r\n", b"\n")
+        start = 0
+        while True:
+            end = buf.find(b"\n\n", start)
+            if end < 0:
+                break
+            if buf.startswith(_WATCHED, start):
+                self._event(buf[start:end])
+            elif buf.startswith(_BLOCK_STOP, start):
+                self.summary.content_blocks_done += 1
+            start = end + 2
+        self._buf = buf[start:]
+
+    def _event(self, raw: bytes) -> None:
+        name = b""
+        data: list[bytes] = []
+        for line in raw.split(b"\n"):
+            if line.startswith(b"event:"):
+                name = line[6:].strip()
+            elif line.startswith(b"data:"):
+                data.append(line[5:].lstrip(b" "))
+        try:
+            payload = msgspec.json.decode(b"\n".join(data)) if data else {}
+        except msgspec.DecodeError:
+            return
+        if not isinstance(payload, dict):
+            return
+        s = self.summary
+        if name == b"message_start":
+            s.started = True
+            msg = payload.get("message")
+            if isinstance(msg, dict):
+                if isinstance(msg.get("model"), str):
+                    s.model = msg["model"]
+                if isinstance(msg.get("usage"), dict):
+                    s.usage.update(msg["usage"])
+        elif name == b"message_delta":
+            delta = payload.get("delta")
+            if isinstance(delta, dict) and isinstance(delta.get("stop_reason"), str):
+                s.stop_reason = delta["stop_reason"]
+            if isinstance(payload.get("usage"), dict):
+                s.usage.update(payload["usage"])
+        elif name == b"message_stop":
+            s.stopped = True
+        elif name == b"error":
+            s._take_error(payload)

@@ -1,0 +1,1 @@
+"""One adapter per provider family: canonical Anthropic request in, Anthropic response out."""

@@ -1,0 +1,193 @@
+"""The Anthropic passthrough: body bytes up, status, headers and SSE bytes back, untouched.
+
+Retries never happen here; once the first byte went to the client, an upstream failure
+aborts the client connection (TCP reset) instead of ending it cleanly, because Claude Code
+accepts a clean end after a finished block as a complete, truncated answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+import time
+
+import aiohttp
+import msgspec
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from sidecar.config import ProviderConfig
+from sidecar.errors import UpstreamTimeout, UpstreamUnavailable
+from sidecar.protocol.anthropic import SSETap
+from sidecar.proxy.context import RequestContext
+from sidecar.secrets import ResolvedKey
+
+log = logging.getLogger(__name__)
+
+# Never forwarded upstream: hop-by-hop headers, what aiohttp recomputes, the sidecar's own
+# control headers, and browser headers (a browser request was refused at ingress anyway).
+_DROP_UP = frozenset(
+    {
+        "host", "content-length", "connection", "keep-alive", "proxy-connection",
+        "proxy-authorization", "proxy-authenticate", "te", "trailer", "trailers",
+        "transfer-encoding", "upgrade", "accept-encoding", "origin", "cookie",
+        "x-sidecar-token", "x-sidecar-cache",
+    }
+)
+_AUTH = frozenset({"x-api-key", "authorization"})
+# Not copied back: hop-by-hop, and what aiohttp sets for the body it sends (we decompress).
+_DROP_DOWN = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "upgrade", "trailer"}
+)
+
+
+def upstream_headers(client: CIMultiDictProxy[str], key: ResolvedKey | None) -> CIMultiDict[str]:
+    """The client's headers as they go upstream: same names, values and order, minus hop-by-hop;
+    the client's credentials are replaced by `key` when the sidecar injects one."""
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in client.items():
+        low = name.lower()
+        if low in _DROP_UP or (key is not None and low in _AUTH):
+            continue
+        out.add(name, value)
+    if key is not None:
+        out["x-api-key"] = key.value
+    return out
+
+
+def downstream_headers(upstream: CIMultiDictProxy[str], ctx: RequestContext) -> CIMultiDict[str]:
+    """The upstream's response headers as the client gets them, plus the sidecar's own."""
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in upstream.items():
+        if name.lower() not in _DROP_DOWN:
+            out.add(name, value)
+    out["x-sidecar-request-id"] = ctx.id
+    out["x-sidecar-upstream"] = f"{ctx.provider}/{ctx.summary.model or ctx.upstream_model or ''}".rstrip("/")
+    return out
+
+
+def abort_client(request: web.BaseRequest) -> None:
+    """Reset the client's connection so it sees an error, never a clean (truncated) end."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+    transport.abort()
+
+
+class AnthropicProvider:
+    """Sends a canonical (Anthropic) request to an Anthropic-speaking upstream."""
+
+    def __init__(self, cfg: ProviderConfig, keys: list[ResolvedKey], session: aiohttp.ClientSession) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.keys = keys
+        self.session = session
+        self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.connect_timeout, sock_read=cfg.read_timeout)
+        self._next_key = 0
+
+    @property
+    def injects_keys(self) -> bool:
+        """True when the sidecar supplies the credential instead of the client."""
+        return bool(self.keys)
+
+    def _key(self) -> ResolvedKey | None:
+        if not self.keys:
+            return None
+        self._next_key = (self._next_key + 1) % len(self.keys)
+        return self.keys[self._next_key]
+
+    async def open(self, ctx: RequestContext, request: web.Request) -> aiohttp.ClientResponse:
+        """Send the request upstream and return the response once its headers arrived."""
+        url = self.cfg.base_url + request.rel_url.path_qs
+        ctx.provider = self.name
+        ctx.upstream_model = ctx.head.model
+        try:
+            return await self.session.request(
+                request.method,
+                url,
+                data=ctx.body if request.method != "GET" else None,
+                headers=upstream_headers(request.headers, self._key()),
+                timeout=self.timeout,
+                allow_redirects=False,
+            )
+        except (TimeoutError, aiohttp.ServerTimeoutError) as e:
+            raise UpstreamTimeout(f"upstream {self.name} ({self.cfg.base_url}) did not answer in time: {e or 'timeout'}") from None
+        except aiohttp.ClientError as e:
+            raise UpstreamUnavailable(f"cannot reach upstream {self.name} ({self.cfg.base_url}): {e}") from None
+
+    async def relay(self, ctx: RequestContext, request: web.Request, up: aiohttp.ClientResponse) -> web.StreamResponse:
+        """Copy the upstream response to the client: SSE event by event, anything else whole."""
+        ctx.status = up.status
+        ctx.upstream_request_id = up.headers.get("request-id")
+        if up.headers.get("content-type", "").startswith("text/event-stream"):
+            return await self._relay_stream(ctx, request, up)
+        try:
+            body = await up.read()
+        except (TimeoutError, aiohttp.ClientError) as e:
+            up.release()
+            ctx.outcome = "upstream_error"
+            if isinstance(e, TimeoutError):
+                raise UpstreamTimeout(f"upstream {self.name} stalled while sending its response") from None
+            raise UpstreamUnavailable(f"upstream {self.name} broke off its response: {e}") from None
+        ctx.first_byte_at = time.perf_counter()
+        ctx.response_bytes = len(body)
+        if up.headers.get("content-type", "").startswith("application/json"):
+            try:
+                msg = msgspec.json.decode(body)
+            except msgspec.DecodeError:
+                msg = None
+            if isinstance(msg, dict):
+                ctx.summary.take_message(msg)
+        if up.status >= 400:
+            ctx.outcome = "upstream_error"
+        return web.Response(status=up.status, body=body, headers=downstream_headers(up.headers, ctx))
+
+    async def _relay_stream(self, ctx: RequestContext, request: web.Request, up: aiohttp.ClientResponse) -> web.StreamResponse:
+        resp = web.StreamResponse(status=up.status, headers=downstream_headers(up.headers, ctx))
+        tap = SSETap()
+        ctx.summary = tap.summary
+        try:
+            await resp.prepare(request)
+        except (ConnectionError, RuntimeError):
+            up.release()
+            ctx.outcome = "client_closed"
+            return resp
+        try:
+            async for chunk in up.content.iter_any():
+                if ctx.first_byte_at is None:
+                    ctx.first_byte_at = time.perf_counter()
+                await resp.write(chunk)
+                ctx.response_bytes += len(chunk)
+                tap.feed(chunk)
+        except (ConnectionError, asyncio.CancelledError) as e:
+            # The client went away (or the server is shutting down past its grace period).
+            up.close()
+            ctx.outcome = "client_closed"
+            if isinstance(e, asyncio.CancelledError):
+                raise
+            return resp
+        except (TimeoutError, aiohttp.ClientError) as e:
+            log.warning("request %s: upstream %s failed mid-stream: %r; aborting client", ctx.id, self.name, e)
+            up.close()
+            ctx.outcome = "aborted"
+            abort_client(request)
+            return resp
+        up.release()
+        if not tap.summary.stopped and tap.summary.error_type is None:
+            # A clean end without message_stop is a truncation: never pass it on as complete.
+            log.warning("request %s: upstream %s ended the stream without message_stop; aborting client", ctx.id, self.name)
+            ctx.outcome = "aborted"
+            abort_client(request)
+            return resp
+        if tap.summary.error_type is not None:
+            ctx.outcome = "upstream_error"
+        await resp.write_eof()
+        return resp

@@ -1,0 +1,1 @@
+"""The daemon's HTTP side: app factory, ingress checks, proxy handlers, control API."""

@@ -1,0 +1,71 @@
+"""The aiohttp application factory: state under typed AppKeys, resources in cleanup_ctx."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from sidecar.config import Config
+from sidecar.ledger.pricing import Pricing
+from sidecar.ledger.writer import Ledger
+from sidecar.paths import Paths
+from sidecar.providers.anthropic import AnthropicProvider
+from sidecar.proxy import control, handlers
+from sidecar.proxy.events import EventBus
+from sidecar.proxy.ingress import ingress
+from sidecar.proxy.keys import BUS, CONFIG, HTTP, LEDGER, PATHS, PROVIDER, RUNTIME, STAGES, TASKS, Runtime
+from sidecar.proxy.stages import default_stages
+from sidecar.secrets import ResolvedKey
+from sidecar.tasks import TaskSet
+
+MAX_BODY = 64 * 1024 * 1024  # Claude Code bodies are ~100 KB; images and PDFs can be large.
+
+
+def create_app(cfg: Config, paths: Paths, token: str, keys: dict[str, list[ResolvedKey]] | None = None) -> web.Application:
+    """Build the sidecar's app; `keys` are the resolved credentials per provider name."""
+    app = web.Application(middlewares=[ingress], client_max_size=MAX_BODY)
+    app[CONFIG] = cfg
+    app[PATHS] = paths
+    app[RUNTIME] = Runtime(token=token, started_at=time.time())
+    app[BUS] = EventBus()
+    app[TASKS] = TaskSet()
+    resolved = keys or {}
+
+    async def http_session(app: web.Application) -> AsyncIterator[None]:
+        connector = aiohttp.TCPConnector(limit=256, ttl_dns_cache=300, keepalive_timeout=60)
+        session = aiohttp.ClientSession(
+            connector=connector,
+            skip_auto_headers=("User-Agent", "Content-Type"),
+            # Claude Code bodies carry long tool schemas; the default line/field limits are enough,
+            # but never let aiohttp rewrite or reorder what we forward.
+            auto_decompress=True,
+        )
+        app[HTTP] = session
+        anthropic_cfg = next(p for p in cfg.providers if p.type == "anthropic")
+        app[PROVIDER] = AnthropicProvider(anthropic_cfg, resolved.get(anthropic_cfg.name, []), session)
+        yield
+        await session.close()
+
+    async def ledger(app: web.Application) -> AsyncIterator[None]:
+        led = Ledger(paths.db_file, Pricing(cfg.pricing))
+        await led.start()
+        app[LEDGER] = led
+        app[STAGES] = default_stages(led, app[BUS])
+        yield
+        await led.close()
+
+    async def tasks(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await app[TASKS].close()
+
+    async def announce_shutdown(app: web.Application) -> None:
+        app[BUS].publish("shutdown", {})
+
+    app.cleanup_ctx.extend([http_session, ledger, tasks])
+    app.on_shutdown.append(announce_shutdown)
+    handlers.add_routes(app)
+    control.add_routes(app)
+    return app

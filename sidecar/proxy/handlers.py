@@ -1,0 +1,89 @@
+"""The proxied Anthropic endpoints: messages, count_tokens, models, and health."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from sidecar import __version__
+from sidecar.errors import SidecarError
+from sidecar.protocol.anthropic import RequestHead, parse_head
+from sidecar.proxy.context import RequestContext
+from sidecar.proxy.ingress import error_response
+from sidecar.proxy.keys import PROVIDER, RUNTIME, STAGES
+from sidecar.proxy.stages import Stage
+
+log = logging.getLogger(__name__)
+
+
+async def root(request: web.Request) -> web.Response:
+    """`HEAD /` and `GET /`: Claude Code's preconnect; answers anything, cheaply."""
+    return web.Response(text="claude-sidecar\n")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness for `start`, service managers and load balancers."""
+    return web.json_response({"ok": True, "version": __version__})
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    """`POST /v1/messages` and `/v1/messages/count_tokens`, streaming or not."""
+    body = await request.read()
+    headers = request.headers
+    stages = request.app[STAGES]
+    try:
+        head = parse_head(body)
+    except SidecarError as e:
+        ctx = RequestContext(request.path, body, RequestHead(), headers.get("x-claude-code-session-id"), headers.get("x-claude-code-agent-id"))
+        _fail(ctx, e)
+        _complete(stages, ctx)
+        return error_response(e)
+    ctx = RequestContext(request.path, body, head, headers.get("x-claude-code-session-id"), headers.get("x-claude-code-agent-id"))
+    in_flight = request.app[RUNTIME].in_flight
+    in_flight[ctx.id] = ctx
+    try:
+        for stage in stages:
+            stage.on_request(ctx)
+        provider = request.app[PROVIDER]
+        up = await provider.open(ctx, request)
+        return await provider.relay(ctx, request, up)
+    except SidecarError as e:
+        _fail(ctx, e)
+        return error_response(e)
+    finally:
+        del in_flight[ctx.id]
+        _complete(stages, ctx)
+
+
+def _fail(ctx: RequestContext, e: SidecarError) -> None:
+    ctx.status = e.status
+    ctx.outcome = "rejected" if e.status < 500 else "upstream_error"
+    ctx.summary.error_type = e.error_type
+    ctx.summary.error_message = e.message
+
+
+def _complete(stages: list[Stage], ctx: RequestContext) -> None:
+    for stage in stages:
+        try:
+            stage.on_complete(ctx)
+        except Exception:
+            log.exception("stage %s failed to complete request %s", type(stage).__name__, ctx.id)
+
+
+async def models(request: web.Request) -> web.StreamResponse:
+    """`GET /v1/models`: the upstream's list, passed through."""
+    ctx = RequestContext(request.path, b"", RequestHead(), None, None)
+    provider = request.app[PROVIDER]
+    up = await provider.open(ctx, request)
+    return await provider.relay(ctx, request, up)
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the proxied endpoints on `app`."""
+    app.router.add_route("HEAD", "/", root)
+    app.router.add_get("/", root, allow_head=False)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1/messages/count_tokens", messages)
+    app.router.add_get("/v1/models", models)

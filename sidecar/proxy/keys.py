@@ -1,0 +1,41 @@
+"""Typed keys for the runtime state kept on the aiohttp Application."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+from sidecar.config import Config
+from sidecar.ledger.writer import Ledger
+from sidecar.paths import Paths
+from sidecar.providers.anthropic import AnthropicProvider
+from sidecar.proxy.context import RequestContext
+from sidecar.proxy.events import EventBus
+from sidecar.proxy.stages import Stage
+from sidecar.tasks import TaskSet
+
+
+@dataclass
+class Runtime:
+    """Process-wide facts the control API reports."""
+
+    token: str
+    started_at: float
+    address: str = ""
+    unix_socket: str | None = None
+    in_flight: dict[str, RequestContext] = field(default_factory=dict)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+CONFIG = web.AppKey("config", Config)
+PATHS = web.AppKey("paths", Paths)
+RUNTIME = web.AppKey("runtime", Runtime)
+BUS = web.AppKey("bus", EventBus)
+TASKS = web.AppKey("tasks", TaskSet)
+HTTP = web.AppKey("http", aiohttp.ClientSession)
+LEDGER = web.AppKey("ledger", Ledger)
+PROVIDER = web.AppKey("provider", AnthropicProvider)
+STAGES: web.AppKey[list[Stage]] = web.AppKey("stages")

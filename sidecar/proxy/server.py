@@ -1,0 +1,157 @@
+"""Running the daemon in the foreground: bind, record state, serve, shut down cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from sidecar import __version__
+from sidecar.config import Config
+from sidecar.errors import ConfigError
+from sidecar.paths import Paths
+from sidecar.proxy.app import create_app
+from sidecar.proxy.keys import RUNTIME
+from sidecar.secrets import SecretStore, resolve_keys
+
+log = logging.getLogger(__name__)
+PORT_TRIES = 20
+
+
+def load_or_create_token(paths: Paths) -> str:
+    """The local token, created once (mode 0600) and kept across restarts."""
+    try:
+        token = paths.token_file.read_text().strip()
+        if token:
+            return token
+    except FileNotFoundError:
+        pass
+    token = secrets.token_urlsafe(32)
+    paths.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(paths.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on `port`, or on the next free port above it when it is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    last: OSError | None = None
+    for candidate in [port] if port == 0 else range(port, min(port + PORT_TRIES, 65536)):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        if sys.platform != "win32":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, candidate))
+        except OSError as e:
+            sock.close()
+            last = e
+            if e.errno in (errno.EADDRINUSE, errno.EACCES):
+                continue
+            raise ConfigError(f"cannot listen on {host}:{candidate}: {e.strerror}") from None
+        sock.listen(1024)
+        sock.setblocking(False)
+        return sock
+    raise ConfigError(f"ports {port}-{port + PORT_TRIES - 1} on {host} are all taken ({last}); set [server] port")
+
+
+def read_state(paths: Paths) -> dict[str, Any] | None:
+    """The running daemon's state file, if there is one."""
+    try:
+        data = json.loads(paths.state_file.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write_state(paths: Paths, state: dict[str, Any]) -> None:
+    tmp = paths.state_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    os.replace(tmp, paths.state_file)
+
+
+async def serve(cfg: Config, paths: Paths, ready: asyncio.Event | None = None) -> None:
+    """Serve until SIGTERM/SIGINT or a control-API shutdown, then stop gracefully."""
+    paths.ensure()
+    token = load_or_create_token(paths)
+    store = SecretStore(paths.config_dir / "credentials.json")
+    keys = {p.name: resolve_keys(p, store) for p in cfg.providers}
+    app = create_app(cfg, paths, token, keys)
+    rt = app[RUNTIME]
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=cfg.server.shutdown_grace_seconds
+    )
+    await runner.setup()
+    sock = bind(cfg.server.host, cfg.server.port)
+    host, port = sock.getsockname()[:2]
+    await web.SockSite(runner, sock).start()
+    url_host = f"[{host}]" if ":" in host else host
+    rt.address = f"http://{url_host}:{port}"
+    sock_path: Path | None = None
+    if cfg.server.unix_socket is not None and hasattr(socket, "AF_UNIX"):
+        sock_path = Path(cfg.server.unix_socket) if cfg.server.unix_socket else paths.socket_file
+        with contextlib.suppress(FileNotFoundError):
+            sock_path.unlink()
+        old = os.umask(0o177)
+        try:
+            await web.UnixSite(runner, str(sock_path)).start()
+        finally:
+            os.umask(old)
+        os.chmod(sock_path, 0o600)
+        rt.unix_socket = str(sock_path)
+    state = {
+        "pid": os.getpid(),
+        "host": host,
+        "port": port,
+        "url": rt.address,
+        "unix_socket": rt.unix_socket,
+        "started_at": rt.started_at,
+        "version": __version__,
+        "config_file": str(paths.config_file),
+    }
+    _write_state(paths, state)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, rt.stop.set)
+    log.warning("claude-sidecar %s listening on %s", __version__, rt.address)
+    if ready is not None:
+        ready.set()
+    try:
+        await rt.stop.wait()
+    finally:
+        t0 = time.monotonic()
+        # Stop accepting, let in-flight requests finish within the grace period, close resources.
+        await runner.cleanup()
+        current = read_state(paths)
+        if current and current.get("pid") == os.getpid():
+            with contextlib.suppress(FileNotFoundError):
+                paths.state_file.unlink()
+        if sock_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                sock_path.unlink()
+        log.warning("stopped in %.1f s", time.monotonic() - t0)
+
+
+def run_foreground(cfg: Config, paths: Paths) -> None:
+    """Run the daemon in this process (uvloop where available)."""
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    runner(serve(cfg, paths))

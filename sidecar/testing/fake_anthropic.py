@@ -1,0 +1,670 @@
+"""A fake Anthropic Messages API upstream on loopback that speaks the real wire format.
+
+In process::
+
+    async with FakeAnthropic() as fake:
+        fake.script(Text("hi"), Error(429, headers={"retry-after": "1"}))
+        ...  # point a client at fake.url; inspect fake.requests
+
+As a separate process (``python -m sidecar.testing.fake_anthropic --port 0`` prints
+``listening on http://127.0.0.1:PORT``), driven over HTTP: ``POST /__fake/script`` with a JSON
+list of behaviours (``[{"kind": "text", "text": "hi"}]``) replaces the queue,
+``POST /__fake/default`` with one behaviour sets the reply used when the queue is empty,
+``POST /__fake/reset`` clears queue and recordings, ``GET /__fake/requests`` returns them.
+`FakeAnthropicProcess` does all of this for a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar, TypeAlias, cast
+
+import aiohttp
+import msgspec
+from aiohttp import web
+
+from sidecar.testing.anthropic_sse import (
+    ERROR_MESSAGES,
+    ERROR_TYPE_STATUSES,
+    JSON_CONTENT_TYPE,
+    SSE_CONTENT_TYPE,
+    Block,
+    Usage,
+    content_events,
+    count_words,
+    encode_json,
+    error_body,
+    error_event,
+    error_type_for,
+    estimate_tokens,
+    message_body,
+    new_id,
+    stream_events,
+    text_block,
+    thinking_block,
+    tool_use_block,
+)
+
+DEFAULT_TEXT = "Hello from the fake upstream."
+DEFAULT_MODEL = "claude-opus-4-8"
+ORGANIZATION_ID = "7e6b0f9c-3d1a-4c5e-9b2f-0a1d2c3e4f50"
+MODELS = [
+    ("claude-opus-4-8", "Claude Opus 4.8", "2026-09-30T00:00:00Z"),
+    ("claude-sonnet-5", "Claude Sonnet 5", "2026-06-15T00:00:00Z"),
+    ("claude-haiku-4-5-20251001", "Claude Haiku 4.5", "2025-10-15T00:00:00Z"),
+]
+_LOREM = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor".split()
+
+
+# ---------------------------------------------------------------- behaviours
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A reply's content, ready to send: blocks, their pre-framed events, and token counts."""
+
+    blocks: list[Block]
+    content: list[bytes]
+    output_tokens: int
+    stop_reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Reply:
+    model: str | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+    stop_reason: str | None = None
+    delay_between_events: float = 0.0
+
+    def render(self) -> Rendered:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Text(_Reply):
+    """Reply with `text` (and an optional `thinking` block first) in `chunks` deltas (None: per word)."""
+
+    kind: ClassVar[str] = "text"
+    text: str = DEFAULT_TEXT
+    chunks: int | None = None
+    thinking: str | None = None
+
+    @classmethod
+    def bench(cls, words: int = 50) -> Text:
+        """A text reply of `words` words, streamed as one delta per word."""
+        return cls(" ".join(_LOREM[i % len(_LOREM)] for i in range(words)))
+
+    @cached_property
+    def _rendered(self) -> Rendered:
+        blocks = [text_block(self.text, self.chunks)]
+        words = count_words(self.text)
+        if self.thinking is not None:
+            blocks.insert(0, thinking_block(self.thinking))
+            words += count_words(self.thinking)
+        return Rendered(blocks, content_events(blocks), max(1, words), "end_turn")
+
+    def render(self) -> Rendered:
+        """The content blocks and their events (computed once per behaviour)."""
+        return self._rendered
+
+
+@dataclass(frozen=True)
+class ToolUse(_Reply):
+    """Reply with a tool_use block (after optional `text`); input JSON in `chunks` pieces."""
+
+    kind: ClassVar[str] = "tool_use"
+    name: str = "get_weather"
+    input: dict[str, Any] = field(default_factory=lambda: {"location": "Paris"})
+    text: str | None = None
+    chunks: int = 3
+    id: str | None = None
+
+    def render(self) -> Rendered:
+        """The content blocks and their events (a fresh tool id unless `id` is set)."""
+        tool = tool_use_block(self.id or new_id("toolu_01"), self.name, self.input, self.chunks)
+        blocks = [tool] if self.text is None else [text_block(self.text), tool]
+        words = count_words(self.text or "") + len(msgspec.json.encode(self.input)) // 4
+        return Rendered(blocks, content_events(blocks), max(1, words), "tool_use")
+
+
+@dataclass(frozen=True)
+class Error:
+    """Answer an HTTP error with the API's envelope; `type` defaults from `status`."""
+
+    kind: ClassVar[str] = "error"
+    status: int = 529
+    type: str | None = None
+    message: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    should_retry: bool | None = None
+
+
+Reply: TypeAlias = Text | ToolUse
+
+
+@dataclass(frozen=True)
+class StallBeforeHeaders:
+    """Send nothing for `seconds`, then behave like `then`."""
+
+    kind: ClassVar[str] = "stall_before_headers"
+    seconds: float = 1.0
+    then: Behaviour = field(default_factory=Text)
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Send `after_events` events (non-streaming: `after_bytes`, default half the body), then RST."""
+
+    kind: ClassVar[str] = "cut"
+    after_events: int = 3
+    after_bytes: int | None = None
+    reply: Reply = field(default_factory=Text)
+
+
+@dataclass(frozen=True)
+class StallMidStream:
+    """Send `after_events` events (non-streaming: half the body), wait `seconds`, then the rest."""
+
+    kind: ClassVar[str] = "stall_mid_stream"
+    after_events: int = 3
+    seconds: float = 1.0
+    reply: Reply = field(default_factory=Text)
+
+
+@dataclass(frozen=True)
+class StreamError:
+    """Send `after_events` events, then an in-stream `event: error`, then end cleanly.
+
+    A non-streaming request gets the matching HTTP error (529 for overloaded_error).
+    """
+
+    kind: ClassVar[str] = "stream_error"
+    after_events: int = 1
+    type: str = "overloaded_error"
+    message: str = "Overloaded"
+    reply: Reply = field(default_factory=Text)
+
+
+Behaviour: TypeAlias = Text | ToolUse | Error | StallBeforeHeaders | Cut | StallMidStream | StreamError
+KINDS: dict[str, type[Any]] = {
+    c.kind: c for c in (Text, ToolUse, Error, StallBeforeHeaders, Cut, StallMidStream, StreamError)
+}
+DEFAULT_REPLY = Text()
+
+
+def behaviour_from_json(data: Mapping[str, Any]) -> Behaviour:
+    """Build a behaviour from its JSON form, e.g. {"kind": "cut", "after_events": 2}."""
+    fields = dict(data)
+    kind = fields.pop("kind", None)
+    if kind not in KINDS:
+        raise ValueError(f"unknown behaviour kind {kind!r}; expected one of {sorted(KINDS)}")
+    for key in ("then", "reply"):
+        if key in fields:
+            fields[key] = behaviour_from_json(fields[key])
+    if "reply" in fields and not isinstance(fields["reply"], Text | ToolUse):
+        raise ValueError(f"{kind}: reply must be a text or tool_use behaviour")
+    return cast(Behaviour, KINDS[kind](**fields))
+
+
+def behaviour_to_json(behaviour: Behaviour) -> dict[str, Any]:
+    """The JSON form of a behaviour (the inverse of `behaviour_from_json`)."""
+    out: dict[str, Any] = {"kind": behaviour.kind}
+    for f in dataclasses.fields(behaviour):
+        value = getattr(behaviour, f.name)
+        out[f.name] = behaviour_to_json(value) if f.name in ("then", "reply") else value
+    return out
+
+
+# ---------------------------------------------------------------- recording
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as received: headers in their raw order and case, body as bytes."""
+
+    method: str
+    path: str
+    query_string: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        """The first value of header `name` (case-insensitive), or None."""
+        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
+
+    def json(self) -> Any:
+        """The body decoded as JSON."""
+        return msgspec.json.decode(self.body)
+
+    def to_json(self) -> dict[str, Any]:
+        """The form GET /__fake/requests returns (body as base64, and as text if UTF-8)."""
+        try:
+            text: str | None = self.body.decode()
+        except UnicodeDecodeError:
+            text = None
+        return {
+            "method": self.method,
+            "path": self.path,
+            "query_string": self.query_string,
+            "headers": [list(h) for h in self.headers],
+            "body_base64": base64.b64encode(self.body).decode(),
+            "body_text": text,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RecordedRequest:
+        """Rebuild a request from `to_json` output."""
+        headers = [(str(k), str(v)) for k, v in data["headers"]]
+        body = base64.b64decode(data["body_base64"])
+        return cls(data["method"], data["path"], data["query_string"], headers, body)
+
+
+# ---------------------------------------------------------------- the server
+
+
+def _abort(request: web.BaseRequest) -> None:
+    """Reset the connection (SO_LINGER 0 makes close send RST) so the client sees an error."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+_Handler = Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]]
+
+
+class FakeAnthropic:
+    """A fake Anthropic API on loopback: pops a scripted behaviour per POST /v1/messages."""
+
+    def __init__(
+        self, *, host: str = "127.0.0.1", port: int = 0, default: Behaviour = DEFAULT_REPLY
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.default: Behaviour = default
+        self.requests: list[RecordedRequest] = []
+        self._queue: deque[Behaviour] = deque()
+        self._runner: web.AppRunner | None = None
+        self._reset_second = -1
+        self._reset_at = ""
+        self._models_body = encode_json(self._models_json())
+        self.app = web.Application()
+        routes: list[tuple[str, str, _Handler]] = [
+            ("POST", "/v1/messages", self._messages),
+            ("POST", "/v1/messages/count_tokens", self._count_tokens),
+            ("GET", "/v1/models", self._models),
+            ("HEAD", "/", self._head),
+            ("POST", "/__fake/script", self._control_script),
+            ("POST", "/__fake/default", self._control_default),
+            ("POST", "/__fake/reset", self._control_reset),
+            ("GET", "/__fake/requests", self._control_requests),
+        ]
+        for method, path, handler in routes:
+            self.app.router.add_route(method, path, handler)
+
+    @property
+    def url(self) -> str:
+        """The base URL, e.g. http://127.0.0.1:54321 (valid once started)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def script(self, *behaviours: Behaviour) -> None:
+        """Replace the queue of behaviours."""
+        self._queue = deque(behaviours)
+
+    def enqueue(self, *behaviours: Behaviour) -> None:
+        """Append behaviours to the queue."""
+        self._queue.extend(behaviours)
+
+    @property
+    def pending(self) -> int:
+        """How many scripted behaviours are still queued."""
+        return len(self._queue)
+
+    def reset(self) -> None:
+        """Clear the queue and the recorded requests."""
+        self._queue.clear()
+        self.requests.clear()
+
+    async def start(self) -> None:
+        """Bind and start serving; `port` becomes the real port if it was 0."""
+        self._runner = web.AppRunner(
+            self.app,
+            handle_signals=False,
+            access_log=None,
+            handler_cancellation=True,
+            shutdown_timeout=0.5,
+        )
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.port).start()
+        self.port = int(self._runner.addresses[0][1])
+
+    async def close(self) -> None:
+        """Stop serving and drop open connections."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeAnthropic:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------ responses
+
+    def _headers(self, content_type: str) -> tuple[dict[str, str], str]:
+        now = int(time.time())
+        if now != self._reset_second:
+            self._reset_second = now
+            self._reset_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + 1))
+        request_id = new_id("req_011C", 20)
+        reset = self._reset_at
+        headers = {
+            "Content-Type": content_type,
+            "request-id": request_id,
+            "anthropic-organization-id": ORGANIZATION_ID,
+            "anthropic-ratelimit-requests-limit": "4000",
+            "anthropic-ratelimit-requests-remaining": "3999",
+            "anthropic-ratelimit-requests-reset": reset,
+            "anthropic-ratelimit-input-tokens-limit": "2000000",
+            "anthropic-ratelimit-input-tokens-remaining": "2000000",
+            "anthropic-ratelimit-input-tokens-reset": reset,
+            "anthropic-ratelimit-output-tokens-limit": "400000",
+            "anthropic-ratelimit-output-tokens-remaining": "400000",
+            "anthropic-ratelimit-output-tokens-reset": reset,
+            "anthropic-ratelimit-tokens-limit": "2400000",
+            "anthropic-ratelimit-tokens-remaining": "2400000",
+            "anthropic-ratelimit-tokens-reset": reset,
+        }
+        return headers, request_id
+
+    def _error(
+        self, status: int, error_type: str | None = None, message: str | None = None,
+        extra: Mapping[str, str] | None = None, should_retry: bool | None = None,
+    ) -> web.Response:  # fmt: skip
+        error_type = error_type or error_type_for(status)
+        headers, request_id = self._headers(JSON_CONTENT_TYPE)
+        if should_retry is not None:
+            headers["x-should-retry"] = "true" if should_retry else "false"
+        headers.update(extra or {})
+        message = message or ERROR_MESSAGES.get(error_type, "Error")
+        body = encode_json(error_body(error_type, message, request_id))
+        return web.Response(status=status, body=body, headers=headers)
+
+    def _record(self, request: web.Request, body: bytes) -> None:
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
+        self.requests.append(
+            RecordedRequest(request.method, request.path, request.query_string, headers, body)
+        )
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self._record(request, body)
+        try:
+            payload = msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            payload = None
+        if not isinstance(payload, dict):
+            return self._error(400, message="There was an error parsing the body of your request.")
+        behaviour = self._queue.popleft() if self._queue else self.default
+        return await self._perform(request, behaviour, payload, body)
+
+    async def _perform(
+        self, request: web.Request, behaviour: Behaviour, payload: dict[str, Any], body: bytes
+    ) -> web.StreamResponse:
+        if isinstance(behaviour, StallBeforeHeaders):
+            await asyncio.sleep(behaviour.seconds)
+            return await self._perform(request, behaviour.then, payload, body)
+        if isinstance(behaviour, Error):
+            b = behaviour
+            return self._error(b.status, b.type, b.message, b.headers, b.should_retry)
+        streaming = payload.get("stream") is True
+        if isinstance(behaviour, StreamError) and not streaming:
+            status = ERROR_TYPE_STATUSES.get(behaviour.type, 500)
+            return self._error(status, behaviour.type, behaviour.message)
+        reply = behaviour if isinstance(behaviour, Text | ToolUse) else behaviour.reply
+        rendered = reply.render()
+        usage = dataclasses.replace(
+            Usage(estimate_tokens(body), rendered.output_tokens), **reply.usage
+        )
+        model = reply.model or payload.get("model") or DEFAULT_MODEL
+        stop_reason = reply.stop_reason or rendered.stop_reason
+        message_id = new_id("msg_01")
+        if not streaming:
+            message = message_body(message_id, model, rendered.blocks, usage, stop_reason)
+            return await self._send_message(request, encode_json(message), behaviour)
+        events = stream_events(message_id, model, rendered.content, usage, stop_reason)
+        cut_at: int | None = None
+        if isinstance(behaviour, Cut):
+            cut_at = behaviour.after_events
+        elif isinstance(behaviour, StreamError):
+            events = [*events[: behaviour.after_events], error_event(behaviour.type, behaviour.message)]
+        stall = behaviour if isinstance(behaviour, StallMidStream) else None
+        return await self._send_stream(request, events, reply.delay_between_events, cut_at, stall)
+
+    async def _send_stream(
+        self,
+        request: web.Request,
+        events: Sequence[bytes],
+        delay: float,
+        cut_at: int | None,
+        stall: StallMidStream | None,
+    ) -> web.StreamResponse:
+        headers, _ = self._headers(SSE_CONTENT_TYPE)
+        headers["Cache-Control"] = "no-cache"
+        resp = web.StreamResponse(headers=headers)
+        await resp.prepare(request)
+        for i, event in enumerate(events):
+            if i == cut_at:
+                break
+            if stall is not None and i == stall.after_events:
+                await asyncio.sleep(stall.seconds)
+            elif delay and i:
+                await asyncio.sleep(delay)
+            await resp.write(event)
+        if cut_at is not None:
+            # Never write_eof here: the final empty chunk would be a clean end.
+            _abort(request)
+            return resp
+        await resp.write_eof()
+        return resp
+
+    async def _send_message(
+        self, request: web.Request, body: bytes, behaviour: Behaviour
+    ) -> web.StreamResponse:
+        headers, _ = self._headers(JSON_CONTENT_TYPE)
+        if not isinstance(behaviour, Cut | StallMidStream):
+            return web.Response(body=body, headers=headers)
+        split = len(body) // 2
+        if isinstance(behaviour, Cut) and behaviour.after_bytes is not None:
+            split = behaviour.after_bytes
+        resp = web.StreamResponse(headers=headers)
+        resp.content_length = len(body)
+        await resp.prepare(request)
+        await resp.write(body[:split])
+        if isinstance(behaviour, Cut):
+            _abort(request)
+            return resp
+        await asyncio.sleep(behaviour.seconds)
+        await resp.write(body[split:])
+        await resp.write_eof()
+        return resp
+
+    async def _count_tokens(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self._record(request, body)
+        try:
+            msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            return self._error(400, message="There was an error parsing the body of your request.")
+        headers, _ = self._headers(JSON_CONTENT_TYPE)
+        return web.Response(body=encode_json({"input_tokens": estimate_tokens(body)}), headers=headers)
+
+    @staticmethod
+    def _models_json() -> dict[str, Any]:
+        data = [
+            {"type": "model", "id": i, "display_name": n, "created_at": c} for i, n, c in MODELS
+        ]
+        return {"data": data, "has_more": False, "first_id": MODELS[0][0], "last_id": MODELS[-1][0]}
+
+    async def _models(self, request: web.Request) -> web.StreamResponse:
+        headers, _ = self._headers(JSON_CONTENT_TYPE)
+        return web.Response(body=self._models_body, headers=headers)
+
+    async def _head(self, request: web.Request) -> web.StreamResponse:
+        return web.Response()
+
+    # ------------------------------------------------------------ control
+
+    async def _control_script(self, request: web.Request) -> web.StreamResponse:
+        try:
+            items = msgspec.json.decode(await request.read())
+            if not isinstance(items, list):
+                raise ValueError("expected a JSON list of behaviours")
+            behaviours = [behaviour_from_json(item) for item in items]
+        except (ValueError, TypeError, msgspec.DecodeError) as e:
+            return web.json_response({"error": str(e)}, status=400)
+        self.script(*behaviours)
+        return web.json_response({"queued": len(behaviours)})
+
+    async def _control_default(self, request: web.Request) -> web.StreamResponse:
+        try:
+            self.default = behaviour_from_json(msgspec.json.decode(await request.read()))
+        except (ValueError, TypeError, msgspec.DecodeError) as e:
+            return web.json_response({"error": str(e)}, status=400)
+        return web.json_response({"default": behaviour_to_json(self.default)})
+
+    async def _control_reset(self, request: web.Request) -> web.StreamResponse:
+        self.reset()
+        return web.json_response({"ok": True})
+
+    async def _control_requests(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response([r.to_json() for r in self.requests])
+
+
+# ---------------------------------------------------------------- separate process
+
+
+class FakeAnthropicProcess:
+    """Runs the fake as a child process and drives it over its /__fake/* control endpoints."""
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, startup_timeout: float = 10.0):
+        self.host, self.port, self.startup_timeout = host, port, startup_timeout
+        self.url = ""
+        self._proc: asyncio.subprocess.Process | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> FakeAnthropicProcess:
+        root = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "sidecar.testing.fake_anthropic",
+            "--host", self.host, "--port", str(self.port),
+            stdout=asyncio.subprocess.PIPE, env=env,
+        )  # fmt: skip
+        assert self._proc.stdout is not None
+        try:
+            line = await asyncio.wait_for(self._proc.stdout.readline(), self.startup_timeout)
+        except BaseException:
+            await self._stop()
+            raise
+        if not line.startswith(b"listening on "):
+            await self._stop()
+            raise RuntimeError(f"fake upstream did not start: {line!r}")
+        self.url = line.decode().strip().removeprefix("listening on ")
+        self._session = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+        await self._stop()
+
+    async def _stop(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.terminate()
+            await self._proc.wait()
+
+    async def _call(self, method: str, path: str, body: Any = None) -> Any:
+        assert self._session is not None, "use FakeAnthropicProcess as an async context manager"
+        async with self._session.request(method, self.url + path, json=body) as resp:
+            resp.raise_for_status()
+            return await resp.json()
+
+    async def script(self, *behaviours: Behaviour) -> None:
+        """Replace the child's queue of behaviours."""
+        await self._call("POST", "/__fake/script", [behaviour_to_json(b) for b in behaviours])
+
+    async def set_default(self, behaviour: Behaviour) -> None:
+        """Set the reply the child uses when its queue is empty."""
+        await self._call("POST", "/__fake/default", behaviour_to_json(behaviour))
+
+    async def reset(self) -> None:
+        """Clear the child's queue and recorded requests."""
+        await self._call("POST", "/__fake/reset")
+
+    async def requests(self) -> list[RecordedRequest]:
+        """The requests the child has recorded."""
+        return [RecordedRequest.from_json(r) for r in await self._call("GET", "/__fake/requests")]
+
+
+async def _serve(host: str, port: int) -> None:
+    fake = FakeAnthropic(host=host, port=port)
+    await fake.start()
+    print(f"listening on {fake.url}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):  # Windows: SIGINT still interrupts
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await fake.close()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve the fake upstream until SIGTERM or SIGINT."""
+    parser = argparse.ArgumentParser(prog="python -m sidecar.testing.fake_anthropic")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    args = parser.parse_args(argv)
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:
+        pass
+    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(_serve(args.host, args.port))
+
+
+if __name__ == "__main__":
+    main()
