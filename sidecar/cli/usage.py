@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from typing import Any
@@ -24,27 +25,34 @@ _TITLES: dict[GroupBy, tuple[str, str]] = {
 _NUMBER_HEADERS = ("Input", "Output", "Cache Create", "Cache Read", "Total Tokens", "Cost (USD)")
 
 
-class DateParam(click.ParamType):
-    """A calendar date written YYYY-MM-DD or YYYYMMDD."""
-
-    name = "YYYY-MM-DD"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> date:
-        """Parse `value`, failing with a usage error (exit 2) that shows the expected form."""
-        if isinstance(value, date):
-            return value
-        for fmt in ("%Y-%m-%d", "%Y%m%d"):
-            try:
-                return datetime.strptime(str(value), fmt).date()
-            except ValueError:
-                continue
-        self.fail(f"{value!r} is not a date; write it as YYYY-MM-DD or YYYYMMDD (e.g. 2026-05-01)", param, ctx)
+def _parse_date(ctx: click.Context, param: click.Parameter, value: str | None) -> date | None:
+    """A calendar date written YYYY-MM-DD or YYYYMMDD; anything else is a usage error (exit 2)."""
+    if value is None:
+        return None
+    for fmt in ("%Y-%m-%d", "%Y%m%d"):
+        try:
+            return datetime.strptime(value, fmt).date()
+        except ValueError:
+            continue
+    raise click.BadParameter(
+        f"{value!r} is not a date; write it as YYYY-MM-DD or YYYYMMDD (e.g. 2026-05-01)"
+    )
 
 
 def _options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")(f)
-    f = click.option("--until", type=DateParam(), help="Last day to include (local date).")(f)
-    f = click.option("--since", type=DateParam(), help="First day to include (local date).")(f)
+    f = click.option(
+        "--until",
+        metavar="YYYY-MM-DD",
+        callback=_parse_date,
+        help="Last day to include (local date).",
+    )(f)
+    f = click.option(
+        "--since",
+        metavar="YYYY-MM-DD",
+        callback=_parse_date,
+        help="First day to include (local date).",
+    )(f)
     return f
 
 
@@ -62,7 +70,12 @@ def _subcommand(group_by: GroupBy) -> click.Command:
     def command(ctx: click.Context, since: date | None, until: date | None, as_json: bool) -> None:
         # Options given before the subcommand (`usage --json daily`) count too.
         outer = ctx.parent.params if ctx.parent else {}
-        _run(group_by, since or outer.get("since"), until or outer.get("until"), as_json or bool(outer.get("as_json")))
+        _run(
+            group_by,
+            since or outer.get("since"),
+            until or outer.get("until"),
+            as_json or bool(outer.get("as_json")),
+        )
 
     command.__doc__ = f"Usage {_TITLES[group_by][1]}."
     return usage.command(name=group_by)(_options(command))
@@ -79,15 +92,22 @@ def _run(group_by: GroupBy, since: date | None, until: date | None, as_json: boo
     tz = local_zone(config.load(p.config_file).usage.timezone)
     rows: list[dict[str, Any]] = []
     if p.db_file.exists():
-        db = open_db(p.db_file)
         try:
-            rows = report(db, group_by, since, until, tz)
-        finally:
-            db.close()
+            db = open_db(p.db_file)
+            try:
+                rows = report(db, group_by, since, until, tz)
+            finally:
+                db.close()
+        except sqlite3.DatabaseError as e:
+            raise click.ClickException(f"cannot read the usage ledger {p.db_file}: {e}") from None
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     elif not rows:
-        click.echo("no usage recorded yet" if since is None and until is None else "no usage in that period")
+        click.echo(
+            "no usage recorded yet"
+            if since is None and until is None
+            else "no usage in that period"
+        )
     else:
         click.echo(f"Usage {_TITLES[group_by][1]} ({tz})\n")
         click.echo(render_table(group_by, rows))
@@ -121,7 +141,7 @@ def render_table(group_by: GroupBy, rows: Sequence[dict[str, Any]]) -> str:
             out.append("  ".join(parts).rstrip())
         return out
 
-    out = lines_of([[h] for h in headers]) + [rule]
+    out = [*lines_of([[h] for h in headers]), rule]
     for cells in body:
         out += lines_of(cells)
     return "\n".join([*out, rule, *lines_of(footer)])
@@ -129,7 +149,9 @@ def render_table(group_by: GroupBy, rows: Sequence[dict[str, Any]]) -> str:
 
 def _numbers(row: dict[str, Any]) -> list[str]:
     tokens = [f"{int(row[f]):,}" for f in (*TOKEN_FIELDS, "total_tokens")]
-    return [*tokens, f"${row['cost_usd']:,.2f}"]
+    usd = float(row["cost_usd"])
+    # Cents hide a session of cheap requests; show sub-cent amounts to 1/100 of a cent.
+    return [*tokens, f"${usd:,.4f}" if 0 < usd < 0.01 else f"${usd:,.2f}"]
 
 
 COMMANDS = [usage]

@@ -59,8 +59,12 @@ def report(
         slot = row["slot"]
         key = keys.get(slot)
         if key is None:
-            key = keys[slot] = _period_key(group_by, datetime.fromtimestamp(slot * _SLOT, tz).date())
-        acc = groups.setdefault(key, {"key": key, "requests": 0, **dict.fromkeys(TOKEN_FIELDS, 0), "cost_usd": 0.0})
+            key = keys[slot] = _period_key(
+                group_by, datetime.fromtimestamp(slot * _SLOT, tz).date()
+            )
+        acc = groups.setdefault(
+            key, {"key": key, "requests": 0, **dict.fromkeys(TOKEN_FIELDS, 0), "cost_usd": 0.0}
+        )
         for f in ("requests", *TOKEN_FIELDS, "cost_usd"):
             acc[f] += row[f]
         if row["model"]:

@@ -31,7 +31,8 @@ def migration(fn: Migration) -> Migration:
 @migration
 def m001_create_usage(db: sqlite_utils.Database) -> None:
     """One row per proxied request, with exactly the fields of UsageRecord (as of m001)."""
-    db["usage"].create(
+    usage = db.table("usage")
+    usage.create(
         {
             "id": str,
             "ts": float,
@@ -61,9 +62,9 @@ def m001_create_usage(db: sqlite_utils.Database) -> None:
         pk="id",
         not_null={"id", "ts", "endpoint", "provider", "stream", "status", "outcome"},
     )
-    db["usage"].create_index(["ts"], index_name="idx_usage_ts")
-    db["usage"].create_index(["session_id"], index_name="idx_usage_session_id")
-    db["usage"].create_index(["requested_model"], index_name="idx_usage_requested_model")
+    usage.create_index(["ts"], index_name="idx_usage_ts")
+    usage.create_index(["session_id"], index_name="idx_usage_session_id")
+    usage.create_index(["requested_model"], index_name="idx_usage_requested_model")
 
 
 def open_db(path: Path) -> sqlite_utils.Database:
@@ -100,7 +101,7 @@ def migrate(db: sqlite_utils.Database) -> list[str]:
     db.execute("BEGIN IMMEDIATE")
     try:
         if not db[MIGRATIONS_TABLE].exists():
-            db[MIGRATIONS_TABLE].create({"name": str, "applied_at": str}, pk="name")
+            db.table(MIGRATIONS_TABLE).create({"name": str, "applied_at": str}, pk="name")
         done = applied_migrations(db)
         applied: list[str] = []
         for fn in MIGRATIONS:

@@ -118,7 +118,9 @@ class Ledger:
                 except Exception:
                     failures += 1
                     if self._closing and failures > 1:
-                        log.exception("lost %d usage records: the store could not be written", len(batch))
+                        log.exception(
+                            "lost %d usage records: the store could not be written", len(batch)
+                        )
                     else:
                         log.exception("writing %d usage records failed; will retry", len(batch))
                         self._queue.extendleft(reversed(batch))

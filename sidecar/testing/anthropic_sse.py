@@ -186,7 +186,7 @@ def tool_use_block(tool_id: str, name: str, tool_input: dict[str, Any], chunks: 
 
 def message_start(message_id: str, model: str, usage: Usage) -> bytes:
     """The message_start event: an empty assistant message with input-side usage."""
-    message = {
+    message: dict[str, Any] = {
         "id": message_id,
         "type": "message",
         "role": "assistant",
@@ -217,7 +217,9 @@ def content_events(blocks: Sequence[Block]) -> list[bytes]:
 def message_delta(stop_reason: str | None, usage: Usage) -> bytes:
     """The message_delta event: stop reason and cumulative usage."""
     delta = {"stop_reason": stop_reason, "stop_sequence": None}
-    return frame("message_delta", {"type": "message_delta", "delta": delta, "usage": usage.delta_json()})
+    return frame(
+        "message_delta", {"type": "message_delta", "delta": delta, "usage": usage.delta_json()}
+    )
 
 
 def stream_events(

@@ -39,27 +39,7 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
-from sidecar.testing.anthropic_sse import (
-    ERROR_MESSAGES,
-    ERROR_TYPE_STATUSES,
-    JSON_CONTENT_TYPE,
-    SSE_CONTENT_TYPE,
-    Block,
-    Usage,
-    content_events,
-    count_words,
-    encode_json,
-    error_body,
-    error_event,
-    error_type_for,
-    estimate_tokens,
-    message_body,
-    new_id,
-    stream_events,
-    text_block,
-    thinking_block,
-    tool_use_block,
-)
+from sidecar.testing import anthropic_sse as sse
 
 DEFAULT_TEXT = "Hello from the fake upstream."
 DEFAULT_MODEL = "claude-opus-4-8"
@@ -69,6 +49,15 @@ MODELS = [
     ("claude-sonnet-5", "Claude Sonnet 5", "2026-06-15T00:00:00Z"),
     ("claude-haiku-4-5-20251001", "Claude Haiku 4.5", "2025-10-15T00:00:00Z"),
 ]
+# (header infix, limit, used): plausible values for the anthropic-ratelimit-* headers.
+_RATE_LIMITS = [
+    ("requests", 4000, 1),
+    ("input-tokens", 2_000_000, 0),
+    ("output-tokens", 400_000, 0),
+    ("tokens", 2_400_000, 0),
+]
+# The directory that holds the `sidecar` package, for the child's PYTHONPATH.
+_ROOT = str(Path(__file__).resolve().parents[2])
 _LOREM = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor".split()
 
 
@@ -79,7 +68,7 @@ _LOREM = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod 
 class Rendered:
     """A reply's content, ready to send: blocks, their pre-framed events, and token counts."""
 
-    blocks: list[Block]
+    blocks: list[sse.Block]
     content: list[bytes]
     output_tokens: int
     stop_reason: str
@@ -92,13 +81,15 @@ class _Reply:
     stop_reason: str | None = None
     delay_between_events: float = 0.0
 
-    def render(self) -> Rendered:
-        raise NotImplementedError
+    def __post_init__(self) -> None:
+        unknown = set(self.usage) - {f.name for f in dataclasses.fields(sse.Usage)}
+        if unknown:
+            raise ValueError(f"unknown usage fields {sorted(unknown)}")
 
 
 @dataclass(frozen=True)
 class Text(_Reply):
-    """Reply with `text` (and an optional `thinking` block first) in `chunks` deltas (None: per word)."""
+    """Reply with `text` in `chunks` deltas (None: one per word), after optional `thinking`."""
 
     kind: ClassVar[str] = "text"
     text: str = DEFAULT_TEXT
@@ -112,12 +103,12 @@ class Text(_Reply):
 
     @cached_property
     def _rendered(self) -> Rendered:
-        blocks = [text_block(self.text, self.chunks)]
-        words = count_words(self.text)
+        blocks = [sse.text_block(self.text, self.chunks)]
+        words = sse.count_words(self.text)
         if self.thinking is not None:
-            blocks.insert(0, thinking_block(self.thinking))
-            words += count_words(self.thinking)
-        return Rendered(blocks, content_events(blocks), max(1, words), "end_turn")
+            blocks.insert(0, sse.thinking_block(self.thinking))
+            words += sse.count_words(self.thinking)
+        return Rendered(blocks, sse.content_events(blocks), max(1, words), "end_turn")
 
     def render(self) -> Rendered:
         """The content blocks and their events (computed once per behaviour)."""
@@ -137,10 +128,12 @@ class ToolUse(_Reply):
 
     def render(self) -> Rendered:
         """The content blocks and their events (a fresh tool id unless `id` is set)."""
-        tool = tool_use_block(self.id or new_id("toolu_01"), self.name, self.input, self.chunks)
-        blocks = [tool] if self.text is None else [text_block(self.text), tool]
-        words = count_words(self.text or "") + len(msgspec.json.encode(self.input)) // 4
-        return Rendered(blocks, content_events(blocks), max(1, words), "tool_use")
+        tool = sse.tool_use_block(
+            self.id or sse.new_id("toolu_01"), self.name, self.input, self.chunks
+        )
+        blocks = [tool] if self.text is None else [sse.text_block(self.text), tool]
+        words = sse.count_words(self.text or "") + len(msgspec.json.encode(self.input)) // 4
+        return Rendered(blocks, sse.content_events(blocks), max(1, words), "tool_use")
 
 
 @dataclass(frozen=True)
@@ -169,11 +162,16 @@ class StallBeforeHeaders:
 
 @dataclass(frozen=True)
 class Cut:
-    """Send `after_events` events (non-streaming: `after_bytes`, default half the body), then RST."""
+    """Send `after_events` events (non-streaming: `after_bytes`, default half the body), then RST.
+
+    The reset waits `abort_delay` seconds after the last write, so that a client that is
+    reading has taken the bytes in: aiohttp drops data it has not handed out on a reset.
+    """
 
     kind: ClassVar[str] = "cut"
     after_events: int = 3
     after_bytes: int | None = None
+    abort_delay: float = 0.02
     reply: Reply = field(default_factory=Text)
 
 
@@ -201,7 +199,9 @@ class StreamError:
     reply: Reply = field(default_factory=Text)
 
 
-Behaviour: TypeAlias = Text | ToolUse | Error | StallBeforeHeaders | Cut | StallMidStream | StreamError
+Behaviour: TypeAlias = (
+    Text | ToolUse | Error | StallBeforeHeaders | Cut | StallMidStream | StreamError
+)
 KINDS: dict[str, type[Any]] = {
     c.kind: c for c in (Text, ToolUse, Error, StallBeforeHeaders, Cut, StallMidStream, StreamError)
 }
@@ -307,7 +307,7 @@ class FakeAnthropic:
         self._runner: web.AppRunner | None = None
         self._reset_second = -1
         self._reset_at = ""
-        self._models_body = encode_json(self._models_json())
+        self._models_body = sse.encode_json(self._models_json())
         self.app = web.Application()
         routes: list[tuple[str, str, _Handler]] = [
             ("POST", "/v1/messages", self._messages),
@@ -381,38 +381,29 @@ class FakeAnthropic:
         if now != self._reset_second:
             self._reset_second = now
             self._reset_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + 1))
-        request_id = new_id("req_011C", 20)
-        reset = self._reset_at
+        request_id = sse.new_id("req_011C", 20)
         headers = {
             "Content-Type": content_type,
             "request-id": request_id,
             "anthropic-organization-id": ORGANIZATION_ID,
-            "anthropic-ratelimit-requests-limit": "4000",
-            "anthropic-ratelimit-requests-remaining": "3999",
-            "anthropic-ratelimit-requests-reset": reset,
-            "anthropic-ratelimit-input-tokens-limit": "2000000",
-            "anthropic-ratelimit-input-tokens-remaining": "2000000",
-            "anthropic-ratelimit-input-tokens-reset": reset,
-            "anthropic-ratelimit-output-tokens-limit": "400000",
-            "anthropic-ratelimit-output-tokens-remaining": "400000",
-            "anthropic-ratelimit-output-tokens-reset": reset,
-            "anthropic-ratelimit-tokens-limit": "2400000",
-            "anthropic-ratelimit-tokens-remaining": "2400000",
-            "anthropic-ratelimit-tokens-reset": reset,
         }
+        for kind, limit, used in _RATE_LIMITS:
+            headers[f"anthropic-ratelimit-{kind}-limit"] = str(limit)
+            headers[f"anthropic-ratelimit-{kind}-remaining"] = str(limit - used)
+            headers[f"anthropic-ratelimit-{kind}-reset"] = self._reset_at
         return headers, request_id
 
     def _error(
         self, status: int, error_type: str | None = None, message: str | None = None,
         extra: Mapping[str, str] | None = None, should_retry: bool | None = None,
     ) -> web.Response:  # fmt: skip
-        error_type = error_type or error_type_for(status)
-        headers, request_id = self._headers(JSON_CONTENT_TYPE)
+        error_type = error_type or sse.error_type_for(status)
+        headers, request_id = self._headers(sse.JSON_CONTENT_TYPE)
         if should_retry is not None:
             headers["x-should-retry"] = "true" if should_retry else "false"
         headers.update(extra or {})
-        message = message or ERROR_MESSAGES.get(error_type, "Error")
-        body = encode_json(error_body(error_type, message, request_id))
+        message = message or sse.ERROR_MESSAGES.get(error_type, "Error")
+        body = sse.encode_json(sse.error_body(error_type, message, request_id))
         return web.Response(status=status, body=body, headers=headers)
 
     def _record(self, request: web.Request, body: bytes) -> None:
@@ -444,50 +435,52 @@ class FakeAnthropic:
             return self._error(b.status, b.type, b.message, b.headers, b.should_retry)
         streaming = payload.get("stream") is True
         if isinstance(behaviour, StreamError) and not streaming:
-            status = ERROR_TYPE_STATUSES.get(behaviour.type, 500)
+            status = sse.ERROR_TYPE_STATUSES.get(behaviour.type, 500)
             return self._error(status, behaviour.type, behaviour.message)
         reply = behaviour if isinstance(behaviour, Text | ToolUse) else behaviour.reply
         rendered = reply.render()
         usage = dataclasses.replace(
-            Usage(estimate_tokens(body), rendered.output_tokens), **reply.usage
+            sse.Usage(sse.estimate_tokens(body), rendered.output_tokens), **reply.usage
         )
-        model = reply.model or payload.get("model") or DEFAULT_MODEL
+        model = str(reply.model or payload.get("model") or DEFAULT_MODEL)
         stop_reason = reply.stop_reason or rendered.stop_reason
-        message_id = new_id("msg_01")
+        message_id = sse.new_id("msg_01")
         if not streaming:
-            message = message_body(message_id, model, rendered.blocks, usage, stop_reason)
-            return await self._send_message(request, encode_json(message), behaviour)
-        events = stream_events(message_id, model, rendered.content, usage, stop_reason)
-        cut_at: int | None = None
-        if isinstance(behaviour, Cut):
-            cut_at = behaviour.after_events
-        elif isinstance(behaviour, StreamError):
-            events = [*events[: behaviour.after_events], error_event(behaviour.type, behaviour.message)]
+            message = sse.message_body(message_id, model, rendered.blocks, usage, stop_reason)
+            return await self._send_message(request, sse.encode_json(message), behaviour)
+        events = sse.stream_events(message_id, model, rendered.content, usage, stop_reason)
+        if isinstance(behaviour, StreamError):
+            events = [
+                *events[: behaviour.after_events],
+                sse.error_event(behaviour.type, behaviour.message),
+            ]
+        cut = behaviour if isinstance(behaviour, Cut) else None
         stall = behaviour if isinstance(behaviour, StallMidStream) else None
-        return await self._send_stream(request, events, reply.delay_between_events, cut_at, stall)
+        return await self._send_stream(request, events, reply.delay_between_events, cut, stall)
 
     async def _send_stream(
         self,
         request: web.Request,
         events: Sequence[bytes],
         delay: float,
-        cut_at: int | None,
+        cut: Cut | None,
         stall: StallMidStream | None,
     ) -> web.StreamResponse:
-        headers, _ = self._headers(SSE_CONTENT_TYPE)
+        headers, _ = self._headers(sse.SSE_CONTENT_TYPE)
         headers["Cache-Control"] = "no-cache"
         resp = web.StreamResponse(headers=headers)
         await resp.prepare(request)
         for i, event in enumerate(events):
-            if i == cut_at:
+            if cut is not None and i == cut.after_events:
                 break
             if stall is not None and i == stall.after_events:
                 await asyncio.sleep(stall.seconds)
             elif delay and i:
                 await asyncio.sleep(delay)
             await resp.write(event)
-        if cut_at is not None:
+        if cut is not None:
             # Never write_eof here: the final empty chunk would be a clean end.
+            await asyncio.sleep(cut.abort_delay)
             _abort(request)
             return resp
         await resp.write_eof()
@@ -496,7 +489,7 @@ class FakeAnthropic:
     async def _send_message(
         self, request: web.Request, body: bytes, behaviour: Behaviour
     ) -> web.StreamResponse:
-        headers, _ = self._headers(JSON_CONTENT_TYPE)
+        headers, _ = self._headers(sse.JSON_CONTENT_TYPE)
         if not isinstance(behaviour, Cut | StallMidStream):
             return web.Response(body=body, headers=headers)
         split = len(body) // 2
@@ -507,6 +500,7 @@ class FakeAnthropic:
         await resp.prepare(request)
         await resp.write(body[:split])
         if isinstance(behaviour, Cut):
+            await asyncio.sleep(behaviour.abort_delay)
             _abort(request)
             return resp
         await asyncio.sleep(behaviour.seconds)
@@ -521,8 +515,10 @@ class FakeAnthropic:
             msgspec.json.decode(body)
         except msgspec.DecodeError:
             return self._error(400, message="There was an error parsing the body of your request.")
-        headers, _ = self._headers(JSON_CONTENT_TYPE)
-        return web.Response(body=encode_json({"input_tokens": estimate_tokens(body)}), headers=headers)
+        headers, _ = self._headers(sse.JSON_CONTENT_TYPE)
+        return web.Response(
+            body=sse.encode_json({"input_tokens": sse.estimate_tokens(body)}), headers=headers
+        )
 
     @staticmethod
     def _models_json() -> dict[str, Any]:
@@ -532,7 +528,7 @@ class FakeAnthropic:
         return {"data": data, "has_more": False, "first_id": MODELS[0][0], "last_id": MODELS[-1][0]}
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
-        headers, _ = self._headers(JSON_CONTENT_TYPE)
+        headers, _ = self._headers(sse.JSON_CONTENT_TYPE)
         return web.Response(body=self._models_body, headers=headers)
 
     async def _head(self, request: web.Request) -> web.StreamResponse:
@@ -579,8 +575,10 @@ class FakeAnthropicProcess:
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> FakeAnthropicProcess:
-        root = str(Path(__file__).resolve().parents[2])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")])),
+        }
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "sidecar.testing.fake_anthropic",
             "--host", self.host, "--port", str(self.port),
@@ -662,7 +660,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         loop_factory = uvloop.new_event_loop
     except ImportError:
         pass
-    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory) as runner:
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        asyncio.Runner(loop_factory=loop_factory) as runner,
+    ):
         runner.run(_serve(args.host, args.port))
 
 
