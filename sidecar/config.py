@@ -141,35 +141,41 @@ def _names(kinds: tuple[type, ...]) -> str:
     return " or ".join(_kind(k()) for k in kinds)
 
 
+_KEY_PART = re.compile(r'"[^"]*"|\[\d+\]|[^."\[\]\s]+')
+_HEADER = re.compile(r"^\s*\[\[?([^\[\]]*)\]\]?\s*(?:#.*)?$")
+
+
+def _header(line: str) -> list[str] | None:
+    """The table path a header line opens (`[pricing."a.b"]` -> ['pricing', 'a.b']), or None."""
+    m = _HEADER.match(line)
+    return [p.strip('"') for p in _KEY_PART.findall(m.group(1))] if m else None
+
+
 def _line_of(text: str, key: str) -> int | None:
-    """Best-effort line number of a dotted key like `providers[1].type` in the TOML text."""
-    parts = re.findall(r"[^.\[\]]+|\[\d+\]", key)
+    """Best-effort line of a dotted key like `providers[1].type` or `pricing."m"` in the TOML text."""
+    parts = [p.strip('"') for p in _KEY_PART.findall(key)]
     lines = text.splitlines()
-    start = 0
-    table = None
-    for part in parts[:-1]:
-        if part.startswith("["):
-            want = int(part[1:-1])
-            seen = -1
-            for i in range(start, len(lines)):
-                if re.match(rf"^\s*\[\[\s*{re.escape(table or '')}\s*\]\]", lines[i]):
-                    seen += 1
-                    if seen == want:
-                        start = i + 1
-                        break
-        else:
-            table = part if table is None else f"{table}.{part}"
-            for i in range(start, len(lines)):
-                if re.match(rf'^\s*\[\s*"?{re.escape(table)}"?\s*\]', lines[i]):
-                    start = i + 1
-                    break
-    last = parts[-1] if parts else key
-    for i in range(start, len(lines)):
-        if re.match(rf'^\s*"?{re.escape(last)}"?\s*=', lines[i]) or re.match(
-            rf"^\s*\[+\s*{re.escape(last)}\s*\]+", lines[i]
-        ):
-            return i + 1
-    return None
+    headers = [_header(line) for line in lines]
+    table: list[str] = []
+    start, found = 0, None
+    for n, part in enumerate(parts):
+        if re.fullmatch(r"\[\d+\]", part):
+            hits = [i for i in range(start, len(lines)) if headers[i] == table and lines[i].lstrip().startswith("[[")]
+            if int(part[1:-1]) >= len(hits):
+                return found
+            start = found = hits[int(part[1:-1])] + 1
+            continue
+        # A key of the current table: search only up to the next table header.
+        end = next((i for i in range(start, len(lines)) if headers[i] is not None), len(lines))
+        for i in range(start, end):
+            if re.match(rf'^\s*"?{re.escape(part)}"?\s*=', lines[i]):
+                return i + 1
+        table.append(part)
+        hit = next((i for i in range(start, len(lines)) if headers[i] == table), None)
+        followed_by_index = n + 1 < len(parts) and parts[n + 1].startswith("[")
+        if hit is not None and not followed_by_index:
+            start = found = hit + 1
+    return found
 
 
 def parse(text: str, path: Path | None = None, env: dict[str, str] | None = None) -> Config:
@@ -179,7 +185,9 @@ def parse(text: str, path: Path | None = None, env: dict[str, str] | None = None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path or '<config>'}: not valid TOML: {e}") from None
+        at = re.search(r"at line (\d+)", str(e))
+        where = f"{path or '<config>'}:{at.group(1)}" if at else f"{path or '<config>'}"
+        raise ConfigError(f"{where}: not valid TOML: {e}") from None
     r.table(raw, "", {"server", "providers", "pricing", "usage"})
 
     server = _server(r, raw.get("server", {}))
@@ -272,7 +280,7 @@ def _pricing(r: _Reader, data: Any) -> dict[str, PriceOverride]:
     d = r.table(data, "pricing", set(data) if isinstance(data, dict) else set())
     out: dict[str, PriceOverride] = {}
     for model, spec in d.items():
-        key = f"pricing.{model}"
+        key = f"pricing.{model}" if re.fullmatch(r"[A-Za-z0-9_-]+", model) else f'pricing."{model}"'
         s = r.table(spec, key, {"input", "output", "cache_read", "cache_write"})
         vals: dict[str, float | None] = {}
         for f in ("input", "output", "cache_read", "cache_write"):

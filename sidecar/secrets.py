@@ -8,6 +8,7 @@ credentials. Values are never printed or logged.
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import os
@@ -122,7 +123,7 @@ class SecretStore:
     def _index_file(self) -> Path:
         return self.fallback_file.with_name("keyring-index.json")
 
-    def _index(self) -> set[str]:
+    def _index(self) -> builtins.set[str]:
         try:
             return set(json.loads(self._index_file().read_text()))
         except (FileNotFoundError, ValueError):

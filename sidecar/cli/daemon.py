@@ -36,7 +36,7 @@ def _spawn(config: str | None, port: int | None, p: Paths) -> Daemon:
     if config:
         env["CLAUDE_SIDECAR_CONFIG"] = os.path.abspath(config)
     p.ensure()
-    log = open(p.log_file, "ab")  # noqa: SIM115 - handed to the child
+    log = open(p.log_file, "ab")
     kwargs: dict[str, Any] = {"start_new_session": True} if sys.platform != "win32" else {"creationflags": 0x00000008 | 0x00000200}
     child = subprocess.Popen(
         [sys.executable, "-m", "sidecar", "start", "--foreground"],

@@ -16,7 +16,18 @@ from sidecar.providers.anthropic import AnthropicProvider
 from sidecar.proxy import control, handlers
 from sidecar.proxy.events import EventBus
 from sidecar.proxy.ingress import ingress
-from sidecar.proxy.keys import BUS, CONFIG, HTTP, LEDGER, PATHS, PROVIDER, RUNTIME, STAGES, TASKS, Runtime
+from sidecar.proxy.keys import (
+    BUS,
+    CONFIG,
+    HTTP,
+    LEDGER,
+    PATHS,
+    PROVIDER,
+    RUNTIME,
+    STAGES,
+    TASKS,
+    Runtime,
+)
 from sidecar.proxy.stages import default_stages
 from sidecar.secrets import ResolvedKey
 from sidecar.tasks import TaskSet

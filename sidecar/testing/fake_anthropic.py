@@ -166,12 +166,15 @@ class Cut:
 
     The reset waits `abort_delay` seconds after the last write, so that a client that is
     reading has taken the bytes in: aiohttp drops data it has not handed out on a reset.
+    `clean_end` (streaming only) ends the response normally instead, as a truncating
+    upstream would: the client then sees a stream without its message_stop.
     """
 
     kind: ClassVar[str] = "cut"
     after_events: int = 3
     after_bytes: int | None = None
     abort_delay: float = 0.02
+    clean_end: bool = False
     reply: Reply = field(default_factory=Text)
 
 
@@ -478,7 +481,7 @@ class FakeAnthropic:
             elif delay and i:
                 await asyncio.sleep(delay)
             await resp.write(event)
-        if cut is not None:
+        if cut is not None and not cut.clean_end:
             # Never write_eof here: the final empty chunk would be a clean end.
             await asyncio.sleep(cut.abort_delay)
             _abort(request)

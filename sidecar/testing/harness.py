@@ -88,7 +88,7 @@ def start_child(home: Path, config_text: str, env: dict[str, str] | None = None,
     p = paths_mod.resolve(child_env)
     with contextlib.suppress(FileNotFoundError):
         p.state_file.unlink()
-    log = open(home / "child.log", "ab")  # noqa: SIM115 - handed to the child
+    log = open(home / "child.log", "ab")
     proc = subprocess.Popen([sys.executable, "-m", "sidecar", "start", "--foreground"], env=child_env, stdout=log, stderr=log)
     log.close()
     deadline = time.monotonic() + timeout

@@ -18,7 +18,7 @@ from keyring.errors import PasswordDeleteError
 class FileKeyring(KeyringBackend):
     """Stores passwords in the JSON file named by CLAUDE_SIDECAR_TEST_KEYRING."""
 
-    priority = 1  # type: ignore[assignment]
+    priority = 1
 
     def _path(self) -> Path:
         return Path(os.environ["CLAUDE_SIDECAR_TEST_KEYRING"])

@@ -36,36 +36,71 @@ class RawRequest:
         return next((v for k, v in self.headers if k.lower() == low), None)
 
 
+def _read_message(raw: bytes, pos: int, has_body: bool) -> tuple[str, list[tuple[str, str]], bytes, int] | None:
+    """One HTTP/1.1 message at `pos`: start line, headers, de-chunked body, next position."""
+    end = raw.find(b"\r\n\r\n", pos)
+    if end < 0:
+        return None
+    lines = raw[pos:end].decode("latin-1").split("\r\n")
+    headers = [(k, v.strip()) for k, _, v in (ln.partition(":") for ln in lines[1:])]
+    get = {k.lower(): v for k, v in headers}.get
+    pos = end + 4
+    if not has_body:
+        return lines[0], headers, b"", pos
+    if (get("transfer-encoding") or "").lower() == "chunked":
+        body = bytearray()
+        while True:
+            nl = raw.find(b"\r\n", pos)
+            if nl < 0:
+                return lines[0], headers, bytes(body), len(raw)  # cut mid-body
+            size = int(raw[pos:nl].split(b";")[0], 16)
+            pos = nl + 2
+            if size == 0:
+                pos = raw.index(b"\r\n", pos) + 2
+                break
+            body += raw[pos : pos + size]
+            pos += size + 2
+        return lines[0], headers, bytes(body), pos
+    n = int(get("content-length") or 0)
+    return lines[0], headers, raw[pos : pos + n], pos + n
+
+
 def parse_requests(raw: bytes) -> list[RawRequest]:
     """Split a client-to-server byte stream into requests (Content-Length or chunked bodies)."""
     out: list[RawRequest] = []
     pos = 0
-    while pos < len(raw):
-        end = raw.find(b"\r\n\r\n", pos)
-        if end < 0:
+    while pos < len(raw) and (msg := _read_message(raw, pos, True)) is not None:
+        start, headers, body, pos = msg
+        method, target, _ = start.split(" ", 2)
+        out.append(RawRequest(method, target, headers, body))
+    return out
+
+
+@dataclass
+class RawResponse:
+    """One HTTP/1.1 response as it was on the wire (body de-chunked)."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        """The first value of header `name` (case-insensitive)."""
+        low = name.lower()
+        return next((v for k, v in self.headers if k.lower() == low), None)
+
+
+def parse_responses(raw: bytes, methods: list[str]) -> list[RawResponse]:
+    """Split a server-to-client byte stream into responses; `methods` of the requests in order
+    (a response to HEAD has no body)."""
+    out: list[RawResponse] = []
+    pos = 0
+    for method in methods:
+        msg = _read_message(raw, pos, method != "HEAD")
+        if msg is None:
             break
-        lines = raw[pos:end].decode("latin-1").split("\r\n")
-        method, target, _ = lines[0].split(" ", 2)
-        headers = [(k, v.strip()) for k, _, v in (ln.partition(":") for ln in lines[1:])]
-        pos = end + 4
-        req = RawRequest(method, target, headers, b"")
-        if (req.header("transfer-encoding") or "").lower() == "chunked":
-            body = bytearray()
-            while True:
-                nl = raw.index(b"\r\n", pos)
-                size = int(raw[pos:nl].split(b";")[0], 16)
-                pos = nl + 2
-                if size == 0:
-                    pos = raw.index(b"\r\n", pos) + 2
-                    break
-                body += raw[pos : pos + size]
-                pos += size + 2
-            req.body = bytes(body)
-        else:
-            n = int(req.header("content-length") or 0)
-            req.body = raw[pos : pos + n]
-            pos += n
-        out.append(req)
+        start, headers, body, pos = msg
+        out.append(RawResponse(int(start.split(" ", 2)[1]), headers, body))
     return out
 
 
@@ -87,6 +122,15 @@ class TcpRecorder:
     def requests(self) -> list[RawRequest]:
         """Every request seen so far, connection by connection."""
         return [r for c in self.connections for r in parse_requests(bytes(c.upstream))]
+
+    def exchanges(self) -> list[tuple[RawRequest, RawResponse]]:
+        """Every (request, response) pair seen so far."""
+        out: list[tuple[RawRequest, RawResponse]] = []
+        for c in self.connections:
+            reqs = parse_requests(bytes(c.upstream))
+            resps = parse_responses(bytes(c.downstream), [r.method for r in reqs])
+            out.extend(zip(reqs, resps, strict=False))
+        return out
 
     async def start(self) -> None:
         """Start listening."""

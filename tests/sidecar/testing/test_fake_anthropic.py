@@ -348,6 +348,29 @@ async def test_cut_after_every_event_still_has_no_clean_end(
         await post(session, fake)
 
 
+async def test_cut_with_a_clean_end_truncates_the_stream(
+    fake: FakeAnthropic, session: aiohttp.ClientSession
+) -> None:
+    fake.script(Cut(after_events=5, clean_end=True))
+    status, _, raw = await post(session, fake)
+    assert status == 200
+    assert len(sse_events(raw)) == 5
+
+
+async def test_a_stalled_request_the_client_gave_up_on_does_not_hold_up_close(
+    session: aiohttp.ClientSession,
+) -> None:
+    fake = FakeAnthropic()
+    await fake.start()
+    fake.script(StallBeforeHeaders(30))
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.1):
+            await post(session, fake)
+    started = time.monotonic()
+    await fake.close()
+    assert time.monotonic() - started < 1
+
+
 async def test_cut_non_streaming_body_is_an_error(
     fake: FakeAnthropic, session: aiohttp.ClientSession
 ) -> None:

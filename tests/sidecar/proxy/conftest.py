@@ -1,0 +1,43 @@
+"""A fake Anthropic upstream and an in-process sidecar pointed at it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from sidecar.proxy.keys import LEDGER
+from sidecar.testing.fake_anthropic import FakeAnthropic
+from sidecar.testing.harness import InProcessSidecar, anthropic_config, sidecar_in_process
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeAnthropic]:
+    async with FakeAnthropic() as f:
+        yield f
+
+
+@pytest.fixture
+async def sidecar(fake: FakeAnthropic, hermetic_env: Path) -> AsyncIterator[InProcessSidecar]:
+    async with sidecar_in_process(anthropic_config(fake.url), hermetic_env) as sc:
+        yield sc
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+async def ledger_rows(sc: InProcessSidecar) -> list[dict[str, object]]:
+    """Every usage row, oldest first, after flushing the writer."""
+    import sqlite_utils
+
+    await sc.app[LEDGER].flush()
+    db = sqlite_utils.Database(sc.paths.db_file)
+    try:
+        return list(db.query("select * from usage order by ts"))
+    finally:
+        db.conn.close()
