@@ -3,6 +3,7 @@ streaming tap that reads usage out of SSE bytes without holding them back."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,7 @@ class MessageSummary:
     started: bool = False
     stopped: bool = False
     content_blocks_done: int = 0
+    first_delta_at: float | None = None  # perf_counter() when the first content delta passed
 
     def take_message(self, msg: dict[str, Any]) -> None:
         """Read a complete non-streaming response body (message or error envelope)."""
@@ -92,6 +94,7 @@ class MessageSummary:
 
 _WATCHED = (b"event: message_start", b"event: message_delta", b"event: message_stop", b"event: error")
 _BLOCK_STOP = b"event: content_block_stop"
+_DELTA = b"event: content_block_delta"
 
 
 class SSETap:
@@ -121,6 +124,8 @@ class SSETap:
                 self._event(buf[start:end])
             elif buf.startswith(_BLOCK_STOP, start):
                 self.summary.content_blocks_done += 1
+            elif self.summary.first_delta_at is None and buf.startswith(_DELTA, start):
+                self.summary.first_delta_at = time.perf_counter()
             start = end + 2
         self._buf = buf[start:]
 

@@ -39,6 +39,8 @@ class RequestContext:
         """The ledger row for this request (cost is filled in by the ledger)."""
         now = time.perf_counter()
         u = self.summary.usage
+        # Time to first token: the first content delta of a stream, else the first byte.
+        first = self.summary.first_delta_at or self.first_byte_at
         return UsageRecord(
             id=self.id,
             ts=self.ts,
@@ -58,7 +60,7 @@ class RequestContext:
             cache_read_tokens=u.cache_read_tokens,
             cache_write_tokens=u.cache_write_tokens,
             latency_ms=round((now - self.t0) * 1000, 3),
-            ttft_ms=None if self.first_byte_at is None else round((self.first_byte_at - self.t0) * 1000, 3),
+            ttft_ms=None if first is None else round((first - self.t0) * 1000, 3),
             request_bytes=len(self.body),
             response_bytes=self.response_bytes,
             upstream_request_id=self.upstream_request_id,

@@ -32,6 +32,7 @@ def check(tap: SSETap) -> None:
     assert (s.usage.cache_read_tokens, s.usage.cache_write_tokens) == (3000, 40)
     assert s.stop_reason == "end_turn" and s.model == "claude-opus-4-8"
     assert s.started and s.stopped and s.content_blocks_done == 1 and s.error_type is None
+    assert s.first_delta_at is not None
 
 
 @settings(max_examples=300, deadline=None)
