@@ -10,12 +10,15 @@ import pytest
 
 STRIP_PREFIXES = ("ANTHROPIC_", "CLAUDE_SIDECAR_", "CLAUDE_CODE_")
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+KEEP = {"CLAUDE_SIDECAR_CLAUDE_BIN"}  # where the test command installed the Claude Code CLI
 
 
 @pytest.fixture(autouse=True)
 def hermetic_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Point every sidecar path at a temp dir and keep the developer's environment out."""
     for name in list(os.environ):
+        if name in KEEP:
+            continue
         if name.startswith(STRIP_PREFIXES) or name.upper() in PROXY_VARS:
             monkeypatch.delenv(name)
     home = tmp_path / "sidecar-home"

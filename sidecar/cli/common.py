@@ -13,7 +13,7 @@ from typing import Any
 from sidecar import paths as paths_mod
 from sidecar.config import Config, load
 from sidecar.paths import Paths
-from sidecar.proxy.server import read_state
+from sidecar.state import read_state
 
 
 def context(config: str | None = None) -> tuple[Config, Paths]:
@@ -65,7 +65,7 @@ def find_daemon(p: Paths) -> Daemon | None:
 
 
 def pid_alive(pid: int) -> bool:
-    """True when a process with this pid exists."""
+    """True when a process with this pid exists and has not exited."""
     if pid <= 0:
         return False
     try:
@@ -74,4 +74,16 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    # A daemon that exited stays a zombie until init reaps it, which some container inits
+    # do only every few seconds; it is gone for us. Linux only (elsewhere: not a zombie).
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    end = stat.rfind(b")")  # the state follows the command name, which may contain ')'
+    return stat[end + 2 : end + 3] == b"Z"

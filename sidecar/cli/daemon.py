@@ -17,7 +17,6 @@ from sidecar import __version__
 from sidecar.cli.common import Daemon, context, find_daemon, pid_alive
 from sidecar.errors import SidecarError
 from sidecar.paths import Paths
-from sidecar.proxy.server import run_foreground
 from sidecar.secrets import SecretStore, resolve_keys
 
 START_TIMEOUT = 20.0
@@ -79,6 +78,8 @@ def start(foreground: bool, port: int | None, config: str | None) -> None:
         running = find_daemon(p)
         if running and running.state.get("pid") != os.getpid():
             raise SidecarError(f"already running at {running.url} (pid {running.state['pid']}); stop it first")
+        from sidecar.proxy.server import run_foreground
+
         run_foreground(cfg, p)
         return
     d, started = ensure_running(config, port)

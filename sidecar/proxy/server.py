@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import json
 import logging
 import os
-import secrets
 import signal
 import socket
 import sys
@@ -25,25 +23,12 @@ from sidecar.paths import Paths
 from sidecar.proxy.app import create_app
 from sidecar.proxy.keys import RUNTIME
 from sidecar.secrets import SecretStore, resolve_keys
+from sidecar.state import load_or_create_token, read_state, write_state
 
 log = logging.getLogger(__name__)
 PORT_TRIES = 20
 
 
-def load_or_create_token(paths: Paths) -> str:
-    """The local token, created once (mode 0600) and kept across restarts."""
-    try:
-        token = paths.token_file.read_text().strip()
-        if token:
-            return token
-    except FileNotFoundError:
-        pass
-    token = secrets.token_urlsafe(32)
-    paths.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(paths.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    return token
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -68,19 +53,8 @@ def bind(host: str, port: int) -> socket.socket:
     raise ConfigError(f"ports {port}-{port + PORT_TRIES - 1} on {host} are all taken ({last}); set [server] port")
 
 
-def read_state(paths: Paths) -> dict[str, Any] | None:
-    """The running daemon's state file, if there is one."""
-    try:
-        data = json.loads(paths.state_file.read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
-def _write_state(paths: Paths, state: dict[str, Any]) -> None:
-    tmp = paths.state_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
-    os.replace(tmp, paths.state_file)
 
 
 async def serve(cfg: Config, paths: Paths, ready: asyncio.Event | None = None) -> None:
@@ -122,7 +96,7 @@ async def serve(cfg: Config, paths: Paths, ready: asyncio.Event | None = None) -
         "version": __version__,
         "config_file": str(paths.config_file),
     }
-    _write_state(paths, state)
+    write_state(paths, state)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):

@@ -21,8 +21,9 @@ from sidecar.config import Config, parse
 from sidecar.paths import Paths
 from sidecar.proxy.app import create_app
 from sidecar.proxy.keys import RUNTIME
-from sidecar.proxy.server import bind, load_or_create_token
+from sidecar.proxy.server import bind
 from sidecar.secrets import SecretStore, resolve_keys
+from sidecar.state import load_or_create_token
 
 
 def anthropic_config(upstream_url: str, extra: str = "") -> str:
