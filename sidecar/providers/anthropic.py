@@ -33,7 +33,8 @@ _DROP_UP = frozenset(
         "host", "content-length", "connection", "keep-alive", "proxy-connection",
         "proxy-authorization", "proxy-authenticate", "te", "trailer", "trailers",
         "transfer-encoding", "upgrade", "accept-encoding", "origin", "cookie",
-        "x-sidecar-token", "x-sidecar-cache",
+        # aiohttp has already decoded a compressed request body; what we send is plain.
+        "content-encoding",
     }
 )
 _AUTH = frozenset({"x-api-key", "authorization"})
@@ -49,7 +50,7 @@ def upstream_headers(client: CIMultiDictProxy[str], key: ResolvedKey | None) -> 
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in client.items():
         low = name.lower()
-        if low in _DROP_UP or (key is not None and low in _AUTH):
+        if low in _DROP_UP or low.startswith("x-sidecar-") or (key is not None and low in _AUTH):
             continue
         out.add(name, value)
     if key is not None:
