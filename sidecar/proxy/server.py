@@ -27,6 +27,7 @@ from sidecar.state import load_or_create_token, read_state, write_state
 
 log = logging.getLogger(__name__)
 PORT_TRIES = 20
+UNIX_PATH_MAX = 103  # sun_path is 104 bytes on macOS, 108 on Linux, NUL included
 
 
 
@@ -77,6 +78,11 @@ async def serve(cfg: Config, paths: Paths, ready: asyncio.Event | None = None) -
     sock_path: Path | None = None
     if cfg.server.unix_socket is not None and hasattr(socket, "AF_UNIX"):
         sock_path = Path(cfg.server.unix_socket) if cfg.server.unix_socket else paths.socket_file
+        if len(os.fsencode(sock_path)) > UNIX_PATH_MAX:
+            raise ConfigError(
+                f"server.unix_socket: {sock_path} is longer than the {UNIX_PATH_MAX} bytes a Unix socket path may have; "
+                "set [server] unix_socket to a shorter path"
+            )
         with contextlib.suppress(FileNotFoundError):
             sock_path.unlink()
         old = os.umask(0o177)
