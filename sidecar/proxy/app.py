@@ -19,18 +19,15 @@ from sidecar.proxy.ingress import ingress
 from sidecar.proxy.keys import (
     BUS,
     CONFIG,
-    HTTP,
     LEDGER,
     PATHS,
     PROVIDER,
     RUNTIME,
     STAGES,
-    TASKS,
     Runtime,
 )
 from sidecar.proxy.stages import default_stages
 from sidecar.secrets import ResolvedKey
-from sidecar.tasks import TaskSet
 
 MAX_BODY = 64 * 1024 * 1024  # Claude Code bodies are ~100 KB; images and PDFs can be large.
 
@@ -42,19 +39,18 @@ def create_app(cfg: Config, paths: Paths, token: str, keys: dict[str, list[Resol
     app[PATHS] = paths
     app[RUNTIME] = Runtime(token=token, started_at=time.time())
     app[BUS] = EventBus()
-    app[TASKS] = TaskSet()
     resolved = keys or {}
 
     async def http_session(app: web.Application) -> AsyncIterator[None]:
         connector = aiohttp.TCPConnector(limit=256, ttl_dns_cache=300, keepalive_timeout=60)
         session = aiohttp.ClientSession(
             connector=connector,
+            # Send only the client's own User-Agent and Content-Type, never aiohttp's defaults.
             skip_auto_headers=("User-Agent", "Content-Type"),
-            # Claude Code bodies carry long tool schemas; the default line/field limits are enough,
-            # but never let aiohttp rewrite or reorder what we forward.
+            # A compressed upstream answer is decoded and goes back plain over loopback
+            # (Content-Encoding is dropped on the way down).
             auto_decompress=True,
         )
-        app[HTTP] = session
         anthropic_cfg = next(p for p in cfg.providers if p.type == "anthropic")
         app[PROVIDER] = AnthropicProvider(anthropic_cfg, resolved.get(anthropic_cfg.name, []), session)
         yield
@@ -68,14 +64,10 @@ def create_app(cfg: Config, paths: Paths, token: str, keys: dict[str, list[Resol
         yield
         await led.close()
 
-    async def tasks(app: web.Application) -> AsyncIterator[None]:
-        yield
-        await app[TASKS].close()
-
     async def announce_shutdown(app: web.Application) -> None:
         app[BUS].publish("shutdown", {})
 
-    app.cleanup_ctx.extend([http_session, ledger, tasks])
+    app.cleanup_ctx.extend([http_session, ledger])
     app.on_shutdown.append(announce_shutdown)
     handlers.add_routes(app)
     control.add_routes(app)

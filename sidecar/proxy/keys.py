@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-import aiohttp
 from aiohttp import web
 
 from sidecar.config import Config
@@ -15,7 +14,6 @@ from sidecar.providers.anthropic import AnthropicProvider
 from sidecar.proxy.context import RequestContext
 from sidecar.proxy.events import EventBus
 from sidecar.proxy.stages import Stage
-from sidecar.tasks import TaskSet
 
 
 @dataclass
@@ -34,8 +32,6 @@ CONFIG = web.AppKey("config", Config)
 PATHS = web.AppKey("paths", Paths)
 RUNTIME = web.AppKey("runtime", Runtime)
 BUS = web.AppKey("bus", EventBus)
-TASKS = web.AppKey("tasks", TaskSet)
-HTTP = web.AppKey("http", aiohttp.ClientSession)
 LEDGER = web.AppKey("ledger", Ledger)
 PROVIDER = web.AppKey("provider", AnthropicProvider)
 STAGES: web.AppKey[list[Stage]] = web.AppKey("stages")
