@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
+
+from sidecar.testing.fake_anthropic import FakeAnthropic
 
 STRIP_PREFIXES = ("ANTHROPIC_", "CLAUDE_SIDECAR_", "CLAUDE_CODE_")
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
@@ -31,3 +34,17 @@ def hermetic_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     keyring.core._keyring_backend = None  # re-read PYTHON_KEYRING_BACKEND for this test
     yield home
     keyring.core._keyring_backend = None
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeAnthropic]:
+    """A fake Anthropic upstream in this test's loop."""
+    async with FakeAnthropic() as f:
+        yield f
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client session, closed after the test."""
+    async with aiohttp.ClientSession() as s:
+        yield s

@@ -15,7 +15,7 @@ import socket
 import stat
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,16 +83,6 @@ def home(hermetic_env: Path) -> Iterator[Paths]:
             os.kill(pid, signal.SIGKILL)
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeAnthropic]:
-    async with FakeAnthropic() as f:
-        yield f
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 def write_config(p: Paths, text: str) -> None:
@@ -101,17 +91,17 @@ def write_config(p: Paths, text: str) -> None:
 
 
 async def post(
-    session: aiohttp.ClientSession, url: str, headers: dict[str, str] | None = None
+    client: aiohttp.ClientSession, url: str, headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, Any]]:
-    async with session.post(url + "/v1/messages", json=BODY, headers=headers or {}) as resp:
+    async with client.post(url + "/v1/messages", json=BODY, headers=headers or {}) as resp:
         return resp.status, await resp.json()
 
 
-async def wait_for_usage(session: aiohttp.ClientSession, url: str, token: str, requests: int) -> None:
+async def wait_for_usage(client: aiohttp.ClientSession, url: str, token: str, requests: int) -> None:
     """Wait until the ledger has written `requests` requests for today (it writes in batches)."""
     headers = {"Authorization": f"Bearer {token}"}
     for _ in range(100):
-        async with session.get(url + "/sidecar/v1/status", headers=headers) as resp:
+        async with client.get(url + "/sidecar/v1/status", headers=headers) as resp:
             usage = (await resp.json())["usage"]
         if usage and usage["today"]["requests"] >= requests:
             return
@@ -122,7 +112,7 @@ async def wait_for_usage(session: aiohttp.ClientSession, url: str, token: str, r
 # ------------------------------------------------------------------ life cycle
 
 
-async def test_start_status_env_run_stop(home: Paths, fake: FakeAnthropic, session: aiohttp.ClientSession) -> None:
+async def test_start_status_env_run_stop(home: Paths, fake: FakeAnthropic, client: aiohttp.ClientSession) -> None:
     write_config(home, "[server]\nport = 0\n\n" + anthropic_config(fake.url))
 
     started = await cli("start")
@@ -137,17 +127,17 @@ async def test_start_status_env_run_stop(home: Paths, fake: FakeAnthropic, sessi
     assert f"is running at {url} (pid {pid})" in started.out
     assert "claude-sidecar run -- claude" in started.out
     assert 'eval "$(claude-sidecar env)"' in started.out
-    async with session.get(url + "/healthz") as resp:  # healthy the moment start returns
+    async with client.get(url + "/healthz") as resp:  # healthy the moment start returns
         assert resp.status == 200
     assert mode(home.token_file) == 0o600
     assert mode(home.state_dir) == 0o700
     token = home.token_file.read_text().strip()
 
     # Forwarding mode: the client's own key goes upstream untouched.
-    code, body = await post(session, url, {"x-api-key": CLIENT_KEY})
+    code, body = await post(client, url, {"x-api-key": CLIENT_KEY})
     assert code == 200, body
     assert fake.requests[-1].header("x-api-key") == CLIENT_KEY
-    await wait_for_usage(session, url, token, 1)
+    await wait_for_usage(client, url, token, 1)
 
     again, text, as_json, sh, fish, pwsh, run, missing = await asyncio.gather(
         cli("start"),
@@ -195,7 +185,7 @@ async def test_start_status_env_run_stop(home: Paths, fake: FakeAnthropic, sessi
     assert not pid_alive(pid)
     assert not home.state_file.exists()
     with pytest.raises(aiohttp.ClientConnectionError):
-        async with session.get(url + "/healthz"):
+        async with client.get(url + "/healthz"):
             pass
     second, after = await asyncio.gather(cli("stop"), cli("status"))
     assert (second.rc, second.out) == (0, "claude-sidecar is not running\n")
@@ -242,7 +232,7 @@ async def test_run_starts_the_sidecar_when_needed(home: Paths, fake: FakeAnthrop
 
 
 async def test_injected_key_needs_the_local_token(
-    home: Paths, fake: FakeAnthropic, session: aiohttp.ClientSession
+    home: Paths, fake: FakeAnthropic, client: aiohttp.ClientSession
 ) -> None:
     write_config(home, anthropic_config(fake.url))
     stored = CliRunner().invoke(cli_group, ["keys", "set", "anthropic", "--stdin"], input=SECRET + "\n")
@@ -260,7 +250,7 @@ async def test_injected_key_needs_the_local_token(
         assert SECRET not in output.out + output.err
     assert SECRET not in home.log_file.read_text()
 
-    refused, body = await post(session, url, {"x-api-key": CLIENT_KEY})
+    refused, body = await post(client, url, {"x-api-key": CLIENT_KEY})
     assert refused == 401
     assert body["type"] == "error"
     assert body["error"]["type"] == "authentication_error"
@@ -268,7 +258,7 @@ async def test_injected_key_needs_the_local_token(
     assert fake.requests == []
 
     # What Claude Code sends with ANTHROPIC_AUTH_TOKEN (plus a stray key of its own).
-    ok, body = await post(session, url, {"Authorization": f"Bearer {token}", "x-api-key": CLIENT_KEY})
+    ok, body = await post(client, url, {"Authorization": f"Bearer {token}", "x-api-key": CLIENT_KEY})
     assert ok == 200, body
     assert body["type"] == "message"
     [upstream] = fake.requests
@@ -282,7 +272,7 @@ async def test_injected_key_needs_the_local_token(
 # ------------------------------------------------------------------ listeners
 
 
-async def test_port_fallback_and_unix_socket(home: Paths, fake: FakeAnthropic, session: aiohttp.ClientSession) -> None:
+async def test_port_fallback_and_unix_socket(home: Paths, fake: FakeAnthropic, client: aiohttp.ClientSession) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -297,7 +287,7 @@ async def test_port_fallback_and_unix_socket(home: Paths, fake: FakeAnthropic, s
     assert port < state["port"] < port + 20
     assert state["url"] == f"http://127.0.0.1:{state['port']}"
     assert f"at {state['url']}" in started.out
-    async with session.get(state["url"] + "/healthz") as resp:
+    async with client.get(state["url"] + "/healthz") as resp:
         assert resp.status == 200
 
     sock = home.socket_file
@@ -320,7 +310,7 @@ async def test_port_fallback_and_unix_socket(home: Paths, fake: FakeAnthropic, s
 
 
 async def test_sigterm_lets_an_in_flight_stream_finish(
-    home: Paths, hermetic_env: Path, fake: FakeAnthropic, session: aiohttp.ClientSession
+    home: Paths, hermetic_env: Path, fake: FakeAnthropic, client: aiohttp.ClientSession
 ) -> None:
     grace = 6.0
     fake.script(StallMidStream(after_events=3, seconds=1.5))
@@ -329,7 +319,7 @@ async def test_sigterm_lets_an_in_flight_stream_finish(
     )
     try:
         port = int(child.url.rsplit(":", 1)[1])
-        async with session.post(child.url + "/v1/messages", json={**BODY, "stream": True}) as resp:
+        async with client.post(child.url + "/v1/messages", json={**BODY, "stream": True}) as resp:
             assert resp.status == 200
             received = await resp.content.readany()
             assert b"event: message_start" in received

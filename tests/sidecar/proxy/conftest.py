@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from sidecar.proxy.keys import LEDGER
@@ -14,21 +13,10 @@ from sidecar.testing.harness import InProcessSidecar, anthropic_config, sidecar_
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeAnthropic]:
-    async with FakeAnthropic() as f:
-        yield f
-
-
-@pytest.fixture
 async def sidecar(fake: FakeAnthropic, hermetic_env: Path) -> AsyncIterator[InProcessSidecar]:
     async with sidecar_in_process(anthropic_config(fake.url), hermetic_env) as sc:
         yield sc
 
-
-@pytest.fixture
-async def client() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 async def ledger_rows(sc: InProcessSidecar) -> list[dict[str, object]]:

@@ -6,7 +6,6 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -35,16 +34,6 @@ from sidecar.testing.fake_anthropic import (
 MESSAGES = "/v1/messages?beta=true"
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeAnthropic]:
-    async with FakeAnthropic() as f:
-        yield f
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 def request_body(stream: bool = True, **extra: Any) -> dict[str, Any]:
@@ -58,9 +47,9 @@ def request_body(stream: bool = True, **extra: Any) -> dict[str, Any]:
 
 
 async def post(
-    session: aiohttp.ClientSession, fake: FakeAnthropic, stream: bool = True, **extra: Any
+    client: aiohttp.ClientSession, fake: FakeAnthropic, stream: bool = True, **extra: Any
 ) -> tuple[int, CIMultiDictProxy[str], bytes]:
-    async with session.post(fake.url + MESSAGES, json=request_body(stream, **extra)) as resp:
+    async with client.post(fake.url + MESSAGES, json=request_body(stream, **extra)) as resp:
         return resp.status, resp.headers, await resp.read()
 
 
@@ -80,9 +69,9 @@ def deltas(events: list[tuple[str, dict[str, Any]]], kind: str, key: str) -> lis
 
 
 async def test_default_text_reply_streams_in_the_api_event_order(
-    fake: FakeAnthropic, session: aiohttp.ClientSession
+    fake: FakeAnthropic, client: aiohttp.ClientSession
 ) -> None:
-    status, headers, raw = await post(session, fake)
+    status, headers, raw = await post(client, fake)
     assert status == 200
     assert headers["Content-Type"] == SSE_CONTENT_TYPE
     assert headers["request-id"].startswith("req_")
@@ -128,10 +117,10 @@ async def test_default_text_reply_streams_in_the_api_event_order(
 
 
 async def test_non_streaming_text_reply_is_one_message(
-    fake: FakeAnthropic, session: aiohttp.ClientSession
+    fake: FakeAnthropic, client: aiohttp.ClientSession
 ) -> None:
     fake.script(Text("one two three"))
-    status, headers, raw = await post(session, fake, stream=False)
+    status, headers, raw = await post(client, fake, stream=False)
     assert status == 200
     assert headers["Content-Type"] == "application/json"
     message = json.loads(raw)
@@ -142,21 +131,21 @@ async def test_non_streaming_text_reply_is_one_message(
 
 
 async def test_chunks_and_bench_set_the_number_of_deltas(
-    fake: FakeAnthropic, session: aiohttp.ClientSession
+    fake: FakeAnthropic, client: aiohttp.ClientSession
 ) -> None:
     fake.script(Text("abcdefghij", chunks=4), Text.bench(50))
-    events = sse_events((await post(session, fake))[2])
+    events = sse_events((await post(client, fake))[2])
     assert deltas(events, "text_delta", "text") == ["ab", "cde", "fg", "hij"]
-    events = sse_events((await post(session, fake))[2])
+    events = sse_events((await post(client, fake))[2])
     assert len(deltas(events, "text_delta", "text")) == 50
 
 
 async def test_overrides_of_model_usage_and_stop_reason(
-    fake: FakeAnthropic, session: aiohttp.ClientSession
+    fake: FakeAnthropic, client: aiohttp.ClientSession
 ) -> None:
     usage = {"input_tokens": 7, "output_tokens": 9, "cache_read_input_tokens": 5}
     fake.script(Text(model="claude-other", usage=usage, stop_reason="max_tokens"))
-    events = sse_events((await post(session, fake))[2])
+    events = sse_events((await post(client, fake))[2])
     start = events[0][1]["message"]
     assert start["model"] == "claude-other"
     assert start["usage"]["input_tokens"] == 7
@@ -172,10 +161,10 @@ async def test_overrides_of_model_usage_and_stop_reason(
 
 
 async def test_thinking_block_comes_first_with_a_signature(
-    fake: FakeAnthropic, session: aiohttp.ClientSession
+    fake: FakeAnthropic, client: aiohttp.ClientSession
 ) -> None:
     fake.script(Text("answer", thinking="let me think"))
-    events = sse_events((await post(session, fake))[2])
+    events = sse_events((await post(client, fake))[2])
     starts = [d["content_block"]["type"] for n, d in events if n == "content_block_start"]
     assert starts == ["thinking", "text"]
     assert names(events).count("ping") == 1
@@ -187,11 +176,11 @@ async def test_thinking_block_comes_first_with_a_signature(
 
 
 async def test_tool_use_streams_input_json_in_pieces(
-    fake: FakeAnthropic, session: aiohttp.ClientSession
+    fake: FakeAnthropic, client: aiohttp.ClientSession
 ) -> None:
     tool_input = {"command": "ls -la", "timeout": 30}
     fake.script(ToolUse("Bash", tool_input, text="Running it.", chunks=4))
-    events = sse_events((await post(session, fake))[2])
+    events = sse_events((await post(client, fake))[2])
     blocks = [d["content_block"] for n, d in events if n == "content_block_start"]
     assert blocks[0] == {"type": "text", "text": ""}
     assert blocks[1]["type"] == "tool_use"
@@ -203,7 +192,7 @@ async def test_tool_use_streams_input_json_in_pieces(
     assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
 
     fake.script(ToolUse("Bash", tool_input, id="toolu_fixed"))
-    message = json.loads((await post(session, fake, stream=False))[2])
+    message = json.loads((await post(client, fake, stream=False))[2])
     assert message["content"] == [
         {"type": "tool_use", "id": "toolu_fixed", "name": "Bash", "input": tool_input}
     ]
@@ -227,10 +216,10 @@ async def test_tool_use_streams_input_json_in_pieces(
     ],
 )
 async def test_error_sends_the_api_envelope(
-    fake: FakeAnthropic, session: aiohttp.ClientSession, status: int, error_type: str
+    fake: FakeAnthropic, client: aiohttp.ClientSession, status: int, error_type: str
 ) -> None:
     fake.script(Error(status))
-    got_status, headers, raw = await post(session, fake)
+    got_status, headers, raw = await post(client, fake)
     assert got_status == status
     body = json.loads(raw)
     assert body["type"] == "error"
@@ -241,10 +230,10 @@ async def test_error_sends_the_api_envelope(
 
 
 async def test_error_with_message_headers_and_should_retry(
-    fake: FakeAnthropic, session: aiohttp.ClientSession
+    fake: FakeAnthropic, client: aiohttp.ClientSession
 ) -> None:
     fake.script(Error(429, message="slow down", headers={"retry-after": "1"}, should_retry=True))
-    status, headers, raw = await post(session, fake, stream=False)
+    status, headers, raw = await post(client, fake, stream=False)
     assert status == 429
     assert json.loads(raw)["error"] == {"type": "rate_limit_error", "message": "slow down"}
     assert headers["retry-after"] == "1"
@@ -252,10 +241,10 @@ async def test_error_with_message_headers_and_should_retry(
 
 
 async def test_invalid_json_is_a_400_and_keeps_the_queue(
-    fake: FakeAnthropic, session: aiohttp.ClientSession
+    fake: FakeAnthropic, client: aiohttp.ClientSession
 ) -> None:
     fake.script(Text("kept"))
-    async with session.post(fake.url + MESSAGES, data=b"{not json") as resp:
+    async with client.post(fake.url + MESSAGES, data=b"{not json") as resp:
         assert resp.status == 400
         assert (await resp.json())["error"]["type"] == "invalid_request_error"
     assert fake.pending == 1
@@ -263,10 +252,10 @@ async def test_invalid_json_is_a_400_and_keeps_the_queue(
 
 
 async def test_stream_error_after_message_start(
-    fake: FakeAnthropic, session: aiohttp.ClientSession
+    fake: FakeAnthropic, client: aiohttp.ClientSession
 ) -> None:
     fake.script(StreamError(), StreamError())
-    status, _, raw = await post(session, fake)
+    status, _, raw = await post(client, fake)
     assert status == 200
     events = sse_events(raw)
     assert names(events) == ["message_start", "error"]
@@ -274,7 +263,7 @@ async def test_stream_error_after_message_start(
         "type": "error",
         "error": {"type": "overloaded_error", "message": "Overloaded"},
     }
-    status, _, raw = await post(session, fake, stream=False)
+    status, _, raw = await post(client, fake, stream=False)
     assert status == 529
     assert json.loads(raw)["error"]["type"] == "overloaded_error"
 
@@ -283,21 +272,21 @@ async def test_stream_error_after_message_start(
 
 
 async def test_stall_before_headers_then_the_nested_behaviour(
-    fake: FakeAnthropic, session: aiohttp.ClientSession
+    fake: FakeAnthropic, client: aiohttp.ClientSession
 ) -> None:
     fake.script(StallBeforeHeaders(0.2, then=Error(500)))
     started = time.monotonic()
-    status, _, _ = await post(session, fake)
+    status, _, _ = await post(client, fake)
     assert time.monotonic() - started >= 0.2
     assert status == 500
 
 
 async def test_stall_mid_stream_pauses_between_events(
-    fake: FakeAnthropic, session: aiohttp.ClientSession
+    fake: FakeAnthropic, client: aiohttp.ClientSession
 ) -> None:
     fake.script(StallMidStream(after_events=2, seconds=0.3))
     arrivals: list[tuple[float, bytes]] = []
-    async with session.post(fake.url + MESSAGES, json=request_body()) as resp:
+    async with client.post(fake.url + MESSAGES, json=request_body()) as resp:
         buf = b""
         async for chunk in resp.content.iter_any():
             buf += chunk
@@ -311,28 +300,28 @@ async def test_stall_mid_stream_pauses_between_events(
 
 
 async def test_stall_mid_stream_non_streaming_still_completes(
-    fake: FakeAnthropic, session: aiohttp.ClientSession
+    fake: FakeAnthropic, client: aiohttp.ClientSession
 ) -> None:
     fake.script(StallMidStream(seconds=0.1))
-    status, _, raw = await post(session, fake, stream=False)
+    status, _, raw = await post(client, fake, stream=False)
     assert status == 200
     assert json.loads(raw)["content"][0]["text"] == DEFAULT_TEXT
 
 
-async def test_delay_between_events(fake: FakeAnthropic, session: aiohttp.ClientSession) -> None:
+async def test_delay_between_events(fake: FakeAnthropic, client: aiohttp.ClientSession) -> None:
     fake.script(Text("a b c", delay_between_events=0.02))
     started = time.monotonic()
-    await post(session, fake)
+    await post(client, fake)
     assert time.monotonic() - started >= 0.02 * 8
 
 
 async def test_cut_streaming_is_an_error_never_a_clean_end(
-    fake: FakeAnthropic, session: aiohttp.ClientSession
+    fake: FakeAnthropic, client: aiohttp.ClientSession
 ) -> None:
     fake.script(Cut(after_events=4))
     received = b""
     with pytest.raises(aiohttp.ClientPayloadError):
-        async with session.post(fake.url + MESSAGES, json=request_body()) as resp:
+        async with client.post(fake.url + MESSAGES, json=request_body()) as resp:
             assert resp.status == 200
             async for chunk in resp.content.iter_any():
                 received += chunk
@@ -341,70 +330,70 @@ async def test_cut_streaming_is_an_error_never_a_clean_end(
 
 
 async def test_cut_after_every_event_still_has_no_clean_end(
-    fake: FakeAnthropic, session: aiohttp.ClientSession
+    fake: FakeAnthropic, client: aiohttp.ClientSession
 ) -> None:
     fake.script(Cut(after_events=100))
     with pytest.raises(aiohttp.ClientPayloadError):
-        await post(session, fake)
+        await post(client, fake)
 
 
 async def test_cut_with_a_clean_end_truncates_the_stream(
-    fake: FakeAnthropic, session: aiohttp.ClientSession
+    fake: FakeAnthropic, client: aiohttp.ClientSession
 ) -> None:
     fake.script(Cut(after_events=5, clean_end=True))
-    status, _, raw = await post(session, fake)
+    status, _, raw = await post(client, fake)
     assert status == 200
     assert len(sse_events(raw)) == 5
 
 
 async def test_a_stalled_request_the_client_gave_up_on_does_not_hold_up_close(
-    session: aiohttp.ClientSession,
+    client: aiohttp.ClientSession,
 ) -> None:
     fake = FakeAnthropic()
     await fake.start()
     fake.script(StallBeforeHeaders(30))
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.1):
-            await post(session, fake)
+            await post(client, fake)
     started = time.monotonic()
     await fake.close()
     assert time.monotonic() - started < 1
 
 
 async def test_cut_non_streaming_body_is_an_error(
-    fake: FakeAnthropic, session: aiohttp.ClientSession
+    fake: FakeAnthropic, client: aiohttp.ClientSession
 ) -> None:
     fake.script(Cut(after_bytes=20, reply=ToolUse()))
     with pytest.raises(aiohttp.ClientPayloadError):
-        await post(session, fake, stream=False)
+        await post(client, fake, stream=False)
 
 
 # ------------------------------------------------------------------ other endpoints and recording
 
 
 async def test_count_tokens_models_and_head(
-    fake: FakeAnthropic, session: aiohttp.ClientSession
+    fake: FakeAnthropic, client: aiohttp.ClientSession
 ) -> None:
     body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "foo"}]})
-    async with session.post(fake.url + "/v1/messages/count_tokens?beta=true", data=body) as resp:
+    async with client.post(fake.url + "/v1/messages/count_tokens?beta=true", data=body) as resp:
         assert await resp.json() == {"input_tokens": len(body) // 4}
-    async with session.get(fake.url + "/v1/models") as resp:
+    async with client.get(fake.url + "/v1/models") as resp:
         models = await resp.json()
     assert models["has_more"] is False
     assert models["first_id"] == models["data"][0]["id"]
     assert models["last_id"] == models["data"][-1]["id"]
     assert set(models["data"][0]) == {"type", "id", "display_name", "created_at"}
-    async with session.head(fake.url + "/") as resp:
+    async with client.head(fake.url + "/") as resp:
         assert resp.status == 200
     assert [r.path for r in fake.requests] == ["/v1/messages/count_tokens"]
 
 
 async def test_requests_are_recorded_as_received(
-    fake: FakeAnthropic, session: aiohttp.ClientSession
+    fake: FakeAnthropic, client: aiohttp.ClientSession
 ) -> None:
     headers = {"X-Api-Key": "sk-test", "anthropic-version": "2023-06-01", "X-Custom": "a"}
     body = json.dumps(request_body()).encode()
-    async with session.post(fake.url + MESSAGES, data=body, headers=headers) as resp:
+    async with client.post(fake.url + MESSAGES, data=body, headers=headers) as resp:
         await resp.read()
     (recorded,) = fake.requests
     assert (recorded.method, recorded.path, recorded.query_string) == (
@@ -498,47 +487,47 @@ def test_sse_events_parses_crlf_comments_and_multiline_data() -> None:
 
 
 async def test_child_process_is_scripted_and_inspected_over_http(
-    session: aiohttp.ClientSession,
+    client: aiohttp.ClientSession,
 ) -> None:
     async with FakeAnthropicProcess() as child:
         assert child.url.startswith("http://127.0.0.1:")
         await child.script(Text("from the child"), Error(503))
-        async with session.post(child.url + MESSAGES, json=request_body(False)) as resp:
+        async with client.post(child.url + MESSAGES, json=request_body(False)) as resp:
             assert (await resp.json())["content"][0]["text"] == "from the child"
-        async with session.post(child.url + MESSAGES, json=request_body()) as resp:
+        async with client.post(child.url + MESSAGES, json=request_body()) as resp:
             assert resp.status == 503
         (first, second) = await child.requests()
         assert first.path == "/v1/messages"
         assert first.json() == request_body(False)
         assert second.json()["stream"] is True
         assert ("Content-Type", "application/json") in first.headers
-        async with session.get(child.url + "/__fake/requests") as resp:
+        async with client.get(child.url + "/__fake/requests") as resp:
             raw = (await resp.json())[1]
         assert raw["body_text"] == json.dumps(request_body())
         assert raw["query_string"] == "beta=true"
-        async with session.post(child.url + "/__fake/script", json=[{"kind": "bad"}]) as resp:
+        async with client.post(child.url + "/__fake/script", json=[{"kind": "bad"}]) as resp:
             assert resp.status == 400
         await child.set_default(Text("new default"))
         await child.reset()
         assert await child.requests() == []
-        async with session.post(child.url + MESSAGES, json=request_body(False)) as resp:
+        async with client.post(child.url + MESSAGES, json=request_body(False)) as resp:
             assert (await resp.json())["content"][0]["text"] == "new default"
 
 
 async def test_queue_pops_in_order_then_falls_back_to_the_default(
-    fake: FakeAnthropic, session: aiohttp.ClientSession
+    fake: FakeAnthropic, client: aiohttp.ClientSession
 ) -> None:
     fake.script(Text("first"))
     fake.enqueue(Text("second"))
     texts = []
     for _ in range(3):
-        raw = (await post(session, fake, stream=False))[2]
+        raw = (await post(client, fake, stream=False))[2]
         texts.append(json.loads(raw)["content"][0]["text"])
     assert texts == ["first", "second", DEFAULT_TEXT]
     assert fake.pending == 0
 
 
-async def test_concurrent_streams(fake: FakeAnthropic, session: aiohttp.ClientSession) -> None:
+async def test_concurrent_streams(fake: FakeAnthropic, client: aiohttp.ClientSession) -> None:
     fake.default = Text.bench(20)
-    results = await asyncio.gather(*(post(session, fake) for _ in range(10)))
+    results = await asyncio.gather(*(post(client, fake) for _ in range(10)))
     assert all(names(sse_events(raw))[-1] == "message_stop" for _, _, raw in results)
