@@ -10,7 +10,7 @@ Hierarchy::
     │   ├── PermissionDenied          403 permission_error (foreign Host, browser Origin)
     │   └── NotFound                  404 not_found_error (unknown path)
     └── UpstreamError                 no byte has reached the client yet
-        ├── UpstreamUnavailable       529 overloaded_error (connect failure, refused)
+        ├── UpstreamUnavailable       529 overloaded_error (connect failure, broken answer)
         └── UpstreamTimeout           504 timeout_error (no answer in time)
 
 Errors that an upstream returns are *not* SidecarErrors: they pass through unmodified,
@@ -88,7 +88,7 @@ class UpstreamError(SidecarError):
 
 
 class UpstreamUnavailable(UpstreamError):
-    """Connecting to the upstream failed."""
+    """The upstream could not be reached, or broke off before the client got a byte."""
 
     status = 529
     error_type = "overloaded_error"
