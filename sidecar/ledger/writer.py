@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from dataclasses import fields
@@ -19,6 +20,9 @@ from sidecar.tasks import TaskSet
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 500
+# Records wait this long to share one transaction: one write per request would cost more
+# CPU than the proxying itself (bench/overhead.py). flush() and close() skip the wait.
+FLUSH_INTERVAL = 0.2
 _RETRY_DELAYS = (0.1, 0.5, 2.0, 5.0)  # seconds between attempts after a failed write
 _COLUMNS = tuple(f.name for f in fields(UsageRecord))
 _INSERT = (
@@ -41,6 +45,7 @@ class Ledger:
         self._db: sqlite_utils.Database | None = None
         self._queue: deque[UsageRecord] = deque()
         self._wake = asyncio.Event()
+        self._urgent = asyncio.Event()
         self._progress = asyncio.Condition()
         self._tasks = TaskSet()
         self._recorded = 0  # records accepted so far
@@ -85,6 +90,7 @@ class Ledger:
             return
         if self._db is None:
             raise RuntimeError("Ledger.flush() before start()")
+        self._urgent.set()
         self._wake.set()
         async with self._progress:
             await self._progress.wait_for(lambda: self._done >= target)
@@ -110,7 +116,11 @@ class Ledger:
         failures = 0
         while True:
             await self._wake.wait()
+            if not self._urgent.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._urgent.wait(), FLUSH_INTERVAL)
             self._wake.clear()
+            self._urgent.clear()
             while self._queue:
                 batch = [self._queue.popleft() for _ in range(min(BATCH_SIZE, len(self._queue)))]
                 try:

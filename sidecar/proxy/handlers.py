@@ -47,13 +47,29 @@ async def messages(request: web.Request) -> web.StreamResponse:
             stage.on_request(ctx)
         provider = request.app[PROVIDER]
         up = await provider.open(ctx, request)
-        return await provider.relay(ctx, request, up)
+        resp = await provider.relay(ctx, request, up)
     except SidecarError as e:
         _fail(ctx, e)
-        return error_response(e)
-    finally:
+        resp = error_response(e)
+    except BaseException:
         del in_flight[ctx.id]
         _complete(stages, ctx)
+        raise
+    del in_flight[ctx.id]
+    # Send a whole (non-streamed) answer first, so metering is off the client's latency.
+    await _send(request, resp)
+    _complete(stages, ctx)
+    return resp
+
+
+async def _send(request: web.Request, resp: web.StreamResponse) -> None:
+    if resp.prepared:
+        return
+    try:
+        await resp.prepare(request)
+        await resp.write_eof()
+    except ConnectionError:
+        pass  # the client left; aiohttp closes the connection
 
 
 def _fail(ctx: RequestContext, e: SidecarError) -> None:

@@ -7,6 +7,7 @@ loopback name, is refused before it touches anything.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import socket
@@ -21,6 +22,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPEN_PATHS = frozenset({"/", "/healthz"})
 
 
+@functools.lru_cache(maxsize=256)
 def host_is_loopback(host: str | None) -> bool:
     """True for `localhost`, `*.localhost`, 127.0.0.0/8 and ::1, with or without a port."""
     if not host:

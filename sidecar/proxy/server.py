@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import logging
 import os
 import signal
@@ -107,6 +108,10 @@ async def serve(cfg: Config, paths: Paths, ready: asyncio.Event | None = None) -
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, rt.stop.set)
+    # Everything loaded so far (price tables, modules) lives as long as the process: keep it
+    # out of the collector's generations so a full collection never walks it mid-request.
+    gc.collect()
+    gc.freeze()
     log.warning("claude-sidecar %s listening on %s", __version__, rt.address)
     if ready is not None:
         ready.set()
