@@ -45,6 +45,8 @@ def create_app(cfg: Config, paths: Paths, token: str, keys: dict[str, list[Resol
         connector = aiohttp.TCPConnector(limit=256, ttl_dns_cache=300, keepalive_timeout=60)
         session = aiohttp.ClientSession(
             connector=connector,
+            # A transparent proxy keeps no cookies: Set-Cookie goes back to the client as is.
+            cookie_jar=aiohttp.DummyCookieJar(),
             # Send only the client's own User-Agent and Content-Type, never aiohttp's defaults.
             skip_auto_headers=("User-Agent", "Content-Type"),
             # A compressed upstream answer is decoded and goes back plain over loopback

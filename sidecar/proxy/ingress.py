@@ -84,7 +84,7 @@ async def ingress(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise PermissionDenied(
                 "requests from a web browser (an Origin header) are refused; the sidecar only serves local programs"
             )
-        if not _via_unix_socket(request) and not host_is_loopback(request.host):
+        if not host_is_loopback(request.host) and not _via_unix_socket(request):
             raise PermissionDenied(
                 f"Host {request.host!r} is not a loopback name; use http://127.0.0.1 or http://localhost"
             )
