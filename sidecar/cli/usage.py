@@ -22,7 +22,7 @@ _TITLES: dict[GroupBy, tuple[str, str]] = {
     "model": ("Model", "per model"),
     "route": ("Route", "per route"),
 }
-_NUMBER_HEADERS = ("Input", "Output", "Cache Create", "Cache Read", "Total Tokens", "Cost (USD)")
+_NUMBER_HEADERS = ("Requests", "Input", "Output", "Cache Create", "Cache Read", "Total Tokens", "Cost (USD)")
 
 
 def _parse_date(ctx: click.Context, param: click.Parameter, value: str | None) -> date | None:
@@ -122,7 +122,7 @@ def render_table(group_by: GroupBy, rows: Sequence[dict[str, Any]]) -> str:
         key = row["key"] if row["key"] is not None else "(none)"
         models = [[f"- {m}" for m in row["models"]] or ["-"]] if with_models else []
         body.append([[str(key)], *models, *([c] for c in _numbers(row))])
-    total = {f: sum(r[f] for r in rows) for f in (*TOKEN_FIELDS, "total_tokens", "cost_usd")}
+    total = {f: sum(r[f] for r in rows) for f in ("requests", *TOKEN_FIELDS, "total_tokens", "cost_usd")}
     footer = [["Total"], *([[""]] if with_models else []), *([c] for c in _numbers(total))]
     widths = [len(h) for h in headers]
     for cells in (*body, footer):
@@ -148,7 +148,7 @@ def render_table(group_by: GroupBy, rows: Sequence[dict[str, Any]]) -> str:
 
 
 def _numbers(row: dict[str, Any]) -> list[str]:
-    tokens = [f"{int(row[f]):,}" for f in (*TOKEN_FIELDS, "total_tokens")]
+    tokens = [f"{int(row[f]):,}" for f in ("requests", *TOKEN_FIELDS, "total_tokens")]
     usd = float(row["cost_usd"])
     # Cents hide a session of cheap requests; show sub-cent amounts to 1/100 of a cent.
     return [*tokens, f"${usd:,.4f}" if 0 < usd < 0.01 else f"${usd:,.2f}"]

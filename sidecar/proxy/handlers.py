@@ -51,6 +51,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     except SidecarError as e:
         _fail(ctx, e)
         resp = error_response(e)
+        resp.headers["x-sidecar-request-id"] = ctx.id
     except BaseException:
         del in_flight[ctx.id]
         _complete(stages, ctx)

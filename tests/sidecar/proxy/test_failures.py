@@ -136,7 +136,9 @@ async def test_unreachable_upstream_is_an_overloaded_envelope(hermetic_env: Path
         async with client.post(sc.url + "/v1/messages", data=body(True), headers=HEADERS) as resp:
             assert resp.status == 529
             err = json.loads(await resp.read())
+            request_id = resp.headers["x-sidecar-request-id"]
         rows = await ledger_rows(sc)
+    assert rows[0]["id"] == request_id
     assert err["type"] == "error" and err["error"]["type"] == "overloaded_error"
     assert err["error"]["message"].startswith("claude-sidecar: cannot reach upstream anthropic")
     assert rows[0]["outcome"] == "upstream_error"
