@@ -32,34 +32,29 @@ async def messages(request: web.Request) -> web.StreamResponse:
     body = await request.read()
     headers = request.headers
     stages = request.app[STAGES]
-    try:
-        head = parse_head(body)
-    except SidecarError as e:
-        ctx = RequestContext(request.path, body, RequestHead(), headers.get("x-claude-code-session-id"), headers.get("x-claude-code-agent-id"))
-        _fail(ctx, e)
-        _complete(stages, ctx)
-        return error_response(e)
-    ctx = RequestContext(request.path, body, head, headers.get("x-claude-code-session-id"), headers.get("x-claude-code-agent-id"))
+    ctx = RequestContext(
+        request.path, body, RequestHead(), headers.get("x-claude-code-session-id"), headers.get("x-claude-code-agent-id")
+    )
     in_flight = request.app[RUNTIME].in_flight
     in_flight[ctx.id] = ctx
     try:
-        for stage in stages:
-            stage.on_request(ctx)
-        provider = request.app[PROVIDER]
-        up = await provider.open(ctx, request)
-        resp = await provider.relay(ctx, request, up)
-    except SidecarError as e:
-        _fail(ctx, e)
-        resp = error_response(e)
-        resp.headers["x-sidecar-request-id"] = ctx.id
-    except BaseException:
-        del in_flight[ctx.id]
+        try:
+            ctx.head = parse_head(body)
+            for stage in stages:
+                stage.on_request(ctx)
+            provider = request.app[PROVIDER]
+            up = await provider.open(ctx, request)
+            resp = await provider.relay(ctx, request, up)
+        except SidecarError as e:
+            _fail(ctx, e)
+            resp = error_response(e)
+            resp.headers["x-sidecar-request-id"] = ctx.id
+        finally:
+            del in_flight[ctx.id]
+        # Send a whole (non-streamed) answer before metering, so metering is off its latency.
+        await _send(request, resp)
+    finally:
         _complete(stages, ctx)
-        raise
-    del in_flight[ctx.id]
-    # Send a whole (non-streamed) answer first, so metering is off the client's latency.
-    await _send(request, resp)
-    _complete(stages, ctx)
     return resp
 
 
