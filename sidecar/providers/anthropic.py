@@ -165,17 +165,21 @@ class AnthropicProvider:
             async for chunk in up.content.iter_any():
                 if ctx.first_byte_at is None:
                     ctx.first_byte_at = time.perf_counter()
-                await resp.write(chunk)
+                try:
+                    await resp.write(chunk)
+                except ConnectionError:
+                    up.close()
+                    ctx.outcome = "client_closed"
+                    return resp
                 ctx.response_bytes += len(chunk)
                 tap.feed(chunk)
-        except (ConnectionError, asyncio.CancelledError) as e:
-            # The client went away (or the server is shutting down past its grace period).
+        except asyncio.CancelledError:
+            # The server is shutting down past its grace period; it closes the client side.
             up.close()
             ctx.outcome = "client_closed"
-            if isinstance(e, asyncio.CancelledError):
-                raise
-            return resp
-        except (TimeoutError, aiohttp.ClientError) as e:
+            raise
+        except (TimeoutError, aiohttp.ClientError, ConnectionError) as e:
+            # Returning normally would let aiohttp end the response cleanly: reset instead.
             log.warning("request %s: upstream %s failed mid-stream: %r; aborting client", ctx.id, self.name, e)
             up.close()
             ctx.outcome = "aborted"

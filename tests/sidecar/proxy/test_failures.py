@@ -170,3 +170,16 @@ async def test_client_going_away_mid_stream_is_recorded(fake: FakeAnthropic, sid
     async with client.post(sidecar.url + "/v1/messages", data=body(False), headers=HEADERS) as resp:
         assert resp.status == 200
         assert b"still here" in await resp.read()
+
+
+async def test_upstream_silent_mid_stream_past_the_idle_timeout_aborts(
+    fake: FakeAnthropic, hermetic_env: Path, client: aiohttp.ClientSession
+) -> None:
+    fake.script(StallMidStream(after_events=3, seconds=3.0))
+    async with sidecar_in_process(anthropic_config(fake.url, "read_timeout = 0.5\n"), hermetic_env) as sc:
+        async with client.post(sc.url + "/v1/messages", data=body(True), headers=HEADERS) as resp:
+            assert resp.status == 200
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await resp.read()
+        [row] = await ledger_rows(sc)
+    assert row["outcome"] == "aborted"
