@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import signal
@@ -79,6 +80,11 @@ def start(foreground: bool, port: int | None, config: str | None) -> None:
         if running and running.state.get("pid") != os.getpid():
             raise SidecarError(f"already running at {running.url} (pid {running.state['pid']}); stop it first")
         from sidecar.proxy.server import run_foreground
+
+        # The daemon's log (stderr, or the log file of a background start) says what it does.
+        sidecar_log = logging.getLogger("sidecar")
+        if sidecar_log.getEffectiveLevel() > logging.INFO:
+            sidecar_log.setLevel(logging.INFO)
 
         run_foreground(cfg, p)
         return

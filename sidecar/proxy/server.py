@@ -112,7 +112,7 @@ async def serve(cfg: Config, paths: Paths, ready: asyncio.Event | None = None) -
     # out of the collector's generations so a full collection never walks it mid-request.
     gc.collect()
     gc.freeze()
-    log.warning("claude-sidecar %s listening on %s", __version__, rt.address)
+    log.info("claude-sidecar %s listening on %s", __version__, rt.address)
     if ready is not None:
         ready.set()
     try:
@@ -128,7 +128,7 @@ async def serve(cfg: Config, paths: Paths, ready: asyncio.Event | None = None) -
         if sock_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 sock_path.unlink()
-        log.warning("stopped in %.1f s", time.monotonic() - t0)
+        log.info("stopped in %.1f s", time.monotonic() - t0)
 
 
 def run_foreground(cfg: Config, paths: Paths) -> None:
