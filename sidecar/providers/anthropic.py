@@ -69,11 +69,17 @@ def downstream_headers(upstream: CIMultiDictProxy[str], ctx: RequestContext) -> 
     return out
 
 
-def abort_client(request: web.BaseRequest) -> None:
+# A reset discards what the peer has received but not yet read, so the bytes already sent
+# get this long to be read first (Claude Code then reports the break instead of re-running).
+ABORT_GRACE_SECONDS = 0.05
+
+
+async def abort_client(request: web.BaseRequest) -> None:
     """Reset the client's connection so it sees an error, never a clean (truncated) end."""
     transport = request.transport
     if transport is None:
         return
+    await asyncio.sleep(ABORT_GRACE_SECONDS)
     sock = transport.get_extra_info("socket")
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         try:
@@ -183,14 +189,14 @@ class AnthropicProvider:
             log.warning("request %s: upstream %s failed mid-stream: %r; aborting client", ctx.id, self.name, e)
             up.close()
             ctx.outcome = "aborted"
-            abort_client(request)
+            await abort_client(request)
             return resp
         up.release()
         if not tap.summary.stopped and tap.summary.error_type is None:
             # A clean end without message_stop is a truncation: never pass it on as complete.
             log.warning("request %s: upstream %s ended the stream without message_stop; aborting client", ctx.id, self.name)
             ctx.outcome = "aborted"
-            abort_client(request)
+            await abort_client(request)
             return resp
         if tap.summary.error_type is not None:
             ctx.outcome = "upstream_error"

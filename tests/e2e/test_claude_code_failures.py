@@ -13,7 +13,6 @@ Code's default of 10 retries (the 529 case ends after 3 attempts by its own rule
 from __future__ import annotations
 
 import itertools
-import re
 from typing import Any
 
 import pytest
@@ -43,10 +42,6 @@ CLOSED_MID_RESPONSE = (
 STREAM_STARTED = "Stream started - received first chunk"
 KEPT_THE_BLOCK = "Stream connection closed (ECONNRESET) after 1 block(s) yielded"
 FELL_BACK = "Error streaming, falling back to non-streaming mode"
-RETRIED_STREAMING = re.compile(
-    r"Stream connection closed \(ECONNRESET\) before first event — retrying streaming"
-    r"|API error \(attempt 1/\d+\): .*Connection error"
-)
 
 
 def debug_log(s: Setup, session_id: str) -> str:
@@ -133,16 +128,10 @@ async def test_clean_end_after_a_block_without_message_stop_is_never_success(
     answer (rc 0, no retry; research section 8, e25). The sidecar resets the connection
     instead, so Claude Code never takes the truncated text for an answer.
 
-    What Claude Code then does depends on whether it still has the block when the reset
-    lands. With a pause upstream between the block and the end, the block reaches Claude
-    Code well before the reset: it reports "Connection closed mid-response", rc 1, and does
-    not retry. When the end follows the block at once, the sidecar writes the response
-    headers and the whole block and resets the connection in the same instant, and in about
-    a third of the runs Claude Code loses some of what came with the reset. It then retries
-    and succeeds with the retry's answer, in one of three ways (its debug log says which):
-    the whole response lost, "Connection error": a streaming retry after its ~0.5 s backoff;
-    the events lost, "closed (ECONNRESET) before first event": a streaming retry ~0.1 s later;
-    the block incomplete, "falling back to non-streaming mode": a non-streaming retry at once.
+    Claude Code then reports "Connection closed mid-response", rc 1, and does not retry.
+    That holds only because the sidecar lets the bytes it already sent be read before the
+    reset (ABORT_GRACE_SECONDS): a reset at once made Claude Code lose the block in about a
+    third of the runs and silently re-run the whole request instead.
     """
     s = setup
     s.fake.pause_before_clean_end = pause
@@ -157,41 +146,22 @@ async def test_clean_end_after_a_block_without_message_stop_is_never_success(
     result = claude_result(done)
     assert truncated.text not in done.out, done.describe()
     log = debug_log(s, result["session_id"])
-    retried = len(s.fake.posts()) == 2
-    if pause or not retried:
-        assert done.rc == 1, done.describe()
-        assert result["is_error"] is True, result
-        assert result["result"] == CLOSED_MID_RESPONSE, result
-        assert KEPT_THE_BLOCK in log, log
-        # No retry, streaming or not: after a completed block a broken stream is final.
-        (body,) = expect_only_messages(s, 1)
-        assert body["stream"] is True, body
-        assert s.fake.pending == 1
-    else:
-        assert done.rc == 0, done.describe()
-        assert result["is_error"] is False, result
-        assert result["result"] == retry.text, result
-        first, second = expect_only_messages(s, 2)
-        assert first["stream"] is True, first
-        if FELL_BACK in log:
-            assert "stream" not in second, second
-        else:
-            assert RETRIED_STREAMING.search(log), log
-            assert second["stream"] is True, second
-        without_stream = {k: v for k, v in first.items() if k != "stream"}
-        assert {k: v for k, v in second.items() if k != "stream"} == without_stream
-        assert s.fake.pending == 0
+    assert done.rc == 1, done.describe()
+    assert result["is_error"] is True, result
+    assert result["result"] == CLOSED_MID_RESPONSE, result
+    assert KEPT_THE_BLOCK in log, log
+    # No retry, streaming or not: after a completed block a broken stream is final.
+    (body,) = expect_only_messages(s, 1)
+    assert body["stream"] is True, body
+    assert s.fake.pending == 1
 
-    rows = await settled_ledger_rows(s.db_file, 2 if retried else 1)
+    rows = await settled_ledger_rows(s.db_file, 1)
     expect_session(rows, result, done)
     row = rows[0]
     assert (row["stream"], row["status"], row["outcome"]) == (1, 200, "aborted"), row
     assert row["stop_reason"] is None, row
     # The sidecar sent the whole content block on before the reset.
     assert row["response_bytes"] >= sum(map(len, content)), row
-    if retried:
-        request = s.fake.posts()[1][1]
-        expect_ok_row(rows[1], request.body, retry, stream=request.json().get("stream") is True)
 
 
 async def test_429_with_retry_after_is_passed_through_and_retried(setup: Setup) -> None:
