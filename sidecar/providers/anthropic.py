@@ -20,6 +20,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from sidecar.config import ProviderConfig
 from sidecar.errors import UpstreamTimeout, UpstreamUnavailable
+from sidecar.net import upstream_proxy
 from sidecar.protocol.anthropic import SSETap
 from sidecar.proxy.context import RequestContext
 from sidecar.secrets import ResolvedKey
@@ -99,6 +100,7 @@ class AnthropicProvider:
         self.session = session
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.connect_timeout, sock_read=cfg.read_timeout)
         self._next_key = 0
+        self.proxy = upstream_proxy(cfg.base_url)
 
     @property
     def injects_keys(self) -> bool:
@@ -124,6 +126,7 @@ class AnthropicProvider:
                 headers=upstream_headers(request.headers, self._key()),
                 timeout=self.timeout,
                 allow_redirects=False,
+                proxy=self.proxy,
             )
         except (TimeoutError, aiohttp.ServerTimeoutError) as e:
             raise UpstreamTimeout(f"upstream {self.name} ({self.cfg.base_url}) did not answer in time: {e or 'timeout'}") from None

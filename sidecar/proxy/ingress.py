@@ -7,38 +7,18 @@ loopback name, is refused before it touches anything.
 
 from __future__ import annotations
 
-import functools
 import hmac
-import ipaddress
 import socket
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from sidecar.errors import AuthenticationFailed, NotFound, PermissionDenied, SidecarError
+from sidecar.net import host_is_loopback
 from sidecar.proxy.keys import CONFIG, PROVIDER, RUNTIME
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPEN_PATHS = frozenset({"/", "/healthz"})
-
-
-@functools.lru_cache(maxsize=256)
-def host_is_loopback(host: str | None) -> bool:
-    """True for `localhost`, `*.localhost`, 127.0.0.0/8 and ::1, with or without a port."""
-    if not host:
-        return False
-    h = host.strip().lower()
-    if h.startswith("["):
-        h = h[1 : h.find("]")] if "]" in h else h[1:]
-    elif h.count(":") == 1:
-        h = h.rsplit(":", 1)[0]
-    h = h.rstrip(".")
-    if h == "localhost" or h.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(h).is_loopback
-    except ValueError:
-        return False
 
 
 def _via_unix_socket(request: web.Request) -> bool:

@@ -8,7 +8,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from sidecar.proxy.ingress import host_is_loopback
+from sidecar.net import host_is_loopback, upstream_proxy
 from sidecar.testing.fake_anthropic import FakeAnthropic
 from sidecar.testing.harness import InProcessSidecar, anthropic_config, sidecar_in_process
 from tests.sidecar.proxy.conftest import ledger_rows
@@ -27,6 +27,18 @@ BODY = json.dumps({"model": "claude-opus-4-8", "max_tokens": 5, "messages": [{"r
 )
 def test_host_is_loopback(host: str | None, ok: bool) -> None:
     assert host_is_loopback(host) is ok
+
+
+def test_upstream_proxy_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp:3128")
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.corp:3128")
+    monkeypatch.setenv("NO_PROXY", "internal.corp")
+    assert upstream_proxy("https://api.anthropic.com") == "http://proxy.corp:3128"
+    assert upstream_proxy("http://127.0.0.1:11434/v1") is None
+    assert upstream_proxy("http://localhost:8000") is None
+    assert upstream_proxy("https://llm.internal.corp") is None
+    monkeypatch.delenv("HTTPS_PROXY")
+    assert upstream_proxy("https://api.anthropic.com") is None
 
 
 async def error_of(resp: aiohttp.ClientResponse) -> dict[str, str]:
