@@ -53,7 +53,7 @@ EVENTS = WORDS + 6  # message_start, block start, ping, deltas, block stop, mess
 CHECK_DELAY_MS = 20
 TICK = os.sysconf("SC_CLK_TCK")
 SCENARIOS = (("json_c1", "json", 1), ("json_c8", "json", 8), ("stream_c1", "stream", 1), ("stream_c8", "stream", 8))
-# The bar from /work/shared/research/anchor-benchmarks.md (absolute; measured there on a
+# The bar from shared/research/anchor-benchmarks.md (absolute; measured there on a
 # machine where the floor added +0.35 ms and 0.17-0.33 CPU s per 1,000 requests).
 BAR = {
     "added_p50_ms_c1": 0.5,
