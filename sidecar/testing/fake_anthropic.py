@@ -220,7 +220,9 @@ class FakeAnthropic:
     def _record(self, request: web.Request, body: bytes) -> None:
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
         self.requests.append(
-            RecordedRequest(request.method, request.path, request.query_string, headers, body)
+            RecordedRequest(
+                request.method, request.path, request.query_string, headers, body, time.monotonic()
+            )
         )
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
@@ -294,6 +296,8 @@ class FakeAnthropic:
             await asyncio.sleep(cut.abort_delay)
             _abort(request)
             return resp
+        if cut is not None and cut.end_delay:
+            await asyncio.sleep(cut.end_delay)
         await resp.write_eof()
         return resp
 

@@ -122,8 +122,9 @@ class Cut:
 
     The reset waits `abort_delay` seconds after the last write, so that a client that is
     reading has taken the bytes in: aiohttp drops data it has not handed out on a reset.
-    `clean_end` (streaming only) ends the response normally instead, as a truncating
-    upstream would: the client then sees a stream without its message_stop.
+    `clean_end` (streaming only) ends the response normally instead, `end_delay` seconds
+    after the last event, as a truncating upstream would: the client then sees a stream
+    without its message_stop.
     """
 
     kind: ClassVar[str] = "cut"
@@ -131,6 +132,7 @@ class Cut:
     after_bytes: int | None = None
     abort_delay: float = 0.02
     clean_end: bool = False
+    end_delay: float = 0.0
     reply: Reply = field(default_factory=Text)
 
 
@@ -202,6 +204,7 @@ class RecordedRequest:
     query_string: str
     headers: list[tuple[str, str]]
     body: bytes
+    received_at: float = 0.0  # time.monotonic() on arrival
 
     def header(self, name: str) -> str | None:
         """The first value of header `name` (case-insensitive), or None."""
@@ -224,6 +227,7 @@ class RecordedRequest:
             "headers": [list(h) for h in self.headers],
             "body_base64": base64.b64encode(self.body).decode(),
             "body_text": text,
+            "received_at": self.received_at,
         }
 
     @classmethod
@@ -231,4 +235,5 @@ class RecordedRequest:
         """Rebuild a request from `to_json` output."""
         headers = [(str(k), str(v)) for k, v in data["headers"]]
         body = base64.b64decode(data["body_base64"])
-        return cls(data["method"], data["path"], data["query_string"], headers, body)
+        received_at = float(data.get("received_at", 0.0))
+        return cls(data["method"], data["path"], data["query_string"], headers, body, received_at)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from sidecar.testing.fake_anthropic import FakeAnthropic
 from sidecar.testing.harness import anthropic_config
-from tests.e2e.helpers import Setup, TimedFake, run, stop_sidecar
+from tests.e2e.helpers import Setup, run, stop_sidecar
 
 
 @pytest.fixture
@@ -22,7 +23,7 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     workdir = tmp_path / "project"
     workdir.mkdir()
     (workdir / "README.md").write_text("# e2e\n\nA scratch project for the sidecar's e2e test.\n")
-    fake = TimedFake()
+    fake = FakeAnthropic()
     async with fake:
         config = home / "config.toml"
         config.write_text(anthropic_config(fake.url))

@@ -20,16 +20,13 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
-from sidecar.testing import anthropic_sse as sse
-from sidecar.testing.fake_anthropic import Cut, FakeAnthropic, RecordedRequest, StallMidStream
+from sidecar.testing.fake_anthropic import FakeAnthropic, RecordedRequest
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CLAUDE_BIN = REPO / ".cache" / "npm" / "node_modules" / ".bin" / "claude"
@@ -66,53 +63,9 @@ def claude_bin() -> Path:
 # ---------------------------------------------------------------- the fake upstream
 
 
-class TimedFake(FakeAnthropic):
-    """The fake upstream, also noting when each request arrived (time.monotonic()).
-
-    `arrivals[i]` belongs to `requests[i]`. With `pause_before_clean_end`, a streaming
-    `Cut(clean_end=True)` waits that long after its last event before it ends the response
-    (the plain fake ends it right after the last event).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.arrivals: list[float] = []
-        self.pause_before_clean_end = 0.0
-
-    def _record(self, request: web.Request, body: bytes) -> None:
-        self.arrivals.append(time.monotonic())
-        super()._record(request, body)
-
-    def reset(self) -> None:
-        super().reset()
-        self.arrivals.clear()
-
-    async def _send_stream(
-        self,
-        request: web.Request,
-        events: Sequence[bytes],
-        delay: float,
-        cut: Cut | None,
-        stall: StallMidStream | None,
-    ) -> web.StreamResponse:
-        pause = self.pause_before_clean_end
-        if cut is None or not cut.clean_end or not pause:
-            return await super()._send_stream(request, events, delay, cut, stall)
-        headers, _ = self._headers(sse.SSE_CONTENT_TYPE)
-        headers["Cache-Control"] = "no-cache"
-        resp = web.StreamResponse(headers=headers)
-        await resp.prepare(request)
-        for event in events[: cut.after_events]:
-            await resp.write(event)
-        await asyncio.sleep(pause)
-        await resp.write_eof()
-        return resp
-
-    def posts(self) -> list[tuple[float, RecordedRequest]]:
-        """(arrival, request) of every POST /v1/messages, in order."""
-        return [
-            (t, r) for t, r in zip(self.arrivals, self.requests, strict=True) if is_messages_post(r)
-        ]
+def posts(fake: FakeAnthropic) -> list[RecordedRequest]:
+    """Every POST /v1/messages the fake received, in order."""
+    return [r for r in fake.requests if is_messages_post(r)]
 
 
 # ---------------------------------------------------------------- processes
@@ -163,7 +116,7 @@ async def sidecar_cli(env: dict[str, str], *args: str) -> Done:
 class Setup:
     """Everything one test needs: the fake upstream, the sidecar's env, Claude Code's dirs."""
 
-    fake: TimedFake
+    fake: FakeAnthropic
     sidecar_home: Path
     sidecar_env: dict[str, str]
     claude_home: Path
@@ -301,10 +254,6 @@ async def settled_ledger_rows(db_file: Path, count: int) -> list[dict[str, Any]]
 
 def is_messages_post(r: RecordedRequest) -> bool:
     return r.method == "POST" and r.path == "/v1/messages"
-
-
-def messages_posts(requests: list[RecordedRequest]) -> list[RecordedRequest]:
-    return [r for r in requests if is_messages_post(r)]
 
 
 def forwarded_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -33,8 +33,8 @@ from tests.e2e.helpers import (
     claude_result,
     forwarded_headers,
     ledger_rows,
-    messages_posts,
     opus_cost,
+    posts,
     run,
     sidecar_cli,
     sidecar_port,
@@ -86,12 +86,12 @@ async def test_tool_round_trip_through_sidecar(setup: Setup) -> None:
     session_id = result["session_id"]
 
     # The upstream saw exactly the two model calls, and the second carries the tool's output.
-    posts = messages_posts(s.fake.requests)
-    others = [r for r in s.fake.requests if r not in posts and r.method != "HEAD"]
-    assert len(posts) == 2, [(r.method, r.path) for r in s.fake.requests]
+    calls = posts(s.fake)
+    others = [r for r in s.fake.requests if r not in calls and r.method != "HEAD"]
+    assert len(calls) == 2, [(r.method, r.path) for r in s.fake.requests]
     assert not others, [(r.method, r.path) for r in others]
     assert s.fake.pending == 0
-    first, second = (p.json() for p in posts)
+    first, second = (p.json() for p in calls)
     assert first["model"] == second["model"] == MODEL
     assert not tool_results(first)
     results = tool_results(second)
@@ -104,7 +104,7 @@ async def test_tool_round_trip_through_sidecar(setup: Setup) -> None:
         r for r in recorder.requests() if r.method == "POST" and r.target.startswith("/v1/messages")
     ]
     assert len(sent) == 2, [(r.method, r.target) for r in recorder.requests()]
-    for received in posts:
+    for received in calls:
         matches = [r for r in sent if r.body == received.body]
         assert len(matches) == 1, "the upstream got a body Claude Code did not send byte for byte"
         original = matches[0]
@@ -118,8 +118,8 @@ async def test_tool_round_trip_through_sidecar(setup: Setup) -> None:
 
     # The ledger: one row per request, metered from the fake's usage and priced as Opus.
     expected = [
-        (sse.estimate_tokens(posts[0].body), tool.render().output_tokens, "tool_use"),
-        (sse.estimate_tokens(posts[1].body), answer.render().output_tokens, "end_turn"),
+        (sse.estimate_tokens(calls[0].body), tool.render().output_tokens, "tool_use"),
+        (sse.estimate_tokens(calls[1].body), answer.render().output_tokens, "end_turn"),
     ]
     rows = await ledger_rows(s.db_file, 2)
     assert len(rows) == 2, rows
@@ -184,17 +184,17 @@ async def test_run_execs_claude_against_sidecar(setup: Setup) -> None:
     assert result["result"] == answer.text, result
     session_id = result["session_id"]
 
-    posts = messages_posts(s.fake.requests)
-    assert len(posts) == 1, [(r.method, r.path) for r in s.fake.requests]
-    assert posts[0].header("x-claude-code-session-id") == session_id
-    assert posts[0].header("x-api-key") == API_KEY
+    calls = posts(s.fake)
+    assert len(calls) == 1, [(r.method, r.path) for r in s.fake.requests]
+    assert calls[0].header("x-claude-code-session-id") == session_id
+    assert calls[0].header("x-api-key") == API_KEY
 
     rows = await ledger_rows(s.db_file, 1)
     assert len(rows) == 1, rows
     row = rows[0]
     assert row["session_id"] == session_id, row
     assert (row["status"], row["outcome"], row["stop_reason"]) == (200, "ok", "end_turn"), row
-    input_tokens = sse.estimate_tokens(posts[0].body)
+    input_tokens = sse.estimate_tokens(calls[0].body)
     output_tokens = answer.render().output_tokens
     assert (row["input_tokens"], row["output_tokens"]) == (input_tokens, output_tokens), row
     assert row["cost_usd"] == pytest.approx(opus_cost(input_tokens, output_tokens)), row

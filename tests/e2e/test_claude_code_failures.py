@@ -26,6 +26,7 @@ from tests.e2e.helpers import (
     Setup,
     claude_result,
     opus_cost,
+    posts,
     run_claude,
     settled_ledger_rows,
     sidecar_port,
@@ -51,19 +52,19 @@ def debug_log(s: Setup, session_id: str) -> str:
 def expect_only_messages(s: Setup, count: int) -> list[dict[str, Any]]:
     """The bodies of the fake's POST /v1/messages; there must be `count`, and nothing else
     (bar Claude Code's HEAD / preconnect)."""
-    posts = s.fake.posts()
+    found = posts(s.fake)
     seen = [(r.method, r.path) for r in s.fake.requests]
-    assert len(posts) == count, seen
+    assert len(found) == count, seen
     assert all(r.method == "HEAD" or (r.method, r.path) == ("POST", "/v1/messages")
                for r in s.fake.requests), seen  # fmt: skip
-    bodies = [r.json() for _, r in posts]
+    bodies = [r.json() for r in found]
     assert all(b["model"] == MODEL for b in bodies), [b["model"] for b in bodies]
     return bodies
 
 
 def gaps(s: Setup) -> list[float]:
     """Seconds between the arrivals of consecutive POST /v1/messages at the fake."""
-    times = [t for t, _ in s.fake.posts()]
+    times = [r.received_at for r in posts(s.fake)]
     return [b - a for a, b in itertools.pairwise(times)]
 
 
@@ -114,7 +115,7 @@ async def test_cut_before_a_block_completes_falls_back_to_non_streaming(setup: S
     first, second = rows
     assert (first["stream"], first["status"], first["outcome"]) == (1, 200, "aborted"), first
     assert first["stop_reason"] is None, first
-    expect_ok_row(second, s.fake.posts()[1][1].body, answer, stream=False)
+    expect_ok_row(second, posts(s.fake)[1].body, answer, stream=False)
 
 
 @pytest.mark.parametrize(
@@ -134,11 +135,12 @@ async def test_clean_end_after_a_block_without_message_stop_is_never_success(
     third of the runs and silently re-run the whole request instead.
     """
     s = setup
-    s.fake.pause_before_clean_end = pause
     truncated = Text("A truncated answer that looks complete.")
     content = truncated.render().content  # content_block_start, ping, deltas, content_block_stop
     retry = Text("The answer from Claude Code's retry.")
-    s.fake.script(Cut(after_events=1 + len(content), clean_end=True, reply=truncated), retry)
+    s.fake.script(
+        Cut(after_events=1 + len(content), clean_end=True, end_delay=pause, reply=truncated), retry
+    )
     cc_env = await start_sidecar(s)
 
     done = await run_claude(s, cc_env, PROMPT, "--debug", "api")
@@ -197,7 +199,7 @@ async def test_429_with_retry_after_is_passed_through_and_retried(setup: Setup) 
         assert (row["status"], row["outcome"]) == (429, "upstream_error"), row
         assert row["error_type"] == "rate_limit_error", row
         assert (row["input_tokens"], row["output_tokens"], row["cost_usd"]) == (0, 0, 0.0), row
-    expect_ok_row(rows[2], s.fake.posts()[2][1].body, answer, stream=True)
+    expect_ok_row(rows[2], posts(s.fake)[2].body, answer, stream=True)
 
     # What Claude Code received for each 429: the upstream's status, retry-after, request-id
     # and error body, untouched.
