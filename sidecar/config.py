@@ -19,6 +19,8 @@ from sidecar.errors import ConfigError
 DEFAULT_PORT = 8787
 PROVIDER_TYPES = ("anthropic",)
 DEFAULT_BASE_URLS = {"anthropic": "https://api.anthropic.com"}
+# Sections of the product's config that later versions read; named so the error is clear.
+PLANNED_SECTIONS = ("routes", "cache", "budget", "limits", "guardrails", "tools", "policy", "sync")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -188,6 +190,9 @@ def parse(text: str, path: Path | None = None, env: dict[str, str] | None = None
         at = re.search(r"at line (\d+)", str(e))
         where = f"{path or '<config>'}:{at.group(1)}" if at else f"{path or '<config>'}"
         raise ConfigError(f"{where}: not valid TOML: {e}") from None
+    for section in PLANNED_SECTIONS:
+        if section in raw:
+            raise r.fail(section, f"the [{section}] section is not supported by this version of claude-sidecar yet")
     r.table(raw, "", {"server", "providers", "pricing", "usage"})
 
     server = _server(r, raw.get("server", {}))

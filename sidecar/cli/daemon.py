@@ -190,7 +190,7 @@ def env(shell: str) -> None:
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(cmd: tuple[str, ...]) -> None:
-    """Run CMD (e.g. `claude`) pointed at the sidecar, starting the sidecar if needed."""
+    """Run a command such as `claude` pointed at the sidecar (started if needed)."""
     d, started = ensure_running()
     if started:
         click.echo(f"claude-sidecar started at {d.url}", err=True)

@@ -323,3 +323,11 @@ def test_config_show_is_the_effective_config(monkeypatch: pytest.MonkeyPatch) ->
     shown = tomllib.loads(result.stdout)
     assert shown["server"]["port"] == 9555
     assert shown["providers"][0]["base_url"] == "https://api.anthropic.com"
+
+
+def test_a_section_of_a_later_version_is_named_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[server]\nport = 9000\n\n[[routes]]\nname = "default"\n')
+    with pytest.raises(ConfigError) as e:
+        load(path, env={})
+    assert str(e.value) == f"{path}:4: routes: the [routes] section is not supported by this version of claude-sidecar yet"
