@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -11,8 +10,8 @@ from click.testing import CliRunner
 
 from sidecar import paths
 from sidecar.cli import cli
-from sidecar.ledger.record import UsageRecord, new_ulid
 from sidecar.ledger.store import open_db
+from sidecar.testing.factories import usage_record
 
 
 @pytest.fixture
@@ -28,15 +27,9 @@ def seed(rows: list[tuple[str, str, str, int, float]]) -> None:
     db = open_db(paths.resolve().db_file)
     try:
         for iso, model, session, inp, cost in rows:
-            ts = datetime.fromisoformat(iso).replace(tzinfo=UTC).timestamp()
-            rec = UsageRecord(
-                id=new_ulid(ts),
-                ts=ts,
-                endpoint="/v1/messages",
-                requested_model=model,
-                provider="anthropic",
-                upstream_model=model,
-                stream=True,
+            rec = usage_record(
+                iso,
+                model,
                 session_id=session,
                 input_tokens=inp,
                 output_tokens=2_000,

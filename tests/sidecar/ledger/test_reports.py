@@ -11,9 +11,9 @@ import pytest
 import sqlite_utils
 
 from sidecar.ledger import reports
-from sidecar.ledger.record import UsageRecord, new_ulid
 from sidecar.ledger.reports import local_zone, report, totals
 from sidecar.ledger.store import open_db
+from sidecar.testing.factories import usage_record
 
 UTC_ZONE = ZoneInfo("UTC")
 
@@ -40,16 +40,11 @@ def add(
     tokens: tuple[int, int, int, int] = (10, 20, 30, 40),
     upstream: str | None = "",
 ) -> None:
-    ts = _ts(iso)
     inp, out, read, write = tokens
-    rec = UsageRecord(
-        id=new_ulid(ts),
-        ts=ts,
-        endpoint="/v1/messages",
-        requested_model=model,
-        provider="anthropic",
+    rec = usage_record(
+        iso,
+        model,
         upstream_model=model if upstream == "" else upstream,
-        stream=True,
         session_id=session,
         route=route,
         input_tokens=inp,

@@ -4,27 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from pathlib import Path
 
 import pytest
 
 from sidecar.ledger import writer
 from sidecar.ledger.pricing import Pricing
-from sidecar.ledger.record import UsageRecord, new_ulid
+from sidecar.ledger.record import UsageRecord
 from sidecar.ledger.store import open_db
 from sidecar.ledger.writer import Ledger
+from sidecar.testing.factories import usage_record
 
 
 def _rec(i: int = 0, model: str = "claude-opus-4-8") -> UsageRecord:
-    now = time.time()
-    return UsageRecord(
-        id=new_ulid(now),
-        ts=now,
-        endpoint="/v1/messages",
-        requested_model=model,
-        provider="anthropic",
-        upstream_model=model,
+    return usage_record(
+        None,
+        model,
         stream=i % 2 == 0,
         session_id=f"s{i % 3}",
         input_tokens=1_000 + i,
