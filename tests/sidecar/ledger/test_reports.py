@@ -18,11 +18,6 @@ from sidecar.testing.factories import usage_record
 UTC_ZONE = ZoneInfo("UTC")
 
 
-def _ts(iso: str) -> float:
-    """Epoch seconds of a UTC time written like 2026-03-01T23:30."""
-    return datetime.fromisoformat(iso).replace(tzinfo=UTC).timestamp()
-
-
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[sqlite_utils.Database]:
     d = open_db(tmp_path / "s.db")
