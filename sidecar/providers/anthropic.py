@@ -22,10 +22,13 @@ from sidecar.config import ProviderConfig
 from sidecar.errors import UpstreamTimeout, UpstreamUnavailable
 from sidecar.net import upstream_proxy
 from sidecar.protocol.anthropic import SSETap
+from sidecar.providers.h1 import H1Pool, H1Response
 from sidecar.proxy.context import RequestContext
 from sidecar.secrets import ResolvedKey
 
 log = logging.getLogger(__name__)
+
+UpstreamResponse = aiohttp.ClientResponse | H1Response
 
 # Never forwarded upstream: hop-by-hop headers, what aiohttp recomputes, the sidecar's own
 # control headers, and browser headers (a browser request was refused at ingress anyway).
@@ -101,6 +104,8 @@ class AnthropicProvider:
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.connect_timeout, sock_read=cfg.read_timeout)
         self._next_key = 0
         self.proxy = upstream_proxy(cfg.base_url)
+        # The lean client serves direct connections; a proxied upstream goes through aiohttp.
+        self.h1 = None if self.proxy else H1Pool(cfg.base_url, cfg.connect_timeout, cfg.read_timeout)
 
     @property
     def injects_keys(self) -> bool:
@@ -113,27 +118,35 @@ class AnthropicProvider:
         self._next_key = (self._next_key + 1) % len(self.keys)
         return self.keys[self._next_key]
 
-    async def open(self, ctx: RequestContext, request: web.Request) -> aiohttp.ClientResponse:
+    async def open(self, ctx: RequestContext, request: web.Request) -> UpstreamResponse:
         """Send the request upstream and return the response once its headers arrived."""
-        url = self.cfg.base_url + request.rel_url.path_qs
         ctx.provider = self.name
         ctx.upstream_model = ctx.head.model
+        headers = upstream_headers(request.headers, self._key())
+        body = ctx.body if request.method != "GET" else b""
         try:
+            if self.h1 is not None:
+                return await self.h1.request(request.method, request.rel_url.path_qs, list(headers.items()), body)
             return await self.session.request(
                 request.method,
-                url,
-                data=ctx.body if request.method != "GET" else None,
-                headers=upstream_headers(request.headers, self._key()),
+                self.cfg.base_url + request.rel_url.path_qs,
+                data=body or None,
+                headers=headers,
                 timeout=self.timeout,
                 allow_redirects=False,
                 proxy=self.proxy,
             )
         except (TimeoutError, aiohttp.ServerTimeoutError) as e:
             raise UpstreamTimeout(f"upstream {self.name} ({self.cfg.base_url}) did not answer in time: {e or 'timeout'}") from None
-        except aiohttp.ClientError as e:
+        except (aiohttp.ClientError, OSError) as e:
             raise UpstreamUnavailable(f"cannot reach upstream {self.name} ({self.cfg.base_url}): {e}") from None
 
-    async def relay(self, ctx: RequestContext, request: web.Request, up: aiohttp.ClientResponse) -> web.StreamResponse:
+    def close(self) -> None:
+        """Close pooled upstream connections."""
+        if self.h1 is not None:
+            self.h1.close()
+
+    async def relay(self, ctx: RequestContext, request: web.Request, up: UpstreamResponse) -> web.StreamResponse:
         """Copy the upstream response to the client: SSE event by event, anything else whole."""
         ctx.status = up.status
         ctx.upstream_request_id = up.headers.get("request-id")
@@ -141,7 +154,7 @@ class AnthropicProvider:
             return await self._relay_stream(ctx, request, up)
         try:
             body = await up.read()
-        except (TimeoutError, aiohttp.ClientError) as e:
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
             up.release()
             ctx.outcome = "upstream_error"
             if isinstance(e, TimeoutError):
@@ -160,7 +173,7 @@ class AnthropicProvider:
             ctx.outcome = "upstream_error"
         return web.Response(status=up.status, body=body, headers=downstream_headers(up.headers, ctx))
 
-    async def _relay_stream(self, ctx: RequestContext, request: web.Request, up: aiohttp.ClientResponse) -> web.StreamResponse:
+    async def _relay_stream(self, ctx: RequestContext, request: web.Request, up: UpstreamResponse) -> web.StreamResponse:
         resp = web.StreamResponse(status=up.status, headers=downstream_headers(up.headers, ctx))
         tap = SSETap()
         ctx.summary = tap.summary

@@ -56,6 +56,7 @@ def create_app(cfg: Config, paths: Paths, token: str, keys: dict[str, list[Resol
         anthropic_cfg = next(p for p in cfg.providers if p.type == "anthropic")
         app[PROVIDER] = AnthropicProvider(anthropic_cfg, resolved.get(anthropic_cfg.name, []), session)
         yield
+        app[PROVIDER].close()
         await session.close()
 
     async def ledger(app: web.Application) -> AsyncIterator[None]:
