@@ -208,11 +208,14 @@ class _Conn(asyncio.Protocol):
         if not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
+            self._disarm()  # a slow client is not a silent upstream
 
     def resume(self) -> None:
         if self._paused and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
+            if self.resp is not None and not self.resp.complete:
+                self._arm()
 
     def _fail(self, error: BaseException) -> None:
         if self.headers_ready is not None and not self.headers_ready.done():

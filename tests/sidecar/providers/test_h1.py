@@ -153,3 +153,51 @@ async def test_malformed_upstream_answer_is_a_clean_error(raw_upstream: Callable
         status, body, _ = await post(client, sc.url)
     assert status == 529
     assert json.loads(body)["error"]["type"] == "overloaded_error"
+
+
+@pytest.fixture
+def tls_cert(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost, and its key."""
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_tls_upstream_with_verification(
+    tls_cert: tuple[Path, Path], hermetic_env: Path, client: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ssl
+
+    from aiohttp import web
+
+    cert, key = tls_cert
+    async with FakeAnthropic() as fake:
+        # Serve the fake's app over TLS too.
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(cert, key)
+        runner = web.AppRunner(fake.app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
+        await site.start()
+        port = runner.addresses[0][1]
+        try:
+            # Unknown CA: refused before anything is sent.
+            async with sidecar_in_process(anthropic_config(f"https://localhost:{port}"), hermetic_env) as sc:
+                status, body, _ = await post(client, sc.url)
+                assert status == 529 and b"CERTIFICATE_VERIFY_FAILED" in body
+            # Trusted through SSL_CERT_FILE, as a corporate CA bundle would be.
+            monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+            async with sidecar_in_process(anthropic_config(f"https://localhost:{port}"), hermetic_env) as sc:
+                for _ in range(2):
+                    status, body, _ = await post(client, sc.url)
+                    assert status == 200, body
+        finally:
+            await runner.cleanup()
+    assert len(fake.requests) == 2
+    assert fake.requests[0].header("host") == f"localhost:{port}"
