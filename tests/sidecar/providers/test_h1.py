@@ -201,3 +201,36 @@ async def test_tls_upstream_with_verification(
             await runner.cleanup()
     assert len(fake.requests) == 2
     assert fake.requests[0].header("host") == f"localhost:{port}"
+
+
+async def test_reading_from_the_upstream_pauses_and_resumes_without_loss(
+    fake: FakeAnthropic, hermetic_env: Path, client: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sidecar.providers import h1
+    from sidecar.testing.anthropic_sse import sse_events
+    from sidecar.testing.fake_anthropic import Text
+
+    pauses: list[int] = []
+    real_pause = h1._Conn.pause
+
+    def counting_pause(conn: h1._Conn) -> None:
+        pauses.append(1)
+        real_pause(conn)
+
+    monkeypatch.setattr(h1._Conn, "pause", counting_pause)
+    # Loopback socket buffers hold megabytes, so make the sidecar's own buffer small enough
+    # that reading from the upstream is paused and resumed many times on the way.
+    monkeypatch.setattr(h1, "HIGH_WATER", 4096)
+
+    text = " ".join(f"w{i:06d}" for i in range(400_000))  # about 3 MB of text deltas
+    fake.script(Text(text, chunks=3000))
+    async with sidecar_in_process(anthropic_config(fake.url), hermetic_env) as sc:
+        async with client.post(sc.url + "/v1/messages", json={**json.loads(BODY), "stream": True}, headers=HEADERS) as resp:
+            await asyncio.sleep(1.0)  # the sidecar's writes to us stall; it must stop reading upstream
+            raw = await resp.read()
+        rows = await ledger_rows(sc)
+    events = sse_events(raw)
+    assert events[-1][0] == "message_stop"
+    assert "".join(d["delta"]["text"] for n, d in events if n == "content_block_delta") == text
+    assert rows[0]["outcome"] == "ok"
+    assert pauses, "the upstream was never paused"
