@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
 import sys
 import time
 import zlib
@@ -33,6 +32,7 @@ from typing import Any
 
 import msgspec
 
+from sidecar.lifecycle import stop_on_signals
 from sidecar.testing import anthropic_sse as sse
 
 ORGANIZATION_ID = "7e6b0f9c-3d1a-4c5e-9b2f-0a1d2c3e4f50"
@@ -325,9 +325,7 @@ async def serve(host: str, port: int, words: int) -> None:
     bound = server.sockets[0].getsockname()[1]
     print(f"listening on http://{host}:{bound}", flush=True)
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(stop)
     try:
         await stop.wait()
     finally:

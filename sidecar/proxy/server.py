@@ -8,7 +8,6 @@ import errno
 import gc
 import logging
 import os
-import signal
 import socket
 import sys
 import time
@@ -20,6 +19,7 @@ from aiohttp import web
 from sidecar import __version__
 from sidecar.config import Config
 from sidecar.errors import ConfigError
+from sidecar.lifecycle import stop_on_signals
 from sidecar.paths import Paths
 from sidecar.proxy.app import create_app
 from sidecar.proxy.keys import RUNTIME
@@ -104,10 +104,7 @@ async def serve(cfg: Config, paths: Paths, ready: asyncio.Event | None = None) -
         "config_file": str(paths.config_file),
     }
     write_state(paths, state)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, rt.stop.set)
+    stop_on_signals(rt.stop)
     # Everything loaded so far (price tables, modules) lives as long as the process: keep it
     # out of the collector's generations so a full collection never walks it mid-request.
     gc.collect()

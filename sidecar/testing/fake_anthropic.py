@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import signal
 import socket
 import struct
 import time
@@ -32,6 +31,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from sidecar.lifecycle import stop_on_signals
 from sidecar.testing import anthropic_sse as sse
 from sidecar.testing.fake_behaviours import (
     DEFAULT_REPLY,
@@ -382,10 +382,7 @@ async def _serve(host: str, port: int) -> None:
     await fake.start()
     print(f"listening on {fake.url}", flush=True)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):  # Windows: SIGINT still interrupts
-            loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(stop)
     try:
         await stop.wait()
     finally:

@@ -29,14 +29,19 @@ def body(stream: bool) -> bytes:
     return json.dumps({**BODY, "stream": stream}).encode()
 
 
-async def test_stream_cut_midway_aborts_the_client(fake: FakeAnthropic, sidecar: InProcessSidecar, client: aiohttp.ClientSession) -> None:
-    fake.script(Cut(after_events=4))
-    async with client.post(sidecar.url + "/v1/messages", data=body(True), headers=HEADERS) as resp:
+async def expect_aborted(client: aiohttp.ClientSession, sc: InProcessSidecar) -> None:
+    """A streaming request starts (200) and then breaks (never a clean end); it is recorded as aborted."""
+    async with client.post(sc.url + "/v1/messages", data=body(True), headers=HEADERS) as resp:
         assert resp.status == 200
         with pytest.raises(aiohttp.ClientPayloadError):
             await resp.read()
-    [row] = await ledger_rows(sidecar)
+    [row] = await ledger_rows(sc)
     assert row["outcome"] == "aborted"
+
+
+async def test_stream_cut_midway_aborts_the_client(fake: FakeAnthropic, sidecar: InProcessSidecar, client: aiohttp.ClientSession) -> None:
+    fake.script(Cut(after_events=4))
+    await expect_aborted(client, sidecar)
 
 
 async def test_json_body_cut_before_anything_was_sent_is_a_clean_error(
@@ -60,12 +65,7 @@ async def test_clean_end_without_message_stop_is_an_abort_not_a_clean_end(
     # An upstream that ends cleanly after a finished block: passing that on as a clean end
     # would make Claude Code keep a truncated answer.
     fake.script(Cut(after_events=5, clean_end=True))
-    async with client.post(sidecar.url + "/v1/messages", data=body(True), headers=HEADERS) as resp:
-        assert resp.status == 200
-        with pytest.raises(aiohttp.ClientPayloadError):
-            await resp.read()
-    [row] = await ledger_rows(sidecar)
-    assert row["outcome"] == "aborted"
+    await expect_aborted(client, sidecar)
 
 
 async def test_events_arrive_before_the_stream_ends(fake: FakeAnthropic, sidecar: InProcessSidecar, client: aiohttp.ClientSession) -> None:
@@ -177,9 +177,4 @@ async def test_upstream_silent_mid_stream_past_the_idle_timeout_aborts(
 ) -> None:
     fake.script(StallMidStream(after_events=3, seconds=3.0))
     async with sidecar_in_process(anthropic_config(fake.url, "read_timeout = 0.5\n"), hermetic_env) as sc:
-        async with client.post(sc.url + "/v1/messages", data=body(True), headers=HEADERS) as resp:
-            assert resp.status == 200
-            with pytest.raises(aiohttp.ClientPayloadError):
-                await resp.read()
-        [row] = await ledger_rows(sc)
-    assert row["outcome"] == "aborted"
+        await expect_aborted(client, sc)
