@@ -48,17 +48,20 @@ _DROP_DOWN = frozenset(
 )
 
 
-def upstream_headers(client: CIMultiDictProxy[str], key: ResolvedKey | None) -> CIMultiDict[str]:
+def upstream_headers(client: CIMultiDictProxy[str], key: ResolvedKey | None) -> list[tuple[str, str]]:
     """The client's headers as they go upstream: same names, values and order, minus hop-by-hop;
     the client's credentials are replaced by `key` when the sidecar injects one."""
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in client.items():
-        low = name.lower()
-        if low in _DROP_UP or low.startswith("x-sidecar-") or (key is not None and low in _AUTH):
-            continue
-        out.add(name, value)
+    out = [
+        (name, value)
+        for name, value in client.items()
+        if not (
+            (low := name.lower()) in _DROP_UP
+            or low.startswith("x-sidecar-")
+            or (key is not None and low in _AUTH)
+        )
+    ]
     if key is not None:
-        out["x-api-key"] = key.value
+        out.append(("x-api-key", key.value))
     return out
 
 
@@ -126,7 +129,7 @@ class AnthropicProvider:
         body = ctx.body if request.method != "GET" else b""
         try:
             if self.h1 is not None:
-                return await self.h1.request(request.method, request.rel_url.path_qs, list(headers.items()), body)
+                return await self.h1.request(request.method, request.rel_url.path_qs, headers, body)
             return await self.session.request(
                 request.method,
                 self.cfg.base_url + request.rel_url.path_qs,
