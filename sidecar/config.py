@@ -15,10 +15,12 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sidecar.errors import ConfigError
+from sidecar.providers import registry
 
 DEFAULT_PORT = 8787
-PROVIDER_TYPES = ("anthropic",)
+PROVIDER_TYPES = tuple(registry.TYPES)
 DEFAULT_BASE_URLS = {"anthropic": "https://api.anthropic.com"}
+_PROVIDER_KEYS = {"name", "type", "base_url", "keys", "connect_timeout", "read_timeout"}
 # Sections of the product's config that later versions read; named so the error is clear.
 PLANNED_SECTIONS = ("routes", "cache", "budget", "limits", "guardrails", "tools", "policy", "sync")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -45,6 +47,7 @@ class ProviderConfig:
     keys: tuple[str, ...] = ()
     connect_timeout: float = 10.0
     read_timeout: float = 600.0
+    options: dict[str, Any] = field(default_factory=dict)  # type-specific keys (registry.TYPES)
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,8 @@ class Config:
         data = asdict(self)
         data.pop("source")
         data["providers"] = [
-            {k: v for k, v in p.items() if v is not None} for p in data["providers"]
+            {**{k: v for k, v in p.items() if v is not None and k != "options"}, **p["options"]}
+            for p in data["providers"]
         ]
         data["server"] = {k: v for k, v in data["server"].items() if v is not None}
         data["usage"] = {k: v for k, v in data["usage"].items() if v is not None}
@@ -248,7 +252,16 @@ def _providers(r: _Reader, data: Any) -> tuple[ProviderConfig, ...]:
     out: list[ProviderConfig] = []
     for i, item in enumerate(data):
         key = f"providers[{i}]"
-        d = r.table(item, key, {"name", "type", "base_url", "keys", "connect_timeout", "read_timeout"})
+        if not isinstance(item, dict):
+            raise r.fail(key, f"must be a table, not {_kind(item)}")
+        ptype = r.get(item, key, "type", str, None)
+        if ptype is None:
+            raise r.fail(key, "missing required key 'type'")
+        if ptype not in PROVIDER_TYPES:
+            raise r.fail(f"{key}.type", f"{ptype!r} is not supported (supported: {', '.join(PROVIDER_TYPES)})")
+        spec = registry.TYPES[ptype].options
+        d = r.table(item, key, _PROVIDER_KEYS | set(spec))
+        options = {o: r.get(d, key, o, kinds, None) for o, kinds in spec.items() if o in d}
         name = r.get(d, key, "name", str, None)
         if name is None:
             raise r.fail(key, "missing required key 'name'")
@@ -256,12 +269,11 @@ def _providers(r: _Reader, data: Any) -> tuple[ProviderConfig, ...]:
             raise r.fail(f"{key}.name", f"{name!r} must be lower-case letters, digits, '-' or '_'")
         if any(p.name == name for p in out):
             raise r.fail(f"{key}.name", f"provider {name!r} is defined twice")
-        ptype = r.get(d, key, "type", str, None)
-        if ptype is None:
-            raise r.fail(key, "missing required key 'type'")
-        if ptype not in PROVIDER_TYPES:
-            raise r.fail(f"{key}.type", f"{ptype!r} is not supported (supported: {', '.join(PROVIDER_TYPES)})")
-        base_url = r.get(d, key, "base_url", str, DEFAULT_BASE_URLS[ptype]).rstrip("/")
+        base_url = r.get(d, key, "base_url", str, None) or registry.default_base_url(ptype, options)
+        if base_url is None:
+            need = "'base_url'" + (" or 'region'" if ptype in ("bedrock", "vertex") else "")
+            raise r.fail(key, f"a provider of type {ptype!r} needs {need}")
+        base_url = base_url.rstrip("/")
         if not re.match(r"^https?://[^/\s]+", base_url):
             raise r.fail(f"{key}.base_url", f"{base_url!r} must be an http(s) URL")
         keys = r.get(d, key, "keys", list, [])
@@ -275,7 +287,7 @@ def _providers(r: _Reader, data: Any) -> tuple[ProviderConfig, ...]:
                 if v <= 0:
                     raise r.fail(f"{key}.{t}", "must be a positive number of seconds")
                 timeouts[t] = float(v)
-        out.append(ProviderConfig(name=name, type=ptype, base_url=base_url, keys=tuple(keys), **timeouts))
+        out.append(ProviderConfig(name=name, type=ptype, base_url=base_url, keys=tuple(keys), options=options, **timeouts))
     if not out:
         raise r.fail("providers", "at least one provider is needed")
     return tuple(out)

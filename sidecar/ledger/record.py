@@ -53,6 +53,11 @@ class UsageRecord:
     request_bytes: int = 0
     response_bytes: int = 0
     upstream_request_id: str | None = None
+    target: str | None = None  # the target that served: provider/model#key-index
+    attempts: int = 0  # upstream attempts made (retries and fallbacks included)
+    fallback: str | None = None  # the fallback target taken, when the primary failed
+    cache_outcome: str | None = None  # hit-exact | hit-semantic | miss | bypass | shadow-hit
+    saved_usd: float = 0.0  # what a cache hit saved (the priced cost of the original answer)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for sqlite, JSON events and reports."""

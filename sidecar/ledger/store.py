@@ -67,6 +67,17 @@ def m001_create_usage(db: sqlite_utils.Database) -> None:
     usage.create_index(["requested_model"], index_name="idx_usage_requested_model")
 
 
+@migration
+def m002_routing_and_cache_columns(db: sqlite_utils.Database) -> None:
+    """Which target served (provider/model#key), how many attempts, the fallback taken, the cache outcome."""
+    usage = db.table("usage")
+    usage.add_column("target", str)
+    usage.add_column("attempts", int)
+    usage.add_column("fallback", str)
+    usage.add_column("cache_outcome", str)
+    usage.add_column("saved_usd", float)
+
+
 def open_db(path: Path) -> sqlite_utils.Database:
     """Open (creating if needed) the store at `path`, in WAL mode, with every migration applied."""
     _create_private(path)

@@ -12,7 +12,7 @@ from sidecar.config import Config
 from sidecar.ledger.pricing import Pricing
 from sidecar.ledger.writer import Ledger
 from sidecar.paths import Paths
-from sidecar.providers.anthropic import AnthropicProvider
+from sidecar.providers import factory
 from sidecar.proxy import control, handlers
 from sidecar.proxy.events import EventBus
 from sidecar.proxy.ingress import ingress
@@ -21,12 +21,14 @@ from sidecar.proxy.keys import (
     CONFIG,
     LEDGER,
     PATHS,
-    PROVIDER,
+    PROVIDERS,
+    ROUTER,
     RUNTIME,
     STAGES,
     Runtime,
 )
 from sidecar.proxy.stages import default_stages
+from sidecar.routing.router import Router
 from sidecar.secrets import ResolvedKey
 
 MAX_BODY = 64 * 1024 * 1024  # Claude Code bodies are ~100 KB; images and PDFs can be large.
@@ -53,10 +55,11 @@ def create_app(cfg: Config, paths: Paths, token: str, keys: dict[str, list[Resol
             # (Content-Encoding is dropped on the way down).
             auto_decompress=True,
         )
-        anthropic_cfg = next(p for p in cfg.providers if p.type == "anthropic")
-        app[PROVIDER] = AnthropicProvider(anthropic_cfg, resolved.get(anthropic_cfg.name, []), session)
+        app[PROVIDERS] = {p.name: factory.build(p, resolved.get(p.name, []), session) for p in cfg.providers}
+        app[ROUTER] = Router(cfg, app[PROVIDERS])
         yield
-        app[PROVIDER].close()
+        for provider in app[PROVIDERS].values():
+            provider.close()
         await session.close()
 
     async def ledger(app: web.Application) -> AsyncIterator[None]:

@@ -4,9 +4,28 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+import msgspec
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from sidecar.errors import InvalidRequest
 from sidecar.ledger.record import UsageRecord, new_ulid
 from sidecar.protocol.anthropic import MessageSummary, RequestHead
+
+if TYPE_CHECKING:
+    from sidecar.proxy.stages import EventFilter
+
+_EMPTY: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+
+
+@dataclass
+class Decision:
+    """One policy decision taken on a request (for the audit log and the TUI's detail view)."""
+
+    stage: str  # e.g. "budget", "guardrail", "tools", "router", "cache"
+    action: str  # allow | deny | redact | warn | reroute | strip | hit | ...
+    reason: str
 
 
 @dataclass
@@ -18,22 +37,61 @@ class RequestContext:
     head: RequestHead
     session_id: str | None
     agent_id: str | None
+    headers: CIMultiDictProxy[str] = field(default_factory=lambda: _EMPTY)
     id: str = field(default_factory=new_ulid)
     ts: float = field(default_factory=time.time)
     t0: float = field(default_factory=time.perf_counter)
     provider: str = ""
     upstream_model: str | None = None
+    route: str | None = None
+    target: str | None = None
+    attempts: int = 0
+    fallback: str | None = None
+    cache_outcome: str | None = None
+    saved_usd: float = 0.0
     status: int = 0
     outcome: str = "ok"
     first_byte_at: float | None = None
     response_bytes: int = 0
     upstream_request_id: str | None = None
     summary: MessageSummary = field(default_factory=MessageSummary)
+    # Response filters: each sees the Anthropic events (or the whole message) on the way back.
+    filters: list[EventFilter] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+    # Extra response headers a stage wants the client to see (e.g. x-sidecar-cache).
+    response_headers: dict[str, str] = field(default_factory=dict)
+    _json: dict[str, Any] | None = None
 
     @property
     def stream(self) -> bool:
         """Whether the client asked for SSE."""
         return bool(self.head.stream)
+
+    @property
+    def count_tokens(self) -> bool:
+        """Whether this is a `count_tokens` call (never billable, never cached)."""
+        return self.endpoint.endswith("/count_tokens")
+
+    def json(self) -> dict[str, Any]:
+        """The request body as a dict, decoded once on first use (the passthrough never needs it)."""
+        if self._json is None:
+            try:
+                obj = msgspec.json.decode(self.body)
+            except msgspec.DecodeError as e:
+                raise InvalidRequest(f"the request body is not valid JSON: {e}") from None
+            if not isinstance(obj, dict):
+                raise InvalidRequest("the request body must be a JSON object")
+            self._json = obj
+        return self._json
+
+    def replace_body(self, obj: dict[str, Any]) -> None:
+        """Replace the request body (a policy changed it): it is re-encoded once, here."""
+        self._json = obj
+        self.body = msgspec.json.encode(obj)
+
+    def decide(self, stage: str, action: str, reason: str) -> None:
+        """Record a policy decision."""
+        self.decisions.append(Decision(stage, action, reason))
 
     def to_record(self) -> UsageRecord:
         """The ledger row for this request (cost is filled in by the ledger)."""
@@ -51,6 +109,7 @@ class RequestContext:
             stream=self.stream,
             session_id=self.session_id,
             agent_id=self.agent_id,
+            route=self.route,
             status=self.status,
             outcome=self.outcome,
             error_type=self.summary.error_type,
@@ -64,4 +123,9 @@ class RequestContext:
             request_bytes=len(self.body),
             response_bytes=self.response_bytes,
             upstream_request_id=self.upstream_request_id,
+            target=self.target,
+            attempts=self.attempts,
+            fallback=self.fallback,
+            cache_outcome=self.cache_outcome,
+            saved_usd=self.saved_usd,
         )

@@ -19,7 +19,7 @@ from sidecar import __version__
 from sidecar.errors import InvalidRequest
 from sidecar.ledger import reports
 from sidecar.ledger.store import open_db
-from sidecar.proxy.keys import BUS, CONFIG, PATHS, PROVIDER, RUNTIME
+from sidecar.proxy.keys import BUS, CONFIG, PATHS, PROVIDERS, RUNTIME
 
 KEEPALIVE_SECONDS = 15.0
 GROUPS = ("daily", "weekly", "monthly", "session", "model", "route")
@@ -38,7 +38,7 @@ def _totals(request: web.Request) -> dict[str, Any]:
 
 async def status(request: web.Request) -> web.Response:
     """Pid, address, uptime, providers, in-flight requests and today's spend."""
-    rt, cfg, provider = request.app[RUNTIME], request.app[CONFIG], request.app[PROVIDER]
+    rt, cfg, providers = request.app[RUNTIME], request.app[CONFIG], request.app[PROVIDERS]
     totals = await asyncio.to_thread(_totals, request)
     return web.json_response(
         {
@@ -50,15 +50,13 @@ async def status(request: web.Request) -> web.Response:
             "uptime_s": round(time.time() - rt.started_at, 3),
             "in_flight": len(rt.in_flight),
             "config_file": str(cfg.source) if cfg.source else None,
-            "token_required_on_proxy": cfg.server.require_token or provider.injects_keys,
+            "token_required_on_proxy": cfg.server.require_token or any(p.injects_keys for p in providers.values()),
             "providers": [
                 {
                     "name": p.name,
                     "type": p.type,
                     "base_url": p.base_url,
-                    "credentials": (
-                        ", ".join(k.source for k in provider.keys) if p.name == provider.name and provider.keys else "client"
-                    ),
+                    "credentials": ", ".join(k.source for k in providers[p.name].keys) or _no_key(p.type),
                 }
                 for p in cfg.providers
             ],
@@ -66,6 +64,12 @@ async def status(request: web.Request) -> web.Response:
             "event_subscribers": request.app[BUS].subscribers,
         }
     )
+
+
+def _no_key(ptype: str) -> str:
+    if ptype == "anthropic":
+        return "client"
+    return "ambient" if ptype in ("bedrock", "vertex") else "none"
 
 
 def _date_param(request: web.Request, name: str) -> date | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from aiohttp import web
 
@@ -11,8 +12,9 @@ from sidecar.errors import SidecarError
 from sidecar.protocol.anthropic import RequestHead, parse_head
 from sidecar.proxy.context import RequestContext
 from sidecar.proxy.ingress import error_response
-from sidecar.proxy.keys import PROVIDER, RUNTIME, STAGES
-from sidecar.proxy.stages import Stage
+from sidecar.proxy.keys import ROUTER, RUNTIME, STAGES
+from sidecar.proxy.relay import sidecar_headers
+from sidecar.proxy.stages import Reply, Stage
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +35,28 @@ async def messages(request: web.Request) -> web.StreamResponse:
     headers = request.headers
     stages = request.app[STAGES]
     ctx = RequestContext(
-        request.path, body, RequestHead(), headers.get("x-claude-code-session-id"), headers.get("x-claude-code-agent-id")
+        request.path,
+        body,
+        RequestHead(),
+        headers.get("x-claude-code-session-id"),
+        headers.get("x-claude-code-agent-id"),
+        headers=headers,
     )
     in_flight = request.app[RUNTIME].in_flight
     in_flight[ctx.id] = ctx
     try:
         try:
             ctx.head = parse_head(body)
+            resp: web.StreamResponse
+            reply = None
             for stage in stages:
-                stage.on_request(ctx)
-            provider = request.app[PROVIDER]
-            up = await provider.open(ctx, request)
-            resp = await provider.relay(ctx, request, up)
+                reply = await stage.on_request(ctx)
+                if reply is not None:
+                    break
+            if reply is not None:
+                resp = _reply(ctx, reply)
+            else:
+                resp = await request.app[ROUTER].handle(ctx, request)
         except SidecarError as e:
             _fail(ctx, e)
             resp = error_response(e)
@@ -68,6 +80,15 @@ async def _send(request: web.Request, resp: web.StreamResponse) -> None:
         pass  # the client left; aiohttp closes the connection
 
 
+def _reply(ctx: RequestContext, reply: Reply) -> web.Response:
+    """A stage's own answer (e.g. a cache hit), with the sidecar's headers."""
+    ctx.status = reply.status
+    ctx.response_bytes = len(reply.body)
+    ctx.first_byte_at = time.perf_counter()
+    headers = {"content-type": reply.content_type, **reply.headers, **sidecar_headers(ctx)}
+    return web.Response(status=reply.status, body=reply.body, headers=headers)
+
+
 def _fail(ctx: RequestContext, e: SidecarError) -> None:
     ctx.status = e.status
     ctx.outcome = "rejected" if e.status < 500 else "upstream_error"
@@ -85,10 +106,8 @@ def _complete(stages: list[Stage], ctx: RequestContext) -> None:
 
 async def models(request: web.Request) -> web.StreamResponse:
     """`GET /v1/models`: the upstream's list, passed through."""
-    ctx = RequestContext(request.path, b"", RequestHead(), None, None)
-    provider = request.app[PROVIDER]
-    up = await provider.open(ctx, request)
-    return await provider.relay(ctx, request, up)
+    ctx = RequestContext(request.path, b"", RequestHead(), None, None, headers=request.headers)
+    return await request.app[ROUTER].handle(ctx, request)
 
 
 def add_routes(app: web.Application) -> None:

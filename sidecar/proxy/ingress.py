@@ -15,7 +15,7 @@ from aiohttp import web
 
 from sidecar.errors import AuthenticationFailed, NotFound, PermissionDenied, SidecarError
 from sidecar.net import host_is_loopback
-from sidecar.proxy.keys import CONFIG, PROVIDER, RUNTIME
+from sidecar.proxy.keys import CONFIG, PROVIDERS, RUNTIME
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPEN_PATHS = frozenset({"/", "/healthz"})
@@ -90,4 +90,4 @@ async def ingress(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def _proxy_needs_token(request: web.Request) -> bool:
-    return request.app[CONFIG].server.require_token or request.app[PROVIDER].injects_keys
+    return request.app[CONFIG].server.require_token or any(p.injects_keys for p in request.app[PROVIDERS].values())

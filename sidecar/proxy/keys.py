@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from sidecar.config import Config
 from sidecar.ledger.writer import Ledger
 from sidecar.paths import Paths
-from sidecar.providers.anthropic import AnthropicProvider
+from sidecar.providers.base import Provider
 from sidecar.proxy.context import RequestContext
 from sidecar.proxy.events import EventBus
 from sidecar.proxy.stages import Stage
+
+if TYPE_CHECKING:
+    from sidecar.routing.router import Router
 
 
 @dataclass
@@ -33,5 +37,6 @@ PATHS = web.AppKey("paths", Paths)
 RUNTIME = web.AppKey("runtime", Runtime)
 BUS = web.AppKey("bus", EventBus)
 LEDGER = web.AppKey("ledger", Ledger)
-PROVIDER = web.AppKey("provider", AnthropicProvider)
+PROVIDERS: web.AppKey[dict[str, Provider]] = web.AppKey("providers")
+ROUTER: web.AppKey[Router] = web.AppKey("router")
 STAGES: web.AppKey[list[Stage]] = web.AppKey("stages")

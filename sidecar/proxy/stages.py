@@ -1,27 +1,65 @@
 """The request path as an ordered list of stages (mitmproxy's addon pattern).
 
 Each stage is a small object with named hooks; `default_stages()` is the one place that
-says which stages run and in what order. Issue by issue, policy, cache and routing
-stages join this list.
+says which stages run and in what order:
+
+    Announce -> policy gate -> cache -> (router and provider, in the handler) -> Meter
+
+Hooks:
+
+- ``async on_request(ctx) -> Reply | None``: before anything goes upstream. A stage may
+  raise a SidecarError to refuse the request, change the body with ``ctx.replace_body``,
+  record decisions with ``ctx.decide``, add response filters to ``ctx.filters``, or return
+  a Reply to answer without going upstream (a cache hit). Later stages do not run then.
+- ``on_complete(ctx)``: once the response was sent, refused or failed; never raises
+  into the request (failures are logged).
+
+Response filters (`EventFilter`) see the Anthropic response on its way to the client:
+every SSE event of a stream, or the whole message of a non-streaming answer. A request
+with no filters is relayed byte for byte without being parsed.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from sidecar.ledger.writer import Ledger
 from sidecar.proxy.context import RequestContext
 from sidecar.proxy.events import EventBus
 
 
+@dataclass
+class Reply:
+    """An answer a stage gives in place of the upstream's (e.g. a cache hit)."""
+
+    body: bytes
+    status: int = 200
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
 class Stage(Protocol):
     """A step on the request path."""
 
-    def on_request(self, ctx: RequestContext) -> None:
-        """Called before the request goes upstream; may raise a SidecarError to refuse it."""
+    async def on_request(self, ctx: RequestContext) -> Reply | None:
+        """Before the request goes upstream; may raise a SidecarError to refuse it."""
 
     def on_complete(self, ctx: RequestContext) -> None:
         """Called once the response has been fully sent, refused or failed."""
+
+
+class EventFilter(Protocol):
+    """Sees (and may rewrite) the Anthropic response on its way to the client."""
+
+    def on_event(self, event: str, data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        """One SSE event of a stream; return the events to send instead (usually [(event, data)])."""
+
+    def on_message(self, message: dict[str, Any]) -> dict[str, Any]:
+        """A whole non-streaming response body (a message or an error envelope)."""
+
+    def on_end(self, complete: bool) -> None:
+        """The response is over; `complete` is True when it ended with message_stop and no error."""
 
 
 class Announce:
@@ -30,13 +68,14 @@ class Announce:
     def __init__(self, bus: EventBus) -> None:
         self.bus = bus
 
-    def on_request(self, ctx: RequestContext) -> None:
+    async def on_request(self, ctx: RequestContext) -> Reply | None:
         """Publish `request_started`."""
         if self.bus.subscribers:
             self.bus.publish(
                 "request_started",
                 {"id": ctx.id, "ts": ctx.ts, "model": ctx.head.model, "session_id": ctx.session_id, "stream": ctx.stream},
             )
+        return None
 
     def on_complete(self, ctx: RequestContext) -> None:
         """Nothing: the meter announces completion with the priced record."""
@@ -49,8 +88,9 @@ class Meter:
         self.ledger = ledger
         self.bus = bus
 
-    def on_request(self, ctx: RequestContext) -> None:
+    async def on_request(self, ctx: RequestContext) -> Reply | None:
         """Nothing to do before dispatch."""
+        return None
 
     def on_complete(self, ctx: RequestContext) -> None:
         """Price and record the request; publish it."""
@@ -59,6 +99,7 @@ class Meter:
             self.bus.publish("request", rec.to_dict())
 
 
-def default_stages(ledger: Ledger, bus: EventBus) -> list[Stage]:
-    """The stages of the request path, in order."""
-    return [Announce(bus), Meter(ledger, bus)]
+def default_stages(ledger: Ledger, bus: EventBus, extra: list[Stage] | None = None) -> list[Stage]:
+    """The stages of the request path, in order: `extra` (policy gate, cache) run between the
+    announcement and the meter."""
+    return [Announce(bus), *(extra or []), Meter(ledger, bus)]

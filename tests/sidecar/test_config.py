@@ -129,8 +129,8 @@ ERRORS = [
         10, "providers[2].name", "provider 'work' is defined twice", id="duplicate-provider",
     ),
     pytest.param(
-        ANTHROPIC + '\n[[providers]]\nname = "openai"\ntype = "openai"\n',
-        7, "providers[1].type", "'openai' is not supported (supported: anthropic)", id="unsupported-type",
+        ANTHROPIC + '\n[[providers]]\nname = "azure"\ntype = "azure"\n',
+        7, "providers[1].type", "'azure' is not supported (supported: anthropic, openai, openai-compatible, gemini, bedrock, vertex)", id="unsupported-type",
     ),
     pytest.param(
         ANTHROPIC + 'base_url = "ftp://example.com"\n',

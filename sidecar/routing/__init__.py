@@ -1,0 +1,1 @@
+"""Routing: route matching, weighted balancing, fallbacks, retries, circuit breaking, affinity."""
