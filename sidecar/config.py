@@ -6,23 +6,25 @@ off), and every error names the file, the key, its line when it can be found, an
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sidecar.errors import ConfigError
 from sidecar.providers import registry
+from sidecar.routing.config import RouteConfig, RoutingConfig, read_routes, read_routing
 
 DEFAULT_PORT = 8787
 PROVIDER_TYPES = tuple(registry.TYPES)
 DEFAULT_BASE_URLS = {"anthropic": "https://api.anthropic.com"}
 _PROVIDER_KEYS = {"name", "type", "base_url", "keys", "connect_timeout", "read_timeout"}
 # Sections of the product's config that later versions read; named so the error is clear.
-PLANNED_SECTIONS = ("routes", "cache", "budget", "limits", "guardrails", "tools", "policy", "sync")
+PLANNED_SECTIONS = ("sync",)
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -60,11 +62,238 @@ class PriceOverride:
     cache_write: float | None = None
 
 
+CACHE_MODES = ("off", "exact", "semantic", "shadow")
+# Below this the measured false-hit rate on coding prompts passes a few percent (docs/cache.md).
+MIN_SEMANTIC_THRESHOLD = 0.85
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """The response cache: exact repeats always, paraphrases within one conversation optionally."""
+
+    mode: str = "exact"  # off | exact | semantic | shadow (semantic decisions logged, never served)
+    ttl_seconds: float = 86400.0  # how long an exact entry is served
+    semantic_ttl_seconds: float = 3600.0  # how long an entry may answer a paraphrase
+    reask_window_seconds: float = 120.0  # the same question again this soon goes upstream
+    max_mb: float = 256.0  # size cap of the stored answers; least recently used go first
+    threshold: float = 0.95  # cosine similarity a paraphrase needs (all-MiniLM-L6-v2)
+    min_words: int = 4  # shorter final prompts never match semantically
+    embed_timeout_ms: float = 50.0  # a slower embedding skips the semantic lookup
+    read_only_tools: tuple[str, ...] = ("Read", "Grep", "Glob", "LS")  # calls a paraphrase may replay
+    normalise: tuple[str, ...] = ("billing-header", "current-date")  # volatile system parts ignored by keys
+
+
 @dataclass(frozen=True)
 class UsageConfig:
     """How usage is reported."""
 
     timezone: str | None = None
+
+
+# ---------------------------------------------------------------- governance sections
+# [budget], [limits], [guardrails], [tools] and [policy]: the local form of the policy a
+# central server will later sign and push (sidecar.policy.model.Policy reads the same
+# shapes from its JSON document through `read_governance`).
+
+GUARDRAIL_MODES = ("off", "warn", "redact", "block")
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """Spending limits of this developer in USD per calendar day, week (from Monday) and month,
+    cut in the [usage] time zone; None means no limit for that period."""
+
+    daily_usd: float | None = None
+    weekly_usd: float | None = None
+    monthly_usd: float | None = None
+    thresholds: tuple[float, ...] = (0.8, 0.95)  # fractions that raise a budget_threshold event
+    default_output_tokens: int = 4096  # output estimate for a model with no recent history
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Rate limits as token buckets that refill continuously; None means no limit."""
+
+    requests_per_minute: int | None = None
+    input_tokens_per_minute: int | None = None
+    output_tokens_per_minute: int | None = None
+    max_concurrent: int | None = None
+    queue_seconds: float = 30.0  # how long a request waits for a free slot before a 429
+
+
+@dataclass(frozen=True)
+class CustomGuardrail:
+    """A guardrail of the org's own: a regular expression and what to do on a match."""
+
+    name: str
+    pattern: str
+    mode: str
+
+
+@dataclass(frozen=True)
+class GuardrailsConfig:
+    """What to do when an outgoing prompt holds a secret, personal data or a custom match."""
+
+    secrets: str = "off"  # mode of every secret detector: off | warn | redact | block
+    pii: str = "off"  # mode of the personal-data detectors (email, phone, card_number)
+    detectors: dict[str, str] = field(default_factory=dict)  # per-detector mode overrides
+    custom: tuple[CustomGuardrail, ...] = ()
+
+
+@dataclass(frozen=True)
+class ToolsConfig:
+    """Which tools the model may be offered and may call, by name or glob (`mcp__github__*`)."""
+
+    allow: tuple[str, ...] = ()  # empty: every tool that is not denied
+    deny: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Which providers and models requests may use, and what the audit log keeps."""
+
+    providers: tuple[str, ...] = ()  # empty: any configured provider
+    models: tuple[str, ...] = ()  # model globs requests may name; empty: any
+    deny_models: tuple[str, ...] = ()
+    log_content: bool = False  # keep prompt and response bodies in the audit log
+    audit: bool = True  # the hash-chained audit log of every request and decision
+
+
+@dataclass(frozen=True)
+class Governance:
+    """The five governance sections, as read from the config or a policy document."""
+
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    guardrails: GuardrailsConfig = field(default_factory=GuardrailsConfig)
+    tools: ToolsConfig = field(default_factory=ToolsConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+
+
+GOVERNANCE_SECTIONS = ("budget", "limits", "guardrails", "tools", "policy")
+
+
+def read_governance(data: dict[str, Any], source: str = "<policy>", text: str = "") -> Governance:
+    """Validate the governance sections of `data` (a parsed config or policy document)."""
+    r = _Reader(Path(source), text)
+    return _governance(r, data)
+
+
+def _governance(r: _Reader, raw: dict[str, Any]) -> Governance:
+    return Governance(
+        budget=_budget(r, raw.get("budget", {})),
+        limits=_limits(r, raw.get("limits", {})),
+        guardrails=_guardrails(r, raw.get("guardrails", {})),
+        tools=_tools(r, raw.get("tools", {})),
+        policy=_policy(r, raw.get("policy", {})),
+    )
+
+
+def _positive(r: _Reader, d: dict[str, Any], key: str, name: str, kind: type | tuple[type, ...]) -> Any:
+    v = r.get(d, key, name, kind, None)
+    if v is not None and v <= 0:
+        raise r.fail(f"{key}.{name}", "must be a positive number (leave it out for no limit)")
+    return v
+
+
+def _globs(r: _Reader, d: dict[str, Any], key: str, name: str) -> tuple[str, ...]:
+    items = r.get(d, key, name, list, [])
+    for i, item in enumerate(items):
+        if not isinstance(item, str) or not item.strip():
+            raise r.fail(f"{key}.{name}", f"entry {i} ({item!r}) must be a non-empty string")
+    return tuple(items)
+
+
+def _budget(r: _Reader, data: Any) -> BudgetConfig:
+    d = r.table(data, "budget", {"daily_usd", "weekly_usd", "monthly_usd", "thresholds", "default_output_tokens"})
+    limits = {p: _positive(r, d, "budget", p, (int, float)) for p in ("daily_usd", "weekly_usd", "monthly_usd")}
+    thresholds = r.get(d, "budget", "thresholds", list, [0.8, 0.95])
+    for t in thresholds:
+        if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t <= 1:
+            raise r.fail("budget.thresholds", f"{t!r} is not a fraction between 0 and 1 (e.g. 0.8)")
+    out_tokens = _positive(r, d, "budget", "default_output_tokens", int) or 4096
+    return BudgetConfig(
+        **{p: None if v is None else float(v) for p, v in limits.items()},
+        thresholds=tuple(sorted({float(t) for t in thresholds})),
+        default_output_tokens=out_tokens,
+    )
+
+
+def _limits(r: _Reader, data: Any) -> LimitsConfig:
+    names = ("requests_per_minute", "input_tokens_per_minute", "output_tokens_per_minute", "max_concurrent")
+    d = r.table(data, "limits", {*names, "queue_seconds"})
+    queue = r.get(d, "limits", "queue_seconds", (int, float), 30.0)
+    if queue < 0:
+        raise r.fail("limits.queue_seconds", "must not be negative")
+    return LimitsConfig(**{n: _positive(r, d, "limits", n, int) for n in names}, queue_seconds=float(queue))
+
+
+def _mode(r: _Reader, d: dict[str, Any], key: str, name: str, default: str) -> str:
+    mode = r.get(d, key, name, str, default)
+    if mode not in GUARDRAIL_MODES:
+        raise r.fail(f"{key}.{name}", f"{mode!r} is not a mode (expected one of: {', '.join(GUARDRAIL_MODES)})")
+    return str(mode)
+
+
+def _guardrails(r: _Reader, data: Any) -> GuardrailsConfig:
+    from sidecar.policy.detectors import DETECTORS  # regexes compile on first use only
+
+    d = r.table(data, "guardrails", {"secrets", "pii", "detectors", "custom"})
+    overrides = r.table(d.get("detectors", {}), "guardrails.detectors", set(DETECTORS))
+    detectors = {n: _mode(r, overrides, "guardrails.detectors", n, "off") for n in overrides}
+    custom: list[CustomGuardrail] = []
+    items = r.get(d, "guardrails", "custom", list, [])
+    for i, item in enumerate(items):
+        key = f"guardrails.custom[{i}]"
+        c = r.table(item, key, {"name", "pattern", "mode"})
+        name, pattern = r.get(c, key, "name", str, None), r.get(c, key, "pattern", str, None)
+        if not name or not pattern:
+            raise r.fail(key, "needs a 'name' and a 'pattern' (a regular expression)")
+        if not _NAME_RE.match(name) or name in DETECTORS or any(x.name == name for x in custom):
+            raise r.fail(f"{key}.name", f"{name!r} must be a new lower-case name (letters, digits, '-', '_')")
+        try:
+            compiled = re.compile(pattern)
+        except re.error as e:
+            raise r.fail(f"{key}.pattern", f"not a valid regular expression: {e}") from None
+        if compiled.fullmatch(""):
+            raise r.fail(f"{key}.pattern", "matches the empty string, so it would match everywhere")
+        custom.append(CustomGuardrail(name, pattern, _mode(r, c, key, "mode", "redact")))
+    return GuardrailsConfig(
+        secrets=_mode(r, d, "guardrails", "secrets", "off"),
+        pii=_mode(r, d, "guardrails", "pii", "off"),
+        detectors=detectors,
+        custom=tuple(custom),
+    )
+
+
+def _tools(r: _Reader, data: Any) -> ToolsConfig:
+    d = r.table(data, "tools", {"allow", "deny"})
+    return ToolsConfig(allow=_globs(r, d, "tools", "allow"), deny=_globs(r, d, "tools", "deny"))
+
+
+def _policy(r: _Reader, data: Any) -> PolicyConfig:
+    d = r.table(data, "policy", {"providers", "models", "deny_models", "log_content", "audit"})
+    return PolicyConfig(
+        providers=_globs(r, d, "policy", "providers"),
+        models=_globs(r, d, "policy", "models"),
+        deny_models=_globs(r, d, "policy", "deny_models"),
+        log_content=r.get(d, "policy", "log_content", bool, False),
+        audit=r.get(d, "policy", "audit", bool, True),
+    )
+
+
+def _check_policy_providers(r: _Reader, policy: PolicyConfig, providers: tuple[ProviderConfig, ...]) -> None:
+    for glob in policy.providers:
+        if not any(fnmatch.fnmatchcase(p.name, glob) for p in providers):
+            raise r.fail("policy.providers", f"{glob!r} names no configured provider")
+
+
+def _governance_data(sections: dict[str, Any]) -> dict[str, Any]:
+    """The governance part of `asdict(config)` as TOML tables (None values left out)."""
+    return {name: {k: v for k, v in table.items() if v is not None} for name, table in sections.items()}
+
+
+# ---------------------------------------------------------------- end of governance sections
 
 
 @dataclass(frozen=True)
@@ -77,6 +306,10 @@ class Config:
     )
     pricing: dict[str, PriceOverride] = field(default_factory=dict)
     usage: UsageConfig = field(default_factory=UsageConfig)
+    governance: Governance = field(default_factory=Governance)  # [budget] [limits] [guardrails] [tools] [policy]
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    routes: tuple[RouteConfig, ...] = ()
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
     source: Path | None = None
 
     def provider(self, name: str) -> ProviderConfig:
@@ -99,6 +332,7 @@ class Config:
         data["pricing"] = {
             m: {k: v for k, v in p.items() if v is not None} for m, p in data["pricing"].items()
         }
+        data.update(_governance_data(data.pop("governance")))
         return data
 
 
@@ -197,7 +431,7 @@ def parse(text: str, path: Path | None = None, env: dict[str, str] | None = None
     for section in PLANNED_SECTIONS:
         if section in raw:
             raise r.fail(section, f"the [{section}] section is not supported by this version of claude-sidecar yet")
-    r.table(raw, "", {"server", "providers", "pricing", "usage"})
+    r.table(raw, "", {"server", "providers", "pricing", "usage", "cache", "routes", "routing", *GOVERNANCE_SECTIONS})
 
     server = _server(r, raw.get("server", {}))
     if env.get("CLAUDE_SIDECAR_PORT"):
@@ -218,7 +452,42 @@ def parse(text: str, path: Path | None = None, env: dict[str, str] | None = None
             ZoneInfo(tz)
         except (ZoneInfoNotFoundError, ValueError):
             raise r.fail("usage.timezone", f"{tz!r} is not an IANA time zone (e.g. 'Europe/Berlin')") from None
-    return Config(server=server, providers=providers, pricing=pricing, usage=UsageConfig(timezone=tz), source=path)
+    governance = _governance(r, raw)
+    _check_policy_providers(r, governance.policy, providers)
+    return Config(
+        server=server, providers=providers, pricing=pricing, usage=UsageConfig(timezone=tz), governance=governance,
+        cache=_cache(r, raw.get("cache", {})), source=path,
+        routes=read_routes(r, raw.get("routes"), providers), routing=read_routing(r, raw.get("routing")),
+    )
+
+
+def _cache(r: _Reader, data: Any) -> CacheConfig:
+    from sidecar.cache.normalise import RULES  # the named normalisations of volatile system parts
+
+    names = {f.name for f in fields(CacheConfig)}
+    d = r.table(data, "cache", names)
+    c = CacheConfig()
+    mode = r.get(d, "cache", "mode", str, c.mode)
+    if mode not in CACHE_MODES:
+        raise r.fail("cache.mode", f"{mode!r} is not a mode (expected one of: {', '.join(CACHE_MODES)})")
+    seconds = {}
+    for name in ("ttl_seconds", "semantic_ttl_seconds", "reask_window_seconds", "max_mb", "embed_timeout_ms"):
+        v = r.get(d, "cache", name, (int, float), getattr(c, name))
+        if v < 0 or (v == 0 and name != "reask_window_seconds"):
+            raise r.fail(f"cache.{name}", "must be a positive number" + (" or 0" if name == "reask_window_seconds" else ""))
+        seconds[name] = float(v)
+    threshold = float(r.get(d, "cache", "threshold", (int, float), c.threshold))
+    if not MIN_SEMANTIC_THRESHOLD <= threshold <= 1:
+        raise r.fail("cache.threshold", f"{threshold} is not between {MIN_SEMANTIC_THRESHOLD} and 1 (a lower threshold serves wrong answers)")
+    min_words = r.get(d, "cache", "min_words", int, c.min_words)
+    if min_words < 1:
+        raise r.fail("cache.min_words", "must be at least 1")
+    tools = _globs(r, d, "cache", "read_only_tools") if "read_only_tools" in d else c.read_only_tools
+    rules = _globs(r, d, "cache", "normalise") if "normalise" in d else c.normalise
+    for rule in rules:
+        if rule not in RULES:
+            raise r.fail("cache.normalise", f"{rule!r} is not a normalisation (expected some of: {', '.join(RULES)})")
+    return CacheConfig(mode=mode, threshold=threshold, min_words=min_words, read_only_tools=tools, normalise=rules, **seconds)
 
 
 def _server(r: _Reader, data: Any) -> ServerConfig:
@@ -354,4 +623,59 @@ type = "anthropic"
 
 [usage]
 # timezone = "Europe/Berlin"  # where days and months are cut in reports; default: the local zone
+
+# The response cache. A repeated request is answered from the cache in milliseconds at no
+# cost; `claude-sidecar cache stats` shows hits and savings, `cache clear` empties it.
+# [cache]
+# mode = "exact"                  # off | exact | semantic | shadow (semantic hits logged, not served)
+# ttl_seconds = 86400             # how long an exact answer is served
+# reask_window_seconds = 120      # the same request again this soon goes upstream (a new answer)
+# max_mb = 256                    # size cap; the least recently used answers are evicted
+# semantic_ttl_seconds = 3600     # semantic tier: how long an answer may serve a paraphrase
+# threshold = 0.95                # cosine similarity a paraphrase needs (all-MiniLM-L6-v2, >= 0.85)
+# min_words = 4                   # shorter final prompts ("yes", "continue") never match semantically
+# embed_timeout_ms = 50           # a busy CPU skips the semantic lookup instead of slowing the request
+# read_only_tools = ["Read", "Grep", "Glob", "LS"]   # tool calls a paraphrase may be answered with
+# normalise = ["billing-header", "current-date"]     # volatile system parts the keys ignore
+
+# Budgets in USD per calendar day, week (from Monday) and month, cut in the [usage] zone.
+# Each request reserves an estimate first and is refused (429, until the reset) when it
+# does not fit; the reservation is settled with the usage the provider reports.
+# [budget]
+# daily_usd = 25
+# weekly_usd = 100
+# monthly_usd = 400
+# thresholds = [0.8, 0.95]        # fractions of a budget that raise a budget_threshold event
+# default_output_tokens = 4096    # output estimate for a model with no recent answers
+
+# Rate limits as token buckets (a full minute's worth, refilled continuously).
+# [limits]
+# requests_per_minute = 120
+# input_tokens_per_minute = 400000
+# output_tokens_per_minute = 80000
+# max_concurrent = 8
+# queue_seconds = 30              # how long a request waits for a free slot before a 429
+
+# Guardrails on outgoing prompts; a mode is off | warn | redact | block.
+# [guardrails]
+# secrets = "redact"              # cloud and provider keys, tokens, private keys, passwords in URLs
+# pii = "warn"                    # email addresses, phone numbers, card numbers (Luhn-checked)
+# [guardrails.detectors]          # one detector's own mode, e.g.
+# email = "off"
+# [[guardrails.custom]]
+# name = "ticket-ids"
+# pattern = "ACME-[0-9]{6}"
+# mode = "redact"
+
+# Tools the model is offered and may call, by name or glob (MCP tools: mcp__server__tool).
+# [tools]
+# allow = []                      # empty: every tool that is not denied
+# deny = ["mcp__*__delete_*"]
+
+# [policy]
+# providers = []                  # providers requests may go to; empty: any configured one
+# models = []                     # model globs requests may name, e.g. ["claude-*"]; empty: any
+# deny_models = []
+# log_content = false             # keep prompt and response bodies in the audit log
+# audit = true                    # the hash-chained audit log (`claude-sidecar audit verify`)
 '''

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -28,14 +29,24 @@ from sidecar.proxy.keys import (
     Runtime,
 )
 from sidecar.proxy.stages import default_stages
+from sidecar.routing import control as routes_control
+from sidecar.routing.reload import Reloader
 from sidecar.routing.router import Router
-from sidecar.secrets import ResolvedKey
+from sidecar.secrets import ResolvedKey, SecretStore, resolve_keys
+from sidecar.tasks import TaskSet
 
 MAX_BODY = 64 * 1024 * 1024  # Claude Code bodies are ~100 KB; images and PDFs can be large.
 
 
-def create_app(cfg: Config, paths: Paths, token: str, keys: dict[str, list[ResolvedKey]] | None = None) -> web.Application:
-    """Build the sidecar's app; `keys` are the resolved credentials per provider name."""
+def create_app(
+    cfg: Config,
+    paths: Paths,
+    token: str,
+    keys: dict[str, list[ResolvedKey]] | None = None,
+    config_path: Path | None = None,
+) -> web.Application:
+    """Build the sidecar's app; `keys` are the resolved credentials per provider name. With
+    `config_path`, routes and providers reload when that file changes (and on SIGHUP)."""
     app = web.Application(middlewares=[ingress], client_max_size=MAX_BODY)
     app[CONFIG] = cfg
     app[PATHS] = paths
@@ -56,10 +67,27 @@ def create_app(cfg: Config, paths: Paths, token: str, keys: dict[str, list[Resol
             auto_decompress=True,
         )
         app[PROVIDERS] = {p.name: factory.build(p, resolved.get(p.name, []), session) for p in cfg.providers}
-        app[ROUTER] = Router(cfg, app[PROVIDERS])
+        app[ROUTER] = Router(cfg, app[PROVIDERS], on_event=app[BUS].publish)
+        tasks = TaskSet()
+        reloader = None
+        if config_path is not None:
+            store = SecretStore(paths.config_dir / "credentials.json")
+            reloader = Reloader(
+                config_path,
+                app[ROUTER],
+                app[PROVIDERS],
+                session,
+                lambda c: {p.name: resolve_keys(p, store) for p in c.providers},
+                app[BUS].publish,
+            )
+            app[RUNTIME].reloader = reloader
+            tasks.spawn(reloader.watch(), name="config-watch")
         yield
+        await tasks.close()
         for provider in app[PROVIDERS].values():
             provider.close()
+        if reloader is not None:
+            reloader.close()
         await session.close()
 
     async def ledger(app: web.Application) -> AsyncIterator[None]:
@@ -77,4 +105,5 @@ def create_app(cfg: Config, paths: Paths, token: str, keys: dict[str, list[Resol
     app.on_shutdown.append(announce_shutdown)
     handlers.add_routes(app)
     control.add_routes(app)
+    routes_control.add_routes(app)
     return app

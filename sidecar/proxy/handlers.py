@@ -107,7 +107,7 @@ def _complete(stages: list[Stage], ctx: RequestContext) -> None:
 async def models(request: web.Request) -> web.StreamResponse:
     """`GET /v1/models`: the upstream's list, passed through."""
     ctx = RequestContext(request.path, b"", RequestHead(), None, None, headers=request.headers)
-    return await request.app[ROUTER].handle(ctx, request)
+    return await request.app[ROUTER].list_models(ctx, request)
 
 
 def add_routes(app: web.Application) -> None:

@@ -17,6 +17,7 @@ from sidecar.proxy.events import EventBus
 from sidecar.proxy.stages import Stage
 
 if TYPE_CHECKING:
+    from sidecar.routing.reload import Reloader
     from sidecar.routing.router import Router
 
 
@@ -30,6 +31,7 @@ class Runtime:
     unix_socket: str | None = None
     in_flight: dict[str, RequestContext] = field(default_factory=dict)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    reloader: Reloader | None = None
 
 
 CONFIG = web.AppKey("config", Config)

@@ -12,6 +12,7 @@ import logging
 import socket
 import struct
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -68,12 +69,19 @@ def response_headers(call: Call, ctx: RequestContext) -> CIMultiDict[str]:
     return out
 
 
-async def relay(ctx: RequestContext, request: web.Request, call: Call, prefix: list[bytes] | None = None) -> web.StreamResponse:
-    """Copy `call` to the client. `prefix` holds stream chunks already read (by the router's peek)."""
+async def relay(
+    ctx: RequestContext,
+    request: web.Request,
+    call: Call,
+    prefix: list[bytes] | None = None,
+    chunks: AsyncIterator[bytes] | None = None,
+) -> web.StreamResponse:
+    """Copy `call` to the client. A router that peeked at a stream passes the chunks it read
+    (`prefix`) and the iterator it read them from (`chunks`), which the relay continues."""
     ctx.status = call.status
     ctx.upstream_request_id = call.request_id
     if call.stream:
-        return await _relay_stream(ctx, request, call, prefix or [])
+        return await _relay_stream(ctx, request, call, prefix or [], chunks or call.chunks())
     body = await call.read()
     ctx.status = call.status  # a translated answer may map its status while being read
     ctx.first_byte_at = time.perf_counter()
@@ -122,7 +130,9 @@ class _Filtered:
         return b"".join(out)
 
 
-async def _relay_stream(ctx: RequestContext, request: web.Request, call: Call, prefix: list[bytes]) -> web.StreamResponse:
+async def _relay_stream(
+    ctx: RequestContext, request: web.Request, call: Call, prefix: list[bytes], chunks: AsyncIterator[bytes]
+) -> web.StreamResponse:
     resp = web.StreamResponse(status=call.status, headers=response_headers(call, ctx))
     tap = SSETap()
     ctx.summary = tap.summary
@@ -134,10 +144,10 @@ async def _relay_stream(ctx: RequestContext, request: web.Request, call: Call, p
         ctx.outcome = "client_closed"
         return resp
 
-    async def source() -> Any:
+    async def source() -> AsyncIterator[bytes]:
         for c in prefix:
             yield c
-        async for c in call.chunks():
+        async for c in chunks:
             yield c
 
     try:

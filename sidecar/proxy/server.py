@@ -8,8 +8,10 @@ import errno
 import gc
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from sidecar.proxy.app import create_app
 from sidecar.proxy.keys import RUNTIME
 from sidecar.secrets import SecretStore, resolve_keys
 from sidecar.state import load_or_create_token, read_state, write_state
+from sidecar.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 PORT_TRIES = 20
@@ -65,7 +68,7 @@ async def serve(cfg: Config, paths: Paths, ready: asyncio.Event | None = None) -
     token = load_or_create_token(paths)
     store = SecretStore(paths.config_dir / "credentials.json")
     keys = {p.name: resolve_keys(p, store) for p in cfg.providers}
-    app = create_app(cfg, paths, token, keys)
+    app = create_app(cfg, paths, token, keys, config_path=cfg.source or paths.config_file)
     rt = app[RUNTIME]
     runner = web.AppRunner(
         app, access_log=None, handle_signals=False, shutdown_timeout=cfg.server.shutdown_grace_seconds
@@ -105,6 +108,12 @@ async def serve(cfg: Config, paths: Paths, ready: asyncio.Event | None = None) -
     }
     write_state(paths, state)
     stop_on_signals(rt.stop)
+    reload_tasks = TaskSet()
+    if hasattr(signal, "SIGHUP") and threading.current_thread() is threading.main_thread() and rt.reloader is not None:
+        reloader = rt.reloader
+        asyncio.get_running_loop().add_signal_handler(
+            signal.SIGHUP, lambda: reload_tasks.spawn(reloader.reload("SIGHUP"), name="config-reload")
+        )
     # Everything loaded so far (price tables, modules) lives as long as the process: keep it
     # out of the collector's generations so a full collection never walks it mid-request.
     gc.collect()
@@ -117,6 +126,7 @@ async def serve(cfg: Config, paths: Paths, ready: asyncio.Event | None = None) -
     finally:
         t0 = time.monotonic()
         # Stop accepting, let in-flight requests finish within the grace period, close resources.
+        await reload_tasks.close()
         await runner.cleanup()
         current = read_state(paths)
         if current and current.get("pid") == os.getpid():

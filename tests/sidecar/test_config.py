@@ -102,7 +102,7 @@ timezone = "Europe/Berlin"
 ERRORS = [
     pytest.param(
         "[server]\nport = 8787\n\n[serverr]\nport = 1\n",
-        4, "serverr", "unknown key (expected one of: pricing, providers, server, usage)",
+        4, "serverr", "unknown key (expected one of: budget, cache, guardrails, limits, policy, pricing, providers, routes, routing, server, tools, usage)",
         id="unknown-top-level-section",
     ),
     pytest.param(
@@ -327,7 +327,7 @@ def test_config_show_is_the_effective_config(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_a_section_of_a_later_version_is_named_as_such(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
-    path.write_text('[server]\nport = 9000\n\n[[routes]]\nname = "default"\n')
+    path.write_text('[server]\nport = 9000\n\n[sync]\nurl = "https://central.example"\n')
     with pytest.raises(ConfigError) as e:
         load(path, env={})
-    assert str(e.value) == f"{path}:4: routes: the [routes] section is not supported by this version of claude-sidecar yet"
+    assert str(e.value) == f"{path}:4: sync: the [sync] section is not supported by this version of claude-sidecar yet"
