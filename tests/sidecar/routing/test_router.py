@@ -112,11 +112,13 @@ async def test_each_retryable_failure_falls_back_to_one_clean_success(
 async def test_an_in_stream_overloaded_error_before_content_falls_back(fakes: list[FakeAnthropic], routed: SidecarFactory, client: aiohttp.ClientSession) -> None:
     a, b, _ = fakes
     a.script(StreamError(after_events=1, type="overloaded_error"))
+    b.script(Text("from b"))
     cfg = providers(fakes, "ab") + route('{ provider = "a" }', '{ provider = "b" }') + no_retry_rounds()
     async with routed(cfg) as sc:
         status, headers, raw = await post(client, sc, stream=True)
     assert status == 200 and b"event: error" not in raw and b"message_stop" in raw
     assert raw.count(b"event: message_start") == 1  # the failed attempt's message_start never reached the client
+    assert b"from" in raw and len(b.requests) == 1
     assert headers["x-sidecar-upstream"] == "b/claude-opus-4-8"
 
 
