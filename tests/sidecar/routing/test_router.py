@@ -18,6 +18,7 @@ from sidecar.testing.fake_anthropic import (
     FakeAnthropic,
     StallBeforeHeaders,
     StreamError,
+    Text,
 )
 from sidecar.testing.harness import InProcessSidecar
 from tests.sidecar.proxy.conftest import ledger_rows
