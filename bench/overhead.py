@@ -193,10 +193,10 @@ class Child:
 class Sidecar:
     """The sidecar daemon via sidecar.testing.harness.start_child (temp home)."""
 
-    def __init__(self, home: Path, upstream: str) -> None:
+    def __init__(self, home: Path, upstream: str, extra: str = "") -> None:
         from sidecar.testing.harness import anthropic_config, start_child
 
-        self.child = start_child(home, anthropic_config(upstream))
+        self.child = start_child(home, anthropic_config(upstream) + "\n" + extra.replace("{upstream}", upstream))
         self.url = self.child.url
         self.pid = self.child.proc.pid
         if not self.url.startswith("http://127.0.0.1:"):
@@ -616,6 +616,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, help="warm-up requests per target (default 400; --quick 80)")
     p.add_argument("--check-rounds", type=int, help="20 ms-delay streams per target (default 4; --quick 2)")
     p.add_argument("--no-floor", action="store_true", help="skip the bare-passthrough reference target")
+    p.add_argument("--config-extra", type=Path, metavar="TOML",
+                   help="config appended to the measured sidecar's ({upstream} is the fake's URL), e.g. bench/routes.toml")
+    p.add_argument("--floor-sidecar", action="store_true",
+                   help="make the reference target a plain sidecar, so 'over floor' is what --config-extra adds")
     p.add_argument("--quick", action="store_true", help="small counts for a smoke run (< 30 s)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--json-out", type=Path, help="also write the JSON results to this file")
@@ -659,10 +663,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         fake = Child([sys.executable, str(FAKE), "--port", "0", "--words", str(WORDS)], "fake upstream")
         started.append(fake)
         procs: dict[str, Any] = {"direct": fake}
-        if not args.no_floor:
+        if args.floor_sidecar:
+            # The reference is a plain sidecar: "over floor" is then what --config-extra costs.
+            procs["floor"] = Sidecar(home / "floor-home", fake.url)
+            started.append(procs["floor"])
+        elif not args.no_floor:
             procs["floor"] = Child([sys.executable, __file__, "--serve-floor", fake.url], "floor")
             started.append(procs["floor"])
-        procs["sidecar"] = Sidecar(home / "home", fake.url)
+        extra = args.config_extra.read_text() if args.config_extra else ""
+        procs["sidecar"] = Sidecar(home / "home", fake.url, extra)
         started.append(procs["sidecar"])
         log(", ".join(f"{n} {p.url} (pid {p.pid})" for n, p in procs.items()) + f"; sidecar home {home}")
         time.sleep(1.0)  # let start-up work (price data in a thread) settle before idle RSS

@@ -451,8 +451,9 @@ class _StreamError(Exception):
 
 
 async def _peek(it: AsyncIterator[bytes]) -> list[bytes]:
-    """Read a stream until its first content delta (or its end); raise _StreamError for a
-    retryable in-stream error that came before any content."""
+    """Read a stream until its first content block starts (or it ends); raise _StreamError
+    for a retryable in-stream error that came before any content. Only message_start (and
+    a ping) is held: Anthropic sends an overload right after message_start."""
     held: list[bytes] = []
     size = 0
     tail = b""
@@ -481,7 +482,7 @@ async def _peek(it: AsyncIterator[bytes]) -> list[bytes]:
             if etype in RETRYABLE_STREAM_ERRORS:
                 raise _StreamError(str(etype), data)
             return held
-        if b"event: content_block_delta" in scan or b"event: message_stop" in scan:
+        if b"event: content_block_start" in scan or b"event: message_stop" in scan:
             return held
         tail = scan[-64:]
     return held
