@@ -8,7 +8,10 @@ Hierarchy::
     │   ├── InvalidRequest            400 invalid_request_error (malformed JSON, bad fields)
     │   ├── AuthenticationFailed      401 authentication_error (missing or wrong local token)
     │   ├── PermissionDenied          403 permission_error (foreign Host, browser Origin)
-    │   └── NotFound                  404 not_found_error (unknown path)
+    │   │   └── PolicyDenied          403 permission_error (model, tool or guardrail policy)
+    │   ├── NotFound                  404 not_found_error (unknown path)
+    │   └── RateLimited               429 rate_limit_error, retry-after: the real wait
+    │       └── BudgetExhausted       429 rate_limit_error, retry-after: until the budget resets
     └── UpstreamError                 no byte has reached the client yet
         ├── UpstreamUnavailable       529 overloaded_error (connect failure, broken answer)
         └── UpstreamTimeout           504 timeout_error (no answer in time)
@@ -71,6 +74,21 @@ class PermissionDenied(ClientError):
 
     status = 403
     error_type = "permission_error"
+
+
+class PolicyDenied(PermissionDenied):
+    """The policy forbids this request (a model, a tool, a guardrail block); retrying won't help."""
+
+
+class RateLimited(ClientError):
+    """A local rate limit refused the request; `retry-after` says when a retry will fit."""
+
+    status = 429
+    error_type = "rate_limit_error"
+
+
+class BudgetExhausted(RateLimited):
+    """A spending budget cannot fit the request until it resets (`retry-after` names the reset)."""
 
 
 class NotFound(ClientError):

@@ -39,9 +39,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from sidecar.cli import config_cmd, daemon, keys, usage
+    from sidecar.cli import audit_cmd, config_cmd, daemon, keys, routes_cmd, tray_cmd, tui_cmd, usage
 
-    for mod in (daemon, config_cmd, keys, usage):
+    for mod in (daemon, config_cmd, keys, usage, routes_cmd, tray_cmd, tui_cmd, audit_cmd):
         for command in mod.COMMANDS:
             cli.add_command(command)
 

@@ -78,6 +78,72 @@ def m002_routing_and_cache_columns(db: sqlite_utils.Database) -> None:
     usage.add_column("saved_usd", float)
 
 
+@migration
+def m003_cache_entries(db: sqlite_utils.Database) -> None:
+    """The response cache (sidecar.cache): stored answers with their keys and prompt
+    embedding, cumulative counters, and the would-be hits of shadow mode."""
+    entries = db.table("cache_entries")
+    entries.create(
+        {
+            "exact_key": str,
+            "prefix_key": str,
+            "bucket_key": str,
+            "query": str,
+            "embedding": bytes,
+            "message": bytes,
+            "volatile": str,
+            "model": str,
+            "provider": str,
+            "input_tokens": int,
+            "output_tokens": int,
+            "cache_read_tokens": int,
+            "cache_write_tokens": int,
+            "cost_usd": float,
+            "semantic_ok": int,
+            "created_at": float,
+            "used_at": float,
+            "hits": int,
+            "size": int,
+        },
+        pk="exact_key",
+        not_null={"exact_key", "prefix_key", "message", "created_at", "used_at", "hits", "size"},
+    )
+    entries.create_index(["used_at"], index_name="idx_cache_entries_used_at")
+    entries.create_index(["created_at"], index_name="idx_cache_entries_created_at")
+    db.table("cache_stats").create({"name": str, "value": float}, pk="name", not_null={"name", "value"})
+    db.table("cache_shadow").create(
+        {
+            "request_id": str,
+            "ts": float,
+            "entry_key": str,
+            "similarity": float,
+            "query": str,
+            "candidate_query": str,
+            "agreement": float,
+        },
+        pk="request_id",
+        not_null={"request_id", "ts", "entry_key", "similarity"},
+    )
+
+
+
+@migration
+def m004_create_audit(db: sqlite_utils.Database) -> None:
+    """The hash-chained audit log (sidecar.audit): `seq` counts from 1 without gaps; rows
+    are never updated or deleted (the triggers refuse it; `audit verify` catches the rest)."""
+    db.table("audit").create(
+        {"seq": int, "ts": float, "kind": str, "request_id": str, "data": str, "prev_hash": str, "hash": str},
+        pk="seq",
+        not_null={"seq", "ts", "kind", "data", "prev_hash", "hash"},
+    )
+    db.table("audit").create_index(["ts"], index_name="idx_audit_ts")
+    for op in ("UPDATE", "DELETE"):
+        db.execute(
+            f"CREATE TRIGGER audit_no_{op.lower()} BEFORE {op} ON audit "
+            "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"
+        )
+
+
 def open_db(path: Path) -> sqlite_utils.Database:
     """Open (creating if needed) the store at `path`, in WAL mode, with every migration applied."""
     _create_private(path)

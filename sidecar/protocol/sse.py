@@ -41,6 +41,8 @@ class SSEReader:
 
     def feed(self, chunk: bytes) -> list[Event]:
         """Consume `chunk`; return the events it completed, in order."""
+        if not chunk:
+            return []  # an empty read must not forget a CR that ended the previous one
         if self._pending_cr and chunk.startswith(b"\n"):
             chunk = chunk[1:]  # the LF of a CRLF whose CR ended the previous chunk
         self._pending_cr = chunk.endswith(b"\r")

@@ -40,13 +40,15 @@ TYPES: dict[str, ProviderType] = {
         ProviderType(
             "bedrock",
             None,  # https://bedrock-runtime.{region}.amazonaws.com
-            {"region": (str,), "profile": (str,), "api": (str,)},
+            # api: auto | invoke | converse; betas: extra anthropic-beta flags to let through;
+            # cache_points: send cache_control as Converse cachePoint blocks
+            {"region": (str,), "profile": (str,), "api": (str,), "betas": (list,), "cache_points": (bool,)},
             speaks_anthropic=True,
         ),
         ProviderType(
             "vertex",
             None,  # https://{region}-aiplatform.googleapis.com
-            {"region": (str,), "project": (str,), "credentials_file": (str,)},
+            {"region": (str,), "project": (str,), "credentials_file": (str,), "betas": (list,)},
             speaks_anthropic=True,
         ),
     )

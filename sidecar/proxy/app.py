@@ -9,10 +9,14 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from sidecar.audit.stage import open_audit
 from sidecar.config import Config
 from sidecar.ledger.pricing import Pricing
 from sidecar.ledger.writer import Ledger
 from sidecar.paths import Paths
+from sidecar.policy import control as policy_control
+from sidecar.policy.control import POLICY
+from sidecar.policy.gate import open_policy
 from sidecar.providers import factory
 from sidecar.proxy import control, handlers
 from sidecar.proxy.events import EventBus
@@ -94,8 +98,12 @@ def create_app(
         led = Ledger(paths.db_file, Pricing(cfg.pricing))
         await led.start()
         app[LEDGER] = led
-        app[STAGES] = default_stages(led, app[BUS])
+        gate = app[POLICY] = await open_policy(cfg, paths, led, app[BUS])
+        audit = await open_audit(cfg, paths, led.pricing, gate.policy)
+        app[STAGES] = default_stages(led, app[BUS], extra=[gate]) + ([audit] if audit else [])
         yield
+        if audit is not None:
+            await audit.close()
         await led.close()
 
     async def announce_shutdown(app: web.Application) -> None:
@@ -106,4 +114,5 @@ def create_app(
     handlers.add_routes(app)
     control.add_routes(app)
     routes_control.add_routes(app)
+    policy_control.add_routes(app)
     return app
