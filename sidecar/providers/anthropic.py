@@ -13,6 +13,7 @@ import msgspec
 from multidict import CIMultiDictProxy
 
 from sidecar.config import ProviderConfig
+from sidecar.protocol import foreign
 from sidecar.providers.base import (
     Attempt,
     Call,
@@ -121,6 +122,8 @@ class AnthropicProvider:
         """Send the request upstream; return once the answer's headers arrived."""
         ctx = attempt.ctx
         body = ctx.body
+        if body:
+            body = foreign.scrub(body) or body
         if attempt.model and attempt.model != ctx.head.model and body:
             body = with_model(body, attempt.model)
         headers = upstream_headers(attempt.headers, attempt.key)
