@@ -19,6 +19,8 @@ import msgspec
 
 _MARKERS = (b'"signature":""', b'"signature": ""', b'"signature":"gemini:', b'"signature": "gemini:')
 FOREIGN_PREFIXES = ("gemini:",)
+# What an assistant turn of nothing but foreign thinking keeps (Anthropic refuses empty text).
+OMITTED = {"type": "text", "text": "[reasoning from another model omitted]"}
 
 
 def is_foreign(block: Any) -> bool:
@@ -46,6 +48,6 @@ def scrub(body: bytes) -> bytes | None:
         if isinstance(content, list) and any(is_foreign(b) for b in content):
             kept = [b for b in content if not is_foreign(b)]
             # A message must keep some content, and Anthropic refuses empty text blocks.
-            m["content"] = kept or [{"type": "text", "text": "[reasoning from another model omitted]"}]
+            m["content"] = kept or [dict(OMITTED)]
             changed = True
     return msgspec.json.encode(obj) if changed else None

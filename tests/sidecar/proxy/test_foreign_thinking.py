@@ -54,3 +54,12 @@ async def test_the_passthrough_sends_the_scrubbed_body(fake: FakeAnthropic, side
         assert r.status == 200
     sent = fake.requests[-1].json()
     assert sent["messages"][1]["content"] == [TOOL]
+
+
+def test_bedrock_and_vertex_bodies_drop_foreign_thinking_too() -> None:
+    from sidecar.providers import betas
+
+    body = conversation({"type": "thinking", "thinking": "x", "signature": "gemini:abc"}, ANTHROPIC_THINKING, TOOL)
+    out = betas.adapt(body, [], [])
+    assert out["messages"][1]["content"] == [ANTHROPIC_THINKING, TOOL]
+    assert body["messages"][1]["content"][0]["signature"] == "gemini:abc"  # the client's copy is untouched
