@@ -78,7 +78,7 @@ class CacheConfig:
     max_mb: float = 256.0  # size cap of the stored answers; least recently used go first
     threshold: float = 0.95  # cosine similarity a paraphrase needs (all-MiniLM-L6-v2)
     min_words: int = 4  # shorter final prompts never match semantically
-    embed_timeout_ms: float = 50.0  # a slower embedding skips the semantic lookup
+    embed_timeout_ms: float = 100.0  # a slower embedding skips the semantic lookup
     read_only_tools: tuple[str, ...] = ("Read", "Grep", "Glob", "LS")  # calls a paraphrase may replay
     normalise: tuple[str, ...] = ("billing-header", "current-date")  # volatile system parts ignored by keys
 
@@ -531,6 +531,10 @@ def _providers(r: _Reader, data: Any) -> tuple[ProviderConfig, ...]:
         spec = registry.TYPES[ptype].options
         d = r.table(item, key, _PROVIDER_KEYS | set(spec))
         options = {o: r.get(d, key, o, kinds, None) for o, kinds in spec.items() if o in d}
+        for o, value in options.items():
+            words = registry.CHOICES.get((ptype, o))
+            if words and value not in words:
+                raise r.fail(f"{key}.{o}", f"{value!r} is not one of: {', '.join(words)}")
         name = r.get(d, key, "name", str, None)
         if name is None:
             raise r.fail(key, "missing required key 'name'")
@@ -634,7 +638,7 @@ type = "anthropic"
 # semantic_ttl_seconds = 3600     # semantic tier: how long an answer may serve a paraphrase
 # threshold = 0.95                # cosine similarity a paraphrase needs (all-MiniLM-L6-v2, >= 0.85)
 # min_words = 4                   # shorter final prompts ("yes", "continue") never match semantically
-# embed_timeout_ms = 50           # a busy CPU skips the semantic lookup instead of slowing the request
+# embed_timeout_ms = 100          # a busy CPU skips the semantic lookup instead of slowing the request
 # read_only_tools = ["Read", "Grep", "Glob", "LS"]   # tool calls a paraphrase may be answered with
 # normalise = ["billing-header", "current-date"]     # volatile system parts the keys ignore
 

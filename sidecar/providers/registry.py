@@ -26,6 +26,9 @@ _OPENAI_OPTIONS: dict[str, tuple[type, ...]] = {
     "headers": (dict,),  # extra request headers (e.g. OpenRouter's HTTP-Referer)
 }
 
+# Options whose value must be one of a few words, checked when the config is read.
+CHOICES: dict[tuple[str, str], tuple[str, ...]] = {("bedrock", "api"): ("auto", "invoke", "converse")}
+
 TYPES: dict[str, ProviderType] = {
     t.name: t
     for t in (

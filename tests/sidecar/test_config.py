@@ -331,3 +331,26 @@ def test_a_section_of_a_later_version_is_named_as_such(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load(path, env={})
     assert str(e.value) == f"{path}:4: sync: the [sync] section is not supported by this version of claude-sidecar yet"
+
+
+def test_provider_options_are_checked_per_type() -> None:
+    msg = error_of('[[providers]]\nname = "b"\ntype = "bedrock"\nregion = "us-east-1"\napi = "x"\n')
+    assert msg.endswith(":5: providers[0].api: 'x' is not one of: auto, invoke, converse"), msg
+    msg = error_of('[[providers]]\nname = "o"\ntype = "openai"\nregion = "us-east-1"\n')
+    assert "providers[0].region: unknown key" in msg, msg
+    msg = error_of('[[providers]]\nname = "b"\ntype = "bedrock"\n')
+    assert msg.endswith("providers[0]: a provider of type 'bedrock' needs 'base_url' or 'region'"), msg
+
+
+def test_routes_are_checked_against_the_providers() -> None:
+    base = '[[providers]]\nname = "anthropic"\ntype = "anthropic"\n[[providers]]\nname = "o"\ntype = "openai"\n'
+    msg = error_of(base + '[[routes]]\nname = "r"\ntargets = [{ provider = "nope" }]\n')
+    assert "routes[0].targets[0].provider: no provider named 'nope' (defined: anthropic, o)" in msg, msg
+    msg = error_of(base + '[[routes]]\nname = "r"\ntargets = [{ provider = "o" }]\n')
+    assert "needs 'model': it cannot serve Claude model names" in msg, msg
+    msg = error_of(base + '[[routes]]\nname = "r"\nmatch = { scenario = "bg" }\ntargets = [{ provider = "anthropic" }]\n')
+    assert "routes[0].match.scenario: 'bg' is not a scenario" in msg, msg
+    msg = error_of(base + '[[routes]]\nname = "r"\ntargets = []\n')
+    assert "routes[0]: needs at least one entry in 'targets'" in msg, msg
+    msg = error_of(base + '[routing.breaker]\nfailure_rate = 2\n')
+    assert "routing.breaker.failure_rate: is a share of requests" in msg, msg
