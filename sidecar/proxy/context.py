@@ -49,6 +49,7 @@ class RequestContext:
     fallback: str | None = None
     cache_outcome: str | None = None
     saved_usd: float = 0.0
+    translated: bool = False  # the upstream spoke another protocol (its answer echoes the client's model)
     status: int = 0
     outcome: str = "ok"
     first_byte_at: float | None = None
@@ -105,7 +106,8 @@ class RequestContext:
             endpoint=self.endpoint,
             requested_model=self.head.model,
             provider=self.provider,
-            upstream_model=self.summary.model or self.upstream_model,
+            # A translated answer echoes the client's model; the real one is what was asked upstream.
+            upstream_model=self.upstream_model if self.translated else (self.summary.model or self.upstream_model),
             stream=self.stream,
             session_id=self.session_id,
             agent_id=self.agent_id,

@@ -386,6 +386,7 @@ class Router:
                 if last is not None and last.call is not None:
                     last.call.close()
                 self._served(ctx, route, slot, primary_ids)
+                ctx.translated = call.translated
                 return await relay(ctx, request, call, prefix, it)
             if not tried and last is None:
                 raise UpstreamUnavailable(
