@@ -535,6 +535,13 @@ def _providers(r: _Reader, data: Any) -> tuple[ProviderConfig, ...]:
             words = registry.CHOICES.get((ptype, o))
             if words and value not in words:
                 raise r.fail(f"{key}.{o}", f"{value!r} is not one of: {', '.join(words)}")
+        if ptype in ("openai", "openai-compatible"):
+            from sidecar.protocol.openai import read_options  # presets and quirks, checked at start
+
+            try:
+                read_options(str(item.get("name")), ptype, options)
+            except ConfigError as e:
+                raise r.fail(key, e.message) from None
         name = r.get(d, key, "name", str, None)
         if name is None:
             raise r.fail(key, "missing required key 'name'")

@@ -264,10 +264,13 @@ class TranslatedCall(Call):
 class StaticCall(Call):
     """An answer made by the sidecar itself (a local token count, a replay)."""
 
-    def __init__(self, body: bytes, status: int = 200, headers: list[tuple[str, str]] | None = None) -> None:
+    def __init__(
+        self, body: bytes, status: int = 200, headers: list[tuple[str, str]] | None = None, request_id: str | None = None
+    ) -> None:
         self.body = body
         self.status = status
         self.headers = headers or [("content-type", "application/json")]
+        self.request_id = request_id
 
     async def read(self) -> bytes:
         """The body."""

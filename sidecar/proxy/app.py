@@ -10,6 +10,9 @@ import aiohttp
 from aiohttp import web
 
 from sidecar.audit.stage import open_audit
+from sidecar.cache import control as cache_control
+from sidecar.cache.control import CACHE
+from sidecar.cache.stage import open_cache
 from sidecar.config import Config
 from sidecar.ledger.pricing import Pricing
 from sidecar.ledger.writer import Ledger
@@ -70,7 +73,11 @@ def create_app(
             # (Content-Encoding is dropped on the way down).
             auto_decompress=True,
         )
-        app[PROVIDERS] = {p.name: factory.build(p, resolved.get(p.name, []), session) for p in cfg.providers}
+        try:
+            app[PROVIDERS] = {p.name: factory.build(p, resolved.get(p.name, []), session) for p in cfg.providers}
+        except BaseException:
+            await session.close()  # an adapter refused its options: leave nothing open
+            raise
         app[ROUTER] = Router(cfg, app[PROVIDERS], on_event=app[BUS].publish)
         tasks = TaskSet()
         reloader = None
@@ -100,10 +107,12 @@ def create_app(
         app[LEDGER] = led
         gate = app[POLICY] = await open_policy(cfg, paths, led, app[BUS])
         audit = await open_audit(cfg, paths, led.pricing, gate.policy)
-        app[STAGES] = default_stages(led, app[BUS], extra=[gate]) + ([audit] if audit else [])
+        cache = app[CACHE] = await open_cache(cfg, paths, led.pricing)
+        app[STAGES] = default_stages(led, app[BUS], extra=[gate, cache]) + ([audit] if audit else [])
         yield
         if audit is not None:
             await audit.close()
+        await cache.close()
         await led.close()
 
     async def announce_shutdown(app: web.Application) -> None:
@@ -115,4 +124,5 @@ def create_app(
     control.add_routes(app)
     routes_control.add_routes(app)
     policy_control.add_routes(app)
+    cache_control.add_routes(app)
     return app

@@ -422,7 +422,7 @@ class Router:
                     body = await call.read()
                     raise _Failure(
                         f"HTTP {call.status}",
-                        StaticCall(body, call.status, call.headers),
+                        StaticCall(body, call.status, call.headers, call.request_id),
                         retry_after=_retry_after(call.headers),
                     )
                 if not peek or not call.stream or call.status >= 400:

@@ -12,6 +12,7 @@ import anthropic
 import msgspec
 import pytest
 
+from sidecar.errors import ConfigError
 from sidecar.testing import anthropic_sse as sse
 from sidecar.testing.fake_bedrock import (
     AwsError,
@@ -249,10 +250,10 @@ async def test_frames_split_anywhere_give_the_same_events(fake: FakeBedrock, sc:
 
 
 async def test_an_unknown_api_option_is_a_clear_error(fake: FakeBedrock, hermetic_env: Path) -> None:
-    async with bedrock_sidecar(fake, hermetic_env, 'api = "chat"\n') as sc:
-        status, _, raw = await post(sc, BODY)
-    assert status == 500
-    assert "api must be 'auto', 'invoke' or 'converse', not 'chat'" in msgspec.json.decode(raw)["error"]["message"]
+    with pytest.raises(ConfigError) as e:
+        async with bedrock_sidecar(fake, hermetic_env, 'api = "chat"\n'):
+            pass
+    assert "providers[0].api: 'chat' is not one of: auto, invoke, converse" in e.value.message
     assert fake.requests == []
 
 
