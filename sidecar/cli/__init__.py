@@ -39,9 +39,19 @@ def main() -> None:
 
 
 def _register() -> None:
-    from sidecar.cli import audit_cmd, config_cmd, daemon, keys, routes_cmd, tray_cmd, tui_cmd, usage
+    from sidecar.cli import (
+        audit_cmd,
+        cache_cmd,
+        config_cmd,
+        daemon,
+        keys,
+        routes_cmd,
+        tray_cmd,
+        tui_cmd,
+        usage,
+    )
 
-    for mod in (daemon, config_cmd, keys, usage, routes_cmd, tray_cmd, tui_cmd, audit_cmd):
+    for mod in (daemon, config_cmd, keys, usage, routes_cmd, tray_cmd, tui_cmd, audit_cmd, cache_cmd):
         for command in mod.COMMANDS:
             cli.add_command(command)
 
