@@ -1,0 +1,85 @@
+"""One audit entry and the hash that chains it to the one before.
+
+    hash = SHA-256( prev_hash + "\\n" + canonical({"seq", "ts", "kind", "request_id", "data"}) )
+
+`canonical` is JSON with sorted keys, no spaces and UTF-8 text (`json.dumps(obj,
+sort_keys=True, separators=(",", ":"), ensure_ascii=False)`), so anyone can recompute a
+hash from an exported line. The first entry's `prev_hash` is 64 zeros. `seq` counts from 1
+without gaps: a removed entry leaves a hole, a moved one breaks two links.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+GENESIS = "0" * 64
+
+
+def canonical(obj: Any) -> str:
+    """The one JSON spelling of `obj` that hashes are computed over."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _hash(seq: int, ts: float, kind: str, request_id: str | None, data: str, prev_hash: str) -> str:
+    """`Entry.digest` for data already in canonical form: its keys are written in sorted
+    order around it, so the data is serialised once, not twice, on the request path."""
+    body = f'{{"data":{data},"kind":{json.dumps(kind, ensure_ascii=False)},"request_id":{json.dumps(request_id, ensure_ascii=False)},"seq":{seq},"ts":{json.dumps(ts)}}}'
+    return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One link of the chain. `data` is kept as its canonical JSON text."""
+
+    seq: int
+    ts: float
+    kind: str
+    request_id: str | None
+    data: str
+    prev_hash: str
+    hash: str
+
+    @staticmethod
+    def digest(seq: int, ts: float, kind: str, request_id: str | None, data: str, prev_hash: str) -> str:
+        """The hash of an entry with these fields, by the book (what `verify` recomputes)."""
+        body = canonical({"seq": seq, "ts": ts, "kind": kind, "request_id": request_id, "data": json.loads(data)})
+        return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
+
+    @classmethod
+    def make(cls, seq: int, ts: float, kind: str, request_id: str | None, data: dict[str, Any], prev_hash: str) -> Entry:
+        """A new entry that follows the one whose hash is `prev_hash`."""
+        text = canonical(data)
+        return cls(seq, ts, kind, request_id, text, prev_hash, _hash(seq, ts, kind, request_id, text, prev_hash))
+
+    def to_json(self) -> dict[str, Any]:
+        """The exported form: data as an object, plus a readable UTC time."""
+        return {
+            "seq": self.seq,
+            "ts": self.ts,
+            "time": datetime.fromtimestamp(self.ts, UTC).isoformat(timespec="milliseconds"),
+            "kind": self.kind,
+            "request_id": self.request_id,
+            "data": json.loads(self.data),
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Entry:
+        """An entry from its exported form (raises ValueError when a field is missing or odd)."""
+        if not isinstance(obj, dict):
+            raise ValueError("an entry must be a JSON object")
+        try:
+            seq, ts, kind = obj["seq"], obj["ts"], obj["kind"]
+            request_id, data, prev_hash, digest = obj["request_id"], obj["data"], obj["prev_hash"], obj["hash"]
+        except KeyError as e:
+            raise ValueError(f"missing field {e.args[0]!r}") from None
+        if not (isinstance(seq, int) and isinstance(ts, int | float) and isinstance(kind, str) and isinstance(data, dict)):
+            raise ValueError("seq, ts, kind or data has the wrong type")
+        if not (isinstance(prev_hash, str) and isinstance(digest, str) and (request_id is None or isinstance(request_id, str))):
+            raise ValueError("prev_hash, hash or request_id has the wrong type")
+        return cls(seq, float(ts), kind, request_id, canonical(data), prev_hash, digest)

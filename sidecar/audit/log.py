@@ -1,0 +1,186 @@
+"""Appending to the audit log: entries are chained at once, written in batches.
+
+`append()` runs on the event loop: it gives the entry the next `seq`, hashes it onto the
+chain and queues it; a background task writes queued entries to the `audit` table in one
+transaction per batch, so the request path never waits on sqlite. After each batch the
+newest (seq, hash) goes to a small head file beside the store: a log cut short at its end
+leaves no hole in the chain, and the head file is what shows it (`audit verify`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from sidecar.audit.chain import GENESIS, Entry
+from sidecar.ledger.store import open_db
+from sidecar.tasks import TaskSet
+
+log = logging.getLogger(__name__)
+
+HEAD_FILE = "audit-head.json"
+FLUSH_INTERVAL = 0.2  # seconds entries wait to share a transaction
+BATCH_SIZE = 500
+_RETRY_DELAYS = (0.1, 0.5, 2.0, 5.0)
+_INSERT = "INSERT INTO audit (seq, ts, kind, request_id, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)"
+
+
+@dataclass(frozen=True)
+class Head:
+    """The newest entry the log has written, as recorded outside the table."""
+
+    seq: int
+    hash: str
+
+
+def read_head(path: Path) -> Head | None:
+    """The head file at `path`, or None when there is none (or it is unreadable)."""
+    try:
+        obj = json.loads(path.read_text())
+        return Head(int(obj["seq"]), str(obj["hash"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_head(path: Path, head: Head) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"seq": head.seq, "hash": head.hash}, f)
+    os.replace(tmp, path)
+
+
+def last_entry(db: sqlite_utils.Database) -> Entry | None:
+    """The newest entry in the table."""
+    row = db.execute("SELECT seq, ts, kind, request_id, data, prev_hash, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    return None if row is None else Entry(*row)
+
+
+def hash_at(db: sqlite_utils.Database, seq: int) -> str | None:
+    """The hash of entry `seq`, if the table holds it."""
+    row = db.execute("SELECT hash FROM audit WHERE seq = ?", [seq]).fetchone()
+    return None if row is None else str(row[0])
+
+
+class AuditLog:
+    """The append side of the audit log."""
+
+    def __init__(self, db_file: Path, head_file: Path, clock: Callable[[], float] = time.time) -> None:
+        self.db_file = db_file
+        self.head_file = head_file
+        self.clock = clock
+        self._db: sqlite_utils.Database | None = None
+        self._seq = 0
+        self._hash = GENESIS
+        self._queue: deque[Entry] = deque()
+        self._appended = 0
+        self._written = 0
+        self._wake = asyncio.Event()
+        self._urgent = asyncio.Event()
+        self._progress = asyncio.Condition()
+        self._tasks = TaskSet()
+        self._closed = False
+
+    async def start(self) -> None:
+        """Open the store, continue the chain from its newest entry, start the writer."""
+        self._db = await asyncio.to_thread(open_db, self.db_file)
+        last = await asyncio.to_thread(last_entry, self._db)
+        if last is not None:
+            self._seq, self._hash = last.seq, last.hash
+        await self._check_head(last)
+        self._tasks.spawn(self._writer(), name="audit-writer")
+
+    async def _check_head(self, last: Entry | None) -> None:
+        """Note in the chain itself when the table no longer holds what the head file says."""
+        head = await asyncio.to_thread(read_head, self.head_file)
+        if head is None or self._db is None:
+            return
+        if await asyncio.to_thread(hash_at, self._db, head.seq) == head.hash:
+            return
+        found = None if last is None else {"seq": last.seq, "hash": last.hash}
+        log.warning("the audit log does not hold the entry its head file names (%s); recording it", head)
+        self.append("head_mismatch", {"head": {"seq": head.seq, "hash": head.hash}, "last": found})
+
+    def append(self, kind: str, data: dict[str, Any], request_id: str | None = None) -> Entry:
+        """Chain a new entry and queue it for writing; never blocks."""
+        if self._closed:
+            raise RuntimeError("audit log is closed")
+        entry = Entry.make(self._seq + 1, self.clock(), kind, request_id, data, self._hash)
+        self._seq, self._hash = entry.seq, entry.hash
+        self._queue.append(entry)
+        self._appended += 1
+        self._wake.set()
+        return entry
+
+    @property
+    def pending(self) -> int:
+        """Entries chained but not yet on disk."""
+        return self._appended - self._written
+
+    async def flush(self) -> None:
+        """Wait until every entry appended so far is on disk."""
+        target = self._appended
+        if self._written >= target:
+            return
+        self._urgent.set()
+        self._wake.set()
+        async with self._progress:
+            await self._progress.wait_for(lambda: self._written >= target)
+
+    async def close(self) -> None:
+        """Write what is queued, stop the writer, close the store."""
+        if self._closed:
+            return
+        if self._db is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.flush(), 30.0)
+        self._closed = True
+        if self.pending:
+            log.error("audit log closed with %d entries not written", self.pending)
+        await self._tasks.close()
+        if self._db is not None:
+            db, self._db = self._db, None
+            await asyncio.to_thread(db.close)
+
+    async def _writer(self) -> None:
+        failures = 0
+        while True:
+            await self._wake.wait()
+            if not self._urgent.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._urgent.wait(), FLUSH_INTERVAL)
+            self._wake.clear()
+            self._urgent.clear()
+            while self._queue:
+                batch = [self._queue.popleft() for _ in range(min(BATCH_SIZE, len(self._queue)))]
+                try:
+                    await asyncio.to_thread(self._write, batch)
+                except Exception:
+                    failures += 1
+                    log.exception("writing %d audit entries failed; will retry", len(batch))
+                    self._queue.extendleft(reversed(batch))
+                    await asyncio.sleep(_RETRY_DELAYS[min(failures, len(_RETRY_DELAYS)) - 1])
+                    continue
+                failures = 0
+                self._written += len(batch)
+                async with self._progress:
+                    self._progress.notify_all()
+
+    def _write(self, batch: list[Entry]) -> None:
+        """Insert `batch` in one transaction, then move the head (runs in a worker thread)."""
+        assert self._db is not None
+        rows = [(e.seq, e.ts, e.kind, e.request_id, e.data, e.prev_hash, e.hash) for e in batch]
+        with self._db.atomic():
+            self._db.conn.executemany(_INSERT, rows)
+        _write_head(self.head_file, Head(batch[-1].seq, batch[-1].hash))

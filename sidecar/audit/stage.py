@@ -1,0 +1,150 @@
+"""The audit stage: one chained entry per request, with every policy decision taken on it.
+
+The entry holds the request's metadata (the ledger's fields: model, provider, session,
+status, tokens, cost, latency, ...) and its decisions (`{"stage", "action", "reason"}`:
+allow, deny, redact, warn, strip, reroute, ...). Prompt and response bodies are kept only
+when the policy's `log_content` is on; the prompt is then logged as it left the sidecar
+(after redaction), the response as the client received it.
+
+Run it last, after the meter: it sees every decision, including those taken while the
+response streamed (a refused tool call).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import fields
+from typing import Any
+
+import msgspec
+
+from sidecar import __version__
+from sidecar.audit.log import HEAD_FILE, AuditLog
+from sidecar.config import Config
+from sidecar.ledger.pricing import Pricing
+from sidecar.ledger.record import UsageRecord
+from sidecar.paths import Paths
+from sidecar.policy.model import Policy
+from sidecar.proxy.context import RequestContext
+from sidecar.proxy.stages import Reply
+
+_FIELDS = tuple(f.name for f in fields(UsageRecord) if f.name != "id")  # the id is the entry's request_id
+
+
+class ContentRecorder:
+    """A response filter that rebuilds the message the client received (for content logging)."""
+
+    def __init__(self) -> None:
+        self.message: dict[str, Any] = {}
+        self._blocks: dict[int, dict[str, Any]] = {}
+        self._json: dict[int, list[str]] = {}
+
+    def on_event(self, event: str, data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        """Note what the event adds; pass it on unchanged."""
+        index = data.get("index")
+        if event == "message_start" and isinstance(data.get("message"), dict):
+            self.message = {k: v for k, v in data["message"].items() if k != "content"}
+        elif event == "content_block_start" and isinstance(index, int) and isinstance(data.get("content_block"), dict):
+            self._blocks[index] = dict(data["content_block"])
+        elif event == "content_block_delta" and isinstance(index, int) and index in self._blocks:
+            self._delta(index, data.get("delta"))
+        elif event == "message_delta":
+            if isinstance(data.get("delta"), dict):
+                self.message.update(data["delta"])
+            if isinstance(data.get("usage"), dict):
+                self.message["usage"] = {**self.message.get("usage", {}), **data["usage"]}
+        elif event == "error":
+            self.message["error"] = data.get("error")
+        return [(event, data)]
+
+    def _delta(self, index: int, delta: Any) -> None:
+        if not isinstance(delta, dict):
+            return
+        block = self._blocks[index]
+        kind = delta.get("type")
+        if kind == "text_delta":
+            block["text"] = block.get("text", "") + str(delta.get("text", ""))
+        elif kind == "thinking_delta":
+            block["thinking"] = block.get("thinking", "") + str(delta.get("thinking", ""))
+        elif kind == "input_json_delta":
+            self._json.setdefault(index, []).append(str(delta.get("partial_json", "")))
+
+    def on_message(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Keep a whole (non-streaming) answer as it is."""
+        self.message = message
+        return message
+
+    def on_end(self, complete: bool) -> None:
+        """Put the streamed blocks together."""
+        if not self._blocks:
+            return
+        for index, parts in self._json.items():
+            try:
+                self._blocks[index]["input"] = json.loads("".join(parts) or "{}")
+            except ValueError:
+                self._blocks[index]["input"] = "".join(parts)
+        self.message["content"] = [self._blocks[i] for i in sorted(self._blocks)]
+
+
+class AuditStage:
+    """Writes one audit entry per request (a Stage); owns the audit log."""
+
+    def __init__(self, audit: AuditLog, pricing: Pricing, log_content: bool) -> None:
+        self.audit = audit
+        self.pricing = pricing
+        self.log_content = log_content
+        self._recorders: dict[str, ContentRecorder] = {}
+
+    async def on_request(self, ctx: RequestContext) -> Reply | None:
+        """With content logging on, record the response as the client receives it."""
+        if self.log_content and not ctx.count_tokens:
+            recorder = self._recorders[ctx.id] = ContentRecorder()
+            ctx.filters.append(recorder)
+        return None
+
+    def on_complete(self, ctx: RequestContext) -> None:
+        """Chain the request's entry."""
+        recorder = self._recorders.pop(ctx.id, None)
+        record = ctx.to_record()
+        rec = {f: getattr(record, f) for f in _FIELDS}  # dataclasses.asdict is 10x slower
+        model = rec["upstream_model"] or rec["requested_model"]
+        rec["cost_usd"], _ = self.pricing.cost(
+            rec["provider"], model, rec["input_tokens"], rec["output_tokens"], rec["cache_read_tokens"], rec["cache_write_tokens"]
+        )
+        rec["decisions"] = [{"stage": d.stage, "action": d.action, "reason": d.reason} for d in ctx.decisions]
+        if self.log_content:
+            rec["content"] = {"request": _body(ctx.body), "response": recorder.message if recorder else None}
+        self.audit.append("request", rec, ctx.id)
+
+    async def close(self) -> None:
+        """Chain a `stop` entry, write everything, close the log."""
+        self.audit.append("stop", {"pid": os.getpid()})
+        await self.audit.close()
+
+
+def _body(body: bytes) -> Any:
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return body.decode("utf-8", errors="replace")
+
+
+async def open_audit(cfg: Config, paths: Paths, pricing: Pricing, policy: Policy) -> AuditStage | None:
+    """The audit stage, its log opened and a `start` entry chained; None when the policy
+    turns the audit log off."""
+    if not policy.access.audit:
+        return None
+    audit = AuditLog(paths.db_file, paths.data_dir / HEAD_FILE)
+    await audit.start()
+    audit.append(
+        "start",
+        {
+            "version": __version__,
+            "pid": os.getpid(),
+            "config": str(cfg.source) if cfg.source else None,
+            "policy": {"version": policy.version, "source": policy.source, "digest": policy.digest},
+            "log_content": policy.access.log_content,
+        },
+    )
+    return AuditStage(audit, pricing, policy.access.log_content)

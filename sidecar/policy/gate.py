@@ -1,0 +1,292 @@
+"""The policy gate: the stage that enforces the policy on every request before it leaves.
+
+In order, cheapest refusal first:
+
+1. the model allow/deny lists (403 `permission_error`);
+2. rate limits and budgets (429 `rate_limit_error` with `retry-after`), admitted
+   atomically: a concurrency slot, then every bucket and every budget, or nothing;
+3. tool rules: denied tools leave the `tools` array, and a response filter turns any call
+   of a denied tool into a refusal the model can read;
+4. guardrails: block (403), redact (the body is rewritten), or warn.
+
+After the response (`on_complete`) the reservations are settled with the reported usage.
+Every decision is recorded on the request (`ctx.decide`) for the audit log. With no policy
+configured the gate does nothing at all: the body is not even parsed.
+
+`count_tokens` calls are not metered (they are free) but get the same tool and guardrail
+treatment, so their count matches the request that will follow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sidecar.config import Config
+from sidecar.errors import PolicyDenied, SidecarError
+from sidecar.ledger import reports
+from sidecar.ledger.pricing import Pricing
+from sidecar.ledger.store import open_db
+from sidecar.ledger.writer import Ledger
+from sidecar.paths import Paths
+from sidecar.policy import estimate
+from sidecar.policy.budgets import Budgets, Reservation, usd
+from sidecar.policy.guardrails import Finding, Guardrails, Outcome, rules_for
+from sidecar.policy.limits import RateLimits, Ticket
+from sidecar.policy.model import Policy
+from sidecar.policy.tools import ToolRules, ToolUseFilter
+from sidecar.proxy.context import RequestContext
+from sidecar.proxy.events import EventBus
+from sidecar.proxy.stages import Reply
+
+log = logging.getLogger(__name__)
+
+KEY_FILE = "redaction.key"
+
+
+@dataclass
+class _Held:
+    """What an admitted request holds until it completes."""
+
+    reservation: Reservation | None = None
+    ticket: Ticket | None = None
+    tools: ToolUseFilter | None = None
+
+
+class PolicyGate:
+    """Enforces one Policy on the request path (a Stage)."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        tz: ZoneInfo,
+        pricing: Pricing,
+        key: bytes,
+        bus: EventBus | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.policy = policy
+        self.tz = tz
+        self.pricing = pricing
+        self.bus = bus
+        self.budgets = Budgets(policy.budget, tz, clock, self._threshold)
+        self.limits = RateLimits(policy.limits, monotonic)
+        self.guardrails = Guardrails(policy.guardrails, key)
+        self.tools = ToolRules(policy.tools)
+        self.history = estimate.OutputHistory(policy.budget.default_output_tokens)
+        self._metered = self.budgets.configured or self.limits.configured
+        self._rewrites = self.guardrails.active or self.tools.active
+        access = policy.access
+        self.active = self._metered or self._rewrites or bool(access.models or access.deny_models)
+        self._held: dict[str, _Held] = {}
+
+    # ------------------------------------------------------------------ the stage
+
+    async def on_request(self, ctx: RequestContext) -> Reply | None:
+        """Refuse, rewrite or admit `ctx` (see the module docstring)."""
+        if not self.active:
+            return None
+        model = ctx.head.model
+        if not self.policy.model_allowed(model):
+            reason = f"the model {model!r} is not allowed by the policy"
+            ctx.decide("model", "deny", reason)
+            raise PolicyDenied(f"{reason} ({_allowed_models(self.policy)})")
+        held = _Held()
+        if self._metered and not ctx.count_tokens:
+            await self._admit(ctx, held)
+        self._held[ctx.id] = held
+        if self._rewrites:
+            self._rewrite(ctx, held)
+        return None
+
+    def on_complete(self, ctx: RequestContext) -> None:
+        """Settle what the request reserved with the usage it reported."""
+        held = self._held.pop(ctx.id, None)
+        if held is None:
+            return
+        usage = ctx.summary.usage
+        if held.ticket is not None:
+            self.limits.settle(held.ticket, usage.input_tokens + usage.cache_write_tokens, usage.output_tokens, ctx.attempts > 0)
+        if held.reservation is not None:
+            self.budgets.settle(held.reservation, self._cost(ctx))
+        if ctx.status == 200 and ctx.outcome == "ok" and usage.output_tokens:
+            self.history.record(ctx.head.model, usage.output_tokens)
+        if held.tools is not None and held.tools.refused:
+            names = ", ".join(sorted(set(held.tools.refused)))
+            ctx.decide("tools", "deny", f"refused {len(held.tools.refused)} call(s) of denied tools in the response: {names}")
+
+    # ------------------------------------------------------------------ admission
+
+    async def _admit(self, ctx: RequestContext, held: _Held) -> None:
+        stage, slot = "limits", False
+        try:
+            slot = await self.limits.acquire_slot()
+            tokens_in = estimate.input_tokens(ctx.body, ctx.json)
+            tokens_out = self.history.estimate(ctx.head.model, ctx.head.max_tokens)
+            self.limits.check(tokens_in, tokens_out)
+            if self.budgets.configured:
+                stage = "budget"
+                cost, _ = self.pricing.cost("", ctx.head.model, tokens_in, tokens_out)
+                held.reservation = self.budgets.reserve(cost)
+                ctx.decide("budget", "allow", f"reserved {usd(cost)} for ~{tokens_in:,} input and ~{tokens_out:,} output tokens")
+        except BaseException as e:
+            if slot:
+                self.limits.release_slot()
+            if isinstance(e, SidecarError):
+                ctx.decide(stage, "deny", e.message)
+            raise
+        held.ticket = self.limits.take(slot, tokens_in, tokens_out)
+        if self.limits.configured:
+            ctx.decide("limits", "allow", f"took 1 request, ~{tokens_in:,} input and ~{tokens_out:,} output tokens")
+
+    def _cost(self, ctx: RequestContext) -> float:
+        """The request's cost exactly as the ledger prices it."""
+        u = ctx.summary.usage
+        model = ctx.summary.model or ctx.upstream_model or ctx.head.model
+        cost, _ = self.pricing.cost(ctx.provider, model, u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens)
+        return cost
+
+    # ------------------------------------------------------------------ rewriting
+
+    def _rewrite(self, ctx: RequestContext, held: _Held) -> None:
+        body = ctx.json()
+        changed = False
+        if self.tools.active:
+            try:
+                removed = self.tools.strip(body)
+            except SidecarError as e:
+                ctx.decide("tools", "deny", e.message)
+                raise
+            if removed:
+                changed = True
+                ctx.decide("tools", "strip", f"removed {len(removed)} denied tool(s) from the request: {', '.join(removed)}")
+            if not ctx.count_tokens:
+                held.tools = ToolUseFilter(self.tools)
+                ctx.filters.append(held.tools)
+        if self.guardrails.active:
+            outcome = self.guardrails.apply(body)
+            self._guardrail_decisions(ctx, outcome)
+            changed = changed or outcome.changed
+        if changed:
+            ctx.replace_body(body)
+
+    def _guardrail_decisions(self, ctx: RequestContext, out: Outcome) -> None:
+        if out.blocked:
+            reason = _findings(out.blocked)
+            ctx.decide("guardrail", "deny", reason)
+            first = out.blocked[0]
+            raise PolicyDenied(
+                f"the prompt holds {first.rule.detector.label} ({first.where}), which the guardrail policy blocks "
+                f"({reason}). Remove it from the conversation (e.g. with /rewind) and try again."
+            )
+        if out.redacted:
+            ctx.decide("guardrail", "redact", _findings(out.redacted))
+        if out.warned:
+            ctx.decide("guardrail", "warn", _findings(out.warned))
+
+    # ------------------------------------------------------------------ reporting
+
+    def _threshold(self, event: dict[str, Any]) -> None:
+        log.warning(
+            "%s budget: %.0f%% used (%s of %s)",
+            event["period"], event["fraction"] * 100, usd(event["spent_usd"]), usd(event["limit_usd"]),
+        )  # fmt: skip
+        if self.bus is not None:
+            self.bus.publish("budget_threshold", event)
+
+    def allows_provider(self, provider: str) -> bool:
+        """Whether the policy lets requests go to `provider` (for the router's target choice)."""
+        return self.policy.provider_allowed(provider)
+
+    def state(self) -> dict[str, Any]:
+        """The PolicyState of the control API (docs/control-api.md)."""
+        p = self.policy
+        about = {"version": p.version, "source": p.source, "digest": p.digest}
+        if not self._metered:
+            return {"configured": False, "policy": about}
+        return {
+            "configured": True,
+            "timezone": self.tz.key,
+            "budgets": self.budgets.state(),
+            "limits": self.limits.state(),
+            "guardrails": {r.detector.name: r.mode for r in self.guardrails.scanner.rules},
+            "tools": {"allow": list(p.tools.allow), "deny": list(p.tools.deny)},
+            "policy": about,
+        }
+
+
+def _findings(found: list[Finding]) -> str:
+    """`aws_access_key x2 in messages[3].content[0]; email in system[2]` (never the values)."""
+    parts = []
+    for f in found[:8]:
+        count = f" x{f.count}" if f.count > 1 else ""
+        parts.append(f"{f.rule.detector.name}{count} in {f.where}")
+    more = f"; and {len(found) - 8} more" if len(found) > 8 else ""
+    return "; ".join(parts) + more
+
+
+def _allowed_models(p: Policy) -> str:
+    a = p.access
+    if a.models:
+        return "allowed: " + ", ".join(a.models)
+    return "denied: " + ", ".join(a.deny_models)
+
+
+# ---------------------------------------------------------------------- building the gate
+
+
+def load_key(path: Path) -> bytes:
+    """The redaction key at `path`, created (32 random bytes, mode 0600) when missing."""
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        key = b""
+    if len(key) >= 32:
+        return key
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = secrets.token_bytes(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    return key
+
+
+def spent_since(db_file: Path) -> Callable[[float], float]:
+    """A reader of the ledger: USD spent on requests that started at or after an epoch."""
+
+    def read(start: float) -> float:
+        if not db_file.exists():
+            return 0.0
+        db = open_db(db_file)
+        try:
+            row = db.execute("SELECT COALESCE(SUM(cost_usd), 0.0) FROM usage WHERE ts >= ?", [start]).fetchone()
+            return float(row[0])
+        finally:
+            db.conn.close()
+
+    return read
+
+
+async def open_policy(cfg: Config, paths: Paths, ledger: Ledger, bus: EventBus) -> PolicyGate:
+    """The policy gate for `cfg`, its budgets loaded with the ledger's spend so far.
+
+    Call it after `ledger.start()`. The gate holds no resources: there is nothing to close.
+    """
+    policy = Policy.from_config(cfg)
+    key = b""
+    if rules_for(policy.guardrails):
+        key = await asyncio.to_thread(load_key, paths.data_dir / KEY_FILE)
+    gate = PolicyGate(policy, tz=reports.local_zone(cfg.usage.timezone), pricing=ledger.pricing, key=key, bus=bus)
+    if gate.budgets.configured:
+        await asyncio.to_thread(gate.budgets.load, spent_since(paths.db_file))
+    return gate
