@@ -97,7 +97,8 @@ async def relay(
             if ctx.filters:
                 for f in ctx.filters:
                     msg = f.on_message(msg)
-                body = msgspec.json.encode(msg)
+                if not all(getattr(f, "passive", False) for f in ctx.filters):
+                    body = msgspec.json.encode(msg)
     for f in ctx.filters:
         f.on_end(call.status < 400 and ctx.summary.stopped and ctx.summary.error_type is None)
     ctx.response_bytes = len(body)
@@ -107,11 +108,13 @@ async def relay(
 
 
 class _Filtered:
-    """Runs the response filters over a stream: parse events, filter, re-encode."""
+    """Runs the response filters over a stream: parse events, filter, re-encode. When every
+    filter is `passive` (only observes, e.g. the cache's collector) the bytes pass unchanged."""
 
     def __init__(self, ctx: RequestContext) -> None:
         self.filters = ctx.filters
         self.reader = sse.SSEReader()
+        self.passive = all(getattr(f, "passive", False) for f in ctx.filters)
 
     def feed(self, chunk: bytes) -> bytes:
         out: list[bytes] = []
@@ -127,7 +130,7 @@ class _Filtered:
             for f in self.filters:
                 events = [e for name, d in events for e in f.on_event(name, d)]
             out.extend(sse.encode(name, d) for name, d in events)
-        return b"".join(out)
+        return chunk if self.passive else b"".join(out)
 
 
 async def _relay_stream(

@@ -1,0 +1,199 @@
+"""The stored answers as the event loop sees them.
+
+`Entries` puts the synchronous `CacheStore` behind one database thread (so sqlite never
+runs on the loop, and calls never overlap) and keeps in memory what every request asks:
+which keys exist, when each was made and last delivered, and the semantic index. A miss
+therefore costs no thread hop at all; a hit costs one, to read the stored message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+
+from sidecar.cache.embedder import Vector
+from sidecar.cache.semantic import SemanticIndex
+from sidecar.cache.store import CacheStore, Entry
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+EVICT_TO = 0.9  # past the cap, evict down to this fraction of it
+
+
+@dataclass
+class Meta:
+    """What the loop knows about a stored entry without reading it."""
+
+    created_at: float
+    used_at: float  # when its answer last went out (stored or served)
+    volatile: tuple[str, ...]
+
+
+class Entries:
+    """The cache's store behind its database thread, with the key map and semantic index."""
+
+    def __init__(self, store: CacheStore, max_bytes: int) -> None:
+        self.store = store
+        self.max_bytes = max_bytes
+        self.index = SemanticIndex()
+        self._meta: dict[str, Meta] = {}
+        self._served: dict[str, tuple[float, int]] = {}  # key -> (last served, hits) not yet written
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sidecar-cache-db")
+        self._writes: set[Future[Any]] = set()
+
+    def __len__(self) -> int:
+        return len(self._meta)
+
+    # -- the database thread ------------------------------------------------------------
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` in the database thread and wait for it."""
+        return await asyncio.wrap_future(self.write(fn, *args))
+
+    def write(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Queue `fn(*args)` in the database thread; failures are logged, `drain` waits for it."""
+        fut = self._pool.submit(fn, *args)
+        self._writes.add(fut)
+        fut.add_done_callback(self._written)
+        return fut
+
+    def _written(self, fut: Future[Any]) -> None:
+        self._writes.discard(fut)
+        if not fut.cancelled() and fut.exception() is not None:
+            log.error("cache store call failed", exc_info=fut.exception())
+
+    @property
+    def busy(self) -> bool:
+        """Whether database work is queued or running."""
+        return bool(self._writes)
+
+    async def drain(self) -> None:
+        """Wait for every queued database call."""
+        while self._writes:
+            await asyncio.gather(*(asyncio.wrap_future(f) for f in list(self._writes)), return_exceptions=True)
+
+    async def close(self) -> None:
+        """Write the hits noted, finish queued calls, close the store and the thread."""
+        self.flush()
+        await self.drain()
+        try:
+            await self.run(self.store.close)
+        finally:
+            self._pool.shutdown(wait=True)
+
+    # -- entries ------------------------------------------------------------------------
+
+    async def load(self, vectors_since: float | None) -> None:
+        """Read the key map, and the vectors of entries made since `vectors_since` (None: none)."""
+        self._meta = {k: Meta(c, u, v) for k, c, u, v in await self.run(self.store.metas)}
+        if vectors_since is not None:
+            rows = await self.run(lambda: list(self.store.indexed(vectors_since)))
+            self.index.clear()
+            for r in rows:
+                self.index.add(r.bucket_key, r.exact_key, r.query, np.frombuffer(r.vector, dtype=np.float32))
+
+    def meta(self, key: str) -> Meta | None:
+        """The entry's times and volatile values, if it is stored."""
+        return self._meta.get(key)
+
+    async def get(self, key: str) -> Entry | None:
+        """Read a stored entry."""
+        entry = await self.run(self.store.get, key)
+        if entry is None:
+            self._forget(key)
+        return entry
+
+    def touch(self, key: str, now: float) -> None:
+        """Note that the entry's answer was served at `now` (written with the next write or flush)."""
+        meta = self._meta.get(key)
+        if meta is not None:
+            meta.used_at = now
+        _, hits = self._served.get(key, (now, 0))
+        self._served[key] = (now, hits + 1)
+
+    def flush(self) -> None:
+        """Queue the write of the hits noted since the last one."""
+        if self._served:
+            served, self._served = self._served, {}
+            self.write(self.store.served, served)
+
+    def put(self, entry: Entry) -> asyncio.Future[list[str]]:
+        """Store `entry` (replacing its key's older one); the future gives the keys evicted for room.
+
+        The key is known at once: a lookup queued after this reads the new entry, as the
+        database thread runs calls in order.
+        """
+        self.index.remove(entry.exact_key)  # a replaced entry's vector must not linger
+        self._meta[entry.exact_key] = Meta(entry.created_at, entry.used_at, entry.volatile)
+        self.flush()  # eviction orders by last use: the latest hits first
+        done = asyncio.wrap_future(self.write(self._put, entry))
+        done.add_done_callback(self._evicted)
+        return done
+
+    def _evicted(self, done: asyncio.Future[list[str]]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return
+        for key in done.result():
+            self._forget(key)
+
+    def _put(self, entry: Entry) -> list[str]:
+        """In the database thread: store, then evict the least recently used over the cap."""
+        self.store.put(entry)
+        total = self.store.total_bytes
+        if total <= self.max_bytes:
+            return []
+        victims = [k for k in self.store.lru(total - int(self.max_bytes * EVICT_TO)) if k != entry.exact_key]
+        self.store.delete(victims)
+        return victims
+
+    async def set_vector(self, entry: Entry | tuple[str, str, str], vector: Vector) -> bool:
+        """Store the prompt vector of an entry (or of `(key, bucket, query)`) and index it."""
+        key, bucket, query = (
+            (entry.exact_key, entry.bucket_key, entry.query) if isinstance(entry, Entry) else entry
+        )
+        if bucket is None or query is None:
+            return False
+        blob = np.asarray(vector, dtype=np.float32).tobytes()
+        if not await self.run(self.store.set_embedding, key, blob):
+            return False
+        if key in self._meta:
+            self.index.add(bucket, key, query, vector)
+        return True
+
+    async def unembedded(self, since: float) -> list[tuple[str, str, str]]:
+        """(key, bucket, prompt) of servable entries made since `since` that have no vector."""
+        rows = await self.run(self.store.unembedded, since)
+        return [(k, b, q) for k, b, q in rows]
+
+    async def sweep(self, expired_before: float, vectors_since: float | None) -> int:
+        """Delete entries made before `expired_before`; drop vectors older than `vectors_since`."""
+        self.flush()
+        old = [k for k, m in self._meta.items() if m.created_at < expired_before]
+        if old:
+            await self.run(self.store.delete, old)
+            for key in old:
+                self._forget(key)
+        if vectors_since is not None:
+            for key, m in list(self._meta.items()):
+                if m.created_at < vectors_since:
+                    self.index.remove(key)
+        return len(old)
+
+    async def clear(self) -> int:
+        """Delete every entry; returns how many there were."""
+        await self.drain()
+        n = await self.run(self.store.clear)
+        self._meta.clear()
+        self.index.clear()
+        return n
+
+    def _forget(self, key: str) -> None:
+        self._meta.pop(key, None)
+        self.index.remove(key)

@@ -1,0 +1,186 @@
+"""The cache keys of a Messages request: scope, prefix, exact, and the semantic bucket.
+
+- **scope**: everything that shapes an answer except the conversation: the endpoint, the
+  client's credential (hashed: a cache never answers one API key with another's entries),
+  `anthropic-version`, the `anthropic-beta` flags (as a set), and every body field but
+  `messages` (the model, which selects the route; system with its volatile parts
+  normalised, tools, tool_choice, max_tokens, temperature, top_p, top_k, stop_sequences,
+  thinking, output_config, ... including fields this version does not know).
+  `cache_control` markers, `metadata` (Claude Code puts a session id there) and `stream`
+  (one stored answer serves both kinds of client) are left out.
+- **prefix**: the scope plus every message but the last.
+- **exact**: the prefix plus the last message.
+- **bucket**: the prefix plus the last message with the user's own text blanked out. Only
+  requests with the same bucket may be compared semantically, so the whole history, the
+  tools and the client's `<system-reminder>` blocks always match exactly.
+
+Keys are SHA-256 hex digests of canonical JSON (sorted keys, compact).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from sidecar.cache.normalise import Normaliser, is_system_reminder
+
+KEY_VERSION = 1  # bump when the canonical form changes, so old entries stop matching
+_EXCLUDED_FIELDS = ("messages", "metadata", "stream")
+_QUERY_MARK = "\x00query"
+
+_encode = msgspec.json.Encoder(order="sorted").encode
+
+
+class Uncacheable(Exception):
+    """The request has no shape the cache can key (the upstream will judge it)."""
+
+
+@dataclass(frozen=True)
+class CacheKeys:
+    """The keys of one request, and the user's final text when it may be matched semantically."""
+
+    scope: str
+    prefix: str
+    exact: str
+    bucket: str | None  # None: the last turn is not plain user text
+    query: str | None  # the user's own text of the last message
+    volatile: tuple[str, ...]  # the values the normalisation replaced (e.g. today's date)
+
+
+def build_keys(
+    body: Mapping[str, Any],
+    headers: Mapping[str, str],
+    endpoint: str,
+    normaliser: Normaliser,
+) -> CacheKeys:
+    """Compute the keys of a Messages request `body`, or raise Uncacheable."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+        raise Uncacheable("the request has no list of messages")
+    seen: list[str] = []
+    norm = normaliser.bind(seen)
+    scope_obj = {
+        "v": KEY_VERSION,
+        "endpoint": endpoint,
+        "tenant": _tenant(headers),
+        "version": headers.get("anthropic-version", ""),
+        "beta": sorted({b.strip() for b in headers.get("anthropic-beta", "").split(",") if b.strip()}),
+        "body": _scope_body(body, norm),
+    }
+    scope = _digest(b"scope", _encode(scope_obj))
+    canon = [_message(m, norm) for m in messages]
+    prefix = _digest(scope.encode(), _encode(canon[:-1]))
+    exact = _digest(prefix.encode(), _encode(canon[-1]))
+    query, blanked = _split_query(canon[-1])
+    bucket = None if blanked is None else _digest(prefix.encode(), b"bucket", _encode(blanked))
+    return CacheKeys(scope, prefix, exact, bucket, query, tuple(seen))
+
+
+def _digest(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(len(p).to_bytes(8, "big"))
+        h.update(p)
+    return h.hexdigest()
+
+
+def _tenant(headers: Mapping[str, str]) -> str:
+    """A digest of the credential the client presented (never the credential itself)."""
+    cred = headers.get("x-api-key", "") + "\n" + headers.get("authorization", "")
+    return hashlib.sha256(cred.encode()).hexdigest()
+
+
+def _number(v: Any) -> Any:
+    # 1 and 1.0 are the same temperature.
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
+
+
+def _scope_body(body: Mapping[str, Any], norm: Callable[[str], str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in body.items():
+        if k in _EXCLUDED_FIELDS:
+            continue
+        if k == "system":
+            v = _system(v, norm)
+        elif k == "tools" and isinstance(v, list):
+            v = [_strip(t) for t in v]
+        out[k] = _number(v)
+    return out
+
+
+def _strip(block: Any) -> Any:
+    """A content block without its cache_control marker (tool_result contents too)."""
+    if not isinstance(block, dict):
+        return block
+    out = {k: v for k, v in block.items() if k != "cache_control"}
+    if out.get("type") == "tool_result" and isinstance(out.get("content"), list):
+        out["content"] = [_strip(b) for b in out["content"]]
+    return out
+
+
+def _blocks(content: Any) -> Any:
+    # A string content is the same as one text block.
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if isinstance(content, list):
+        return [_strip(b) for b in content]
+    return content
+
+
+def _normalise_blocks(blocks: Any, norm: Callable[[str], str], only_reminders: bool) -> Any:
+    if not isinstance(blocks, list):
+        return blocks
+    out = []
+    for b in blocks:
+        text = b.get("text") if isinstance(b, dict) and b.get("type") == "text" else None
+        if isinstance(text, str) and (not only_reminders or is_system_reminder(text)):
+            b = {**b, "text": norm(text)}
+        out.append(b)
+    return out
+
+
+def _system(system: Any, norm: Callable[[str], str]) -> Any:
+    return _normalise_blocks(_blocks(system), norm, only_reminders=False)
+
+
+def _message(msg: Mapping[str, Any], norm: Callable[[str], str]) -> dict[str, Any]:
+    out = dict(msg)
+    role = msg.get("role")
+    blocks = _blocks(msg.get("content"))
+    if role == "system":
+        blocks = _normalise_blocks(blocks, norm, only_reminders=False)
+    elif role == "user":
+        blocks = _normalise_blocks(blocks, norm, only_reminders=True)
+    out["content"] = blocks
+    return out
+
+
+def _split_query(last: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
+    """The user's own text of the last message, and the message with that text blanked.
+
+    Only a user message made of text blocks qualifies; `<system-reminder>` blocks are the
+    client's context and stay in the bucket key.
+    """
+    blocks = last.get("content")
+    if last.get("role") != "user" or not isinstance(blocks, list) or not blocks:
+        return None, None
+    texts: list[str] = []
+    blanked: list[dict[str, Any]] = []
+    for b in blocks:
+        if not isinstance(b, dict) or b.get("type") != "text" or not isinstance(b.get("text"), str):
+            return None, None
+        if is_system_reminder(b["text"]):
+            blanked.append(b)
+        else:
+            texts.append(b["text"])
+            blanked.append({**b, "text": _QUERY_MARK})
+    query = "\n\n".join(t.strip() for t in texts).strip()
+    if not query:
+        return None, None
+    return query, {**last, "content": blanked}

@@ -1,0 +1,261 @@
+"""Stored answers: collecting one from the response, deciding whether it may be stored or
+served, and replaying it as a message or as an SSE stream.
+
+One stored message serves both kinds of client. A replay gets a fresh message id and fresh
+tool-use ids (kept consistent inside the message), and reports zero tokens: nothing was
+sent upstream for it. The stream is the Anthropic event sequence: `message_start`, per
+block `content_block_start` / deltas / `content_block_stop`, `message_delta`,
+`message_stop`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from sidecar.protocol import sse
+from sidecar.protocol.anthropic_stream import new_id
+
+Event = tuple[str, dict[str, Any]]
+
+STORABLE_STOP_REASONS = ("end_turn", "tool_use", "stop_sequence")
+STORABLE_BLOCKS = ("text", "tool_use", "thinking", "redacted_thinking")
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # larger answers are passed on but not stored
+ZERO_USAGE = {"input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+
+
+class MessageCollector:
+    """A response filter that rebuilds the final message from a stream (or takes a whole
+    one) without changing what the client gets."""
+
+    passive = True  # only observes: the relay passes the upstream's bytes on unchanged
+
+    def __init__(self, limit: int = MAX_MESSAGE_BYTES) -> None:
+        self.limit = limit
+        self.message: dict[str, Any] | None = None
+        self.complete = False
+        self.broken: str | None = None  # why the answer cannot be stored
+        self._blocks: dict[int, dict[str, Any]] = {}
+        self._json: dict[int, list[str]] = {}
+        self._size = 0
+        self._stopped = False
+
+    # -- EventFilter ----------------------------------------------------------------------
+
+    def on_event(self, event: str, data: dict[str, Any]) -> list[Event]:
+        """Take one SSE event; pass it on unchanged."""
+        if self.broken is None:
+            try:
+                self._take(event, data)
+            except (KeyError, TypeError, ValueError, AttributeError) as e:
+                self.broken = f"unexpected {event} event ({type(e).__name__}: {e})"
+        return [(event, data)]
+
+    def on_message(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Take a whole non-streaming response body; pass it on unchanged."""
+        if message.get("type") == "message":
+            self.message = message
+            self._stopped = True
+        else:
+            self.broken = "the response is not a message"
+        return message
+
+    def on_end(self, complete: bool) -> None:
+        """The response is over."""
+        self.complete = complete and self._stopped and self.broken is None
+
+    # -- assembling -------------------------------------------------------------------------
+
+    def _take(self, event: str, data: dict[str, Any]) -> None:
+        kind = data.get("type", event)
+        if kind == "message_start":
+            self.message = dict(data["message"])
+            self.message["content"] = []
+        elif kind == "content_block_start":
+            block = dict(data["content_block"])
+            self._blocks[int(data["index"])] = block
+            if block.get("type") == "tool_use":
+                self._json[int(data["index"])] = []
+        elif kind == "content_block_delta":
+            self._delta(int(data["index"]), data["delta"])
+        elif kind == "content_block_stop":
+            self._stop(int(data["index"]))
+        elif kind == "message_delta":
+            self._message_delta(data)
+        elif kind == "message_stop":
+            self._finish()
+        elif kind == "error":
+            self.broken = "the stream carried an error"
+
+    def _delta(self, index: int, delta: dict[str, Any]) -> None:
+        block = self._blocks[index]
+        kind = delta["type"]
+        piece: str
+        if kind == "text_delta":
+            piece = delta["text"]
+            block["text"] = block.get("text", "") + piece
+        elif kind == "input_json_delta":
+            piece = delta["partial_json"]
+            self._json[index].append(piece)
+        elif kind == "thinking_delta":
+            piece = delta["thinking"]
+            block["thinking"] = block.get("thinking", "") + piece
+        elif kind == "signature_delta":
+            piece = delta["signature"]
+            block["signature"] = block.get("signature", "") + piece
+        else:
+            raise ValueError(f"{kind} is not replayed by the cache")
+        self._size += len(piece)
+        if self._size > self.limit:
+            raise ValueError(f"the answer is larger than {self.limit} bytes")
+
+    def _stop(self, index: int) -> None:
+        if index in self._json:
+            raw = "".join(self._json.pop(index))
+            self._blocks[index]["input"] = msgspec.json.decode(raw) if raw else self._blocks[index].get("input", {})
+
+    def _message_delta(self, data: dict[str, Any]) -> None:
+        if self.message is None:
+            raise ValueError("message_delta before message_start")
+        for k, v in data.get("delta", {}).items():
+            self.message[k] = v
+        usage = data.get("usage")
+        if isinstance(usage, dict):
+            self.message["usage"] = {**self.message.get("usage", {}), **usage}
+
+    def _finish(self) -> None:
+        if self.message is None:
+            raise ValueError("message_stop before message_start")
+        if self._json:
+            raise ValueError("a tool_use block was not stopped")
+        self.message["content"] = [self._blocks[i] for i in sorted(self._blocks)]
+        self._stopped = True
+
+
+def unstorable(message: dict[str, Any]) -> str | None:
+    """Why `message` must not be stored, or None when it may."""
+    if message.get("type") != "message" or message.get("role") != "assistant":
+        return "not an assistant message"
+    if message.get("stop_reason") not in STORABLE_STOP_REASONS:
+        return f"stop_reason {message.get('stop_reason')!r}"
+    content = message.get("content")
+    if not isinstance(content, list) or not content:
+        return "no content"
+    for block in content:
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind not in STORABLE_BLOCKS:
+            return f"a {kind} block"
+        if kind == "text" and block.get("citations"):
+            return "a text block with citations"
+        if kind == "tool_use" and not isinstance(block.get("input"), dict):
+            return "a tool_use block without an input object"
+    return None
+
+
+def semantic_view(message: dict[str, Any], read_only_tools: tuple[str, ...] | frozenset[str]) -> dict[str, Any] | None:
+    """The message as a paraphrase may receive it, or None when it must not.
+
+    Only text and calls of read-only tools are served; thinking blocks are dropped (their
+    reasoning was about the other wording), which is only valid for an answer without tool
+    calls: a tool call's thinking must go back to the API with its result.
+    """
+    content = message.get("content") or []
+    tools = [b for b in content if b.get("type") == "tool_use"]
+    if any(b.get("name") not in read_only_tools for b in tools):
+        return None
+    thinking = [b for b in content if b.get("type") in ("thinking", "redacted_thinking")]
+    if tools and thinking:
+        return None
+    kept = [b for b in content if b.get("type") in ("text", "tool_use")]
+    if not kept:
+        return None
+    return {**message, "content": kept}
+
+
+def answer_text(message: dict[str, Any]) -> str:
+    """The text and tool inputs of a message (what a reader of the answer sees)."""
+    parts: list[str] = []
+    for b in message.get("content") or []:
+        if b.get("type") == "text":
+            parts.append(str(b.get("text", "")))
+        elif b.get("type") == "tool_use":
+            parts.append(msgspec.json.encode(b.get("input", {})).decode())
+    return "\n".join(parts)
+
+
+def fresh(message: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `message` for one replay: new message and tool-use ids, zero usage."""
+    content = []
+    for b in message.get("content") or []:
+        if b.get("type") == "tool_use":
+            b = {**b, "id": new_id("toolu_")}
+        content.append(b)
+    return {
+        "id": new_id("msg_"),
+        "type": "message",
+        "role": "assistant",
+        "model": message.get("model"),
+        "content": content,
+        "stop_reason": message.get("stop_reason"),
+        "stop_sequence": message.get("stop_sequence"),
+        "usage": dict(ZERO_USAGE),
+    }
+
+
+def events(message: dict[str, Any]) -> list[Event]:
+    """The SSE events that stream `message` (already `fresh`)."""
+    start = {**message, "content": [], "stop_reason": None, "stop_sequence": None}
+    out: list[Event] = [("message_start", {"type": "message_start", "message": start})]
+    for i, block in enumerate(message["content"]):
+        out.extend(_block_events(i, block))
+    out.append(
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": message["stop_reason"], "stop_sequence": message.get("stop_sequence")},
+                "usage": {"output_tokens": 0},
+            },
+        )
+    )
+    out.append(("message_stop", {"type": "message_stop"}))
+    return out
+
+
+def _block_events(i: int, block: dict[str, Any]) -> list[Event]:
+    kind = block["type"]
+
+    def delta(d: dict[str, Any]) -> Event:
+        return ("content_block_delta", {"type": "content_block_delta", "index": i, "delta": d})
+
+    deltas: list[Event] = []
+    if kind == "text":
+        start: dict[str, Any] = {"type": "text", "text": ""}
+        if block.get("text"):
+            deltas.append(delta({"type": "text_delta", "text": block["text"]}))
+    elif kind == "tool_use":
+        start = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
+        if block.get("input"):
+            deltas.append(delta({"type": "input_json_delta", "partial_json": msgspec.json.encode(block["input"]).decode()}))
+    elif kind == "thinking":
+        start = {"type": "thinking", "thinking": "", "signature": ""}
+        if block.get("thinking"):
+            deltas.append(delta({"type": "thinking_delta", "thinking": block["thinking"]}))
+        if block.get("signature"):
+            deltas.append(delta({"type": "signature_delta", "signature": block["signature"]}))
+    else:  # redacted_thinking comes whole in its start event
+        start = dict(block)
+    return [
+        ("content_block_start", {"type": "content_block_start", "index": i, "content_block": start}),
+        *deltas,
+        ("content_block_stop", {"type": "content_block_stop", "index": i}),
+    ]
+
+
+def replay_body(message: dict[str, Any], stream: bool) -> tuple[bytes, str]:
+    """The response body and content type that replay `message` to a client."""
+    m = fresh(message)
+    if not stream:
+        return msgspec.json.encode(m), "application/json"
+    return b"".join(sse.encode(name, data) for name, data in events(m)), "text/event-stream; charset=utf-8"

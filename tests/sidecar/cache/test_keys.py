@@ -1,0 +1,251 @@
+"""Cache keys: every component that shapes an answer changes the key; nothing else does."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from multidict import CIMultiDict
+
+from sidecar.cache.keys import CacheKeys, Uncacheable, build_keys
+from sidecar.cache.normalise import RULES, Normaliser, mentions_time
+from sidecar.testing.captures import captures_dir
+
+FIXTURES = captures_dir()
+HEADERS = {
+    "anthropic-version": "2023-06-01",
+    "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14",
+    "x-api-key": "sk-ant-test",
+}
+NORM = Normaliser(RULES)
+
+
+def body() -> dict[str, Any]:
+    """A Claude-Code-shaped request with a conversation of three turns."""
+    return {
+        "model": "claude-opus-4-8",
+        "max_tokens": 64000,
+        "stream": True,
+        "metadata": {"user_id": '{"session_id":"0b53a145"}'},
+        "thinking": {"type": "adaptive"},
+        "output_config": {"effort": "high"},
+        "temperature": 1,
+        "system": [
+            {"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.197.123; cc_entrypoint=cli;"},
+            {"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}},
+        ],
+        "tools": [
+            {"name": "Read", "description": "Read a file", "input_schema": {"type": "object"}},
+            {"name": "Bash", "description": "Run a command", "input_schema": {"type": "object"}},
+        ],
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "<system-reminder>\n# currentDate\nToday's date is 2026-11-28.\n</system-reminder>"},
+                    {"type": "text", "text": "list the files"},
+                ],
+            },
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {"command": "ls"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "a.py\nb.py"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "There are two files."}]},
+            {"role": "user", "content": [{"type": "text", "text": "What does the function parse_date in a.py do?"}]},
+        ],
+    }
+
+
+def keys(b: dict[str, Any], headers: dict[str, str] | None = None) -> CacheKeys:
+    return build_keys(b, HEADERS if headers is None else headers, "/v1/messages", NORM)
+
+
+def changed(path: str, value: Any) -> dict[str, Any]:
+    """body() with the field at a dotted path (list indexes as numbers) set to `value`."""
+    b = body()
+    node: Any = b
+    parts = path.split(".")
+    for p in parts[:-1]:
+        node = node[int(p)] if isinstance(node, list) else node[p]
+    last = parts[-1]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return b
+
+
+SCOPE_CHANGES = {
+    "model": ("model", "claude-sonnet-5"),
+    "max_tokens": ("max_tokens", 32000),
+    "temperature": ("temperature", 0.5),
+    "top_p": ("top_p", 0.9),
+    "top_k": ("top_k", 40),
+    "stop_sequences": ("stop_sequences", ["END"]),
+    "thinking": ("thinking", {"type": "disabled"}),
+    "output_config": ("output_config", {"effort": "low"}),
+    "tool_choice": ("tool_choice", {"type": "any"}),
+    "a tool's description": ("tools.0.description", "Read a file from disk"),
+    "a tool's schema": ("tools.1.input_schema", {"type": "object", "properties": {"cmd": {"type": "string"}}}),
+    "the tool list": ("tools", [{"name": "Read", "description": "Read a file", "input_schema": {"type": "object"}}]),
+    "a system block": ("system.1.text", "You are Claude Code. Be brief."),
+    "a field this version does not know": ("context_management", {"edits": []}),
+}
+
+
+@pytest.mark.parametrize("what", list(SCOPE_CHANGES))
+def test_a_change_to_any_scope_component_is_a_miss(what: str) -> None:
+    base = keys(body())
+    other = keys(changed(*SCOPE_CHANGES[what]))
+    assert other.scope != base.scope
+    assert other.prefix != base.prefix and other.exact != base.exact
+
+
+@pytest.mark.parametrize(
+    ("what", "path", "value"),
+    [
+        ("the first user text", "messages.0.content.1.text", "list all files"),
+        ("a tool call", "messages.1.content.0.input", {"command": "ls -la"}),
+        ("a tool result", "messages.2.content.0.content", "a.py\nc.py"),
+        ("an assistant answer", "messages.3.content.0.text", "There are 2 files."),
+    ],
+)
+def test_a_change_to_an_earlier_message_changes_the_prefix(what: str, path: str, value: Any) -> None:
+    base, other = keys(body()), keys(changed(path, value))
+    assert other.scope == base.scope
+    assert other.prefix != base.prefix and other.exact != base.exact and other.bucket != base.bucket
+
+
+def test_the_last_message_changes_only_the_exact_key() -> None:
+    base = keys(body())
+    other = keys(changed("messages.4.content.0.text", "What does parse_date in a.py return?"))
+    assert (other.scope, other.prefix, other.bucket) == (base.scope, base.prefix, base.bucket)
+    assert other.exact != base.exact
+    assert other.query == "What does parse_date in a.py return?"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"anthropic-version": "2024-01-01"},
+        {"anthropic-beta": "claude-code-20250219"},
+        {"x-api-key": "sk-ant-other"},
+        {"x-api-key": "", "authorization": "Bearer oauth-token"},
+    ],
+)
+def test_version_beta_flags_and_credential_are_in_the_scope(header: dict[str, str]) -> None:
+    assert keys(body(), {**HEADERS, **header}).scope != keys(body()).scope
+
+
+def test_beta_flags_are_a_set() -> None:
+    reordered = {**HEADERS, "anthropic-beta": "interleaved-thinking-2025-05-14, claude-code-20250219"}
+    assert keys(body(), reordered) == keys(body())
+
+
+def test_cache_control_metadata_and_stream_are_not_in_any_key() -> None:
+    b = body()
+    b["stream"] = False
+    b["metadata"] = {"user_id": "someone else"}
+    b["system"][1].pop("cache_control")
+    b["tools"][0]["cache_control"] = {"type": "ephemeral"}
+    b["messages"][2]["content"][0]["cache_control"] = {"type": "ephemeral", "ttl": "1h"}
+    b["messages"][4]["content"][0]["cache_control"] = {"type": "ephemeral"}
+    assert keys(b) == keys(body())
+
+
+def test_equivalent_spellings_share_a_key() -> None:
+    b = body()
+    b["messages"][4]["content"] = "What does the function parse_date in a.py do?"  # a string is one text block
+    b["temperature"] = 1.0
+    b["system"] = copy.deepcopy(b["system"])
+    assert keys(b) == keys(body())
+
+
+def test_the_billing_header_is_normalised() -> None:
+    b = changed("system.0.text", "x-anthropic-billing-header: cc_version=2.1.198.7e9; cc_entrypoint=sdk-cli; cch=4f2a1;")
+    assert keys(b).scope == keys(body()).scope
+    without = Normaliser(["current-date"])
+    assert build_keys(b, HEADERS, "/v1/messages", without).scope != build_keys(body(), HEADERS, "/v1/messages", without).scope
+
+
+def test_the_date_is_normalised_and_remembered() -> None:
+    b = changed("messages.0.content.0.text", "<system-reminder>\n# currentDate\nToday's date is 2026-11-29.\n</system-reminder>")
+    k, base = keys(b), keys(body())
+    assert k.exact == base.exact
+    assert base.volatile != k.volatile
+    assert "Today's date is 2026-11-28" in base.volatile
+    without = Normaliser(["billing-header"])
+    assert build_keys(b, HEADERS, "/v1/messages", without).exact != build_keys(body(), HEADERS, "/v1/messages", without).exact
+
+
+def test_dates_in_a_system_prompt_are_normalised_in_every_listed_form() -> None:
+    for text in ("Today's date: 2025-06-01", "Today's date is Friday, November 28, 2026.", "today's date is 2026-11-28"):
+        seen: list[str] = []
+        assert "<date>" in NORM.text(text, seen)
+        assert seen
+
+
+def test_dates_the_user_typed_are_not_normalised() -> None:
+    typed = "Today's date is 2026-11-28. What day of the week is it?"
+    a = keys(changed("messages.4.content.0.text", typed))
+    b = keys(changed("messages.4.content.0.text", typed.replace("28", "29")))
+    assert a.exact != b.exact
+
+
+def test_the_rules_are_listed_by_name() -> None:
+    assert list(RULES) == ["billing-header", "current-date"]
+    with pytest.raises(ValueError, match="unknown normalisation"):
+        Normaliser(["billing-header", "git-status"])
+
+
+def test_mentions_time() -> None:
+    assert mentions_time("Today is Friday.")
+    assert mentions_time("The release was on 2026-11-28")
+    assert mentions_time("see you tomorrow")
+    assert not mentions_time("The function returns a list of paths.")
+
+
+def test_query_and_bucket_of_a_first_turn_keep_reminders_exact() -> None:
+    b = body()
+    b["messages"] = [b["messages"][0]]
+    k = keys(b)
+    assert k.query == "list the files"
+    other = copy.deepcopy(b)
+    other["messages"][0]["content"][1]["text"] = "show me the files"
+    assert keys(other).bucket == k.bucket
+    reminder = copy.deepcopy(b)
+    reminder["messages"][0]["content"][0]["text"] = "<system-reminder>\nThe skills are: none\n</system-reminder>"
+    assert keys(reminder).bucket != k.bucket
+
+
+@pytest.mark.parametrize(
+    "last",
+    [
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "ok"}]},
+        {"role": "user", "content": [{"type": "text", "text": "what is this"}, {"type": "image", "source": {}}]},
+        {"role": "assistant", "content": "Sure, here is"},
+        {"role": "user", "content": [{"type": "text", "text": "<system-reminder>only context</system-reminder>"}]},
+    ],
+)
+def test_only_plain_user_text_has_a_query(last: dict[str, Any]) -> None:
+    b = body()
+    b["messages"][-1] = last
+    k = keys(b)
+    assert k.query is None and k.bucket is None
+
+
+@pytest.mark.parametrize("bad", [{}, {"messages": []}, {"messages": "hi"}, {"messages": [1]}])
+def test_a_body_without_messages_is_uncacheable(bad: dict[str, Any]) -> None:
+    with pytest.raises(Uncacheable):
+        keys(bad)
+
+
+def test_claude_code_fixtures_key_and_normalise() -> None:
+    """Real captured bodies: keys are stable across a re-serialisation and the billing line is normalised."""
+    for name in ("main-turn-opus.json", "after-bash-tool-result.json", "explore-subagent-haiku.json"):
+        capture = json.loads((FIXTURES / name).read_text())
+        b, headers = capture["body"], CIMultiDict(capture["headers"])
+        k = build_keys(b, headers, "/v1/messages", NORM)
+        assert k == build_keys(json.loads(json.dumps(b)), headers, "/v1/messages", NORM)
+        assert any(v.startswith("x-anthropic-billing-header:") for v in k.volatile)
+        assert any(v.startswith("Today's date is") for v in k.volatile)
