@@ -12,9 +12,9 @@ import aiohttp
 import msgspec
 from multidict import CIMultiDict
 
-from sidecar.proxy.keys import LEDGER
 from sidecar.testing.fake_anthropic import FakeAnthropic
 from sidecar.testing.harness import InProcessSidecar, anthropic_config, sidecar_in_process
+from tests.sidecar.proxy.conftest import ledger_rows  # noqa: F401  (re-exported for the cache tests)
 
 PRICES = '[pricing."claude-opus-4-8"]\ninput = 5.0\noutput = 25.0\ncache_read = 0.5\ncache_write = 6.25\n'
 HEADERS = {"x-api-key": "sk-ant-test", "anthropic-version": "2023-06-01", "content-type": "application/json"}
@@ -52,15 +52,3 @@ async def post(
     h = {**HEADERS, **{k.replace("_", "-"): v for k, v in headers.items()}}
     async with client.post(sc.url + "/v1/messages", data=msgspec.json.encode(body), headers=h) as resp:
         return resp.status, CIMultiDict(resp.headers), await resp.read()
-
-
-async def ledger_rows(sc: InProcessSidecar) -> list[dict[str, Any]]:
-    """Every usage row, oldest first, after flushing the writer."""
-    import sqlite_utils
-
-    await sc.app[LEDGER].flush()
-    db = sqlite_utils.Database(sc.paths.db_file)
-    try:
-        return list(db.query("select * from usage order by ts"))
-    finally:
-        db.conn.close()
