@@ -87,7 +87,7 @@ class PolicyGate:
         self._metered = self.budgets.configured or self.limits.configured
         self._rewrites = self.guardrails.active or self.tools.active
         access = policy.access
-        self.active = self._metered or self._rewrites or bool(access.models or access.deny_models)
+        self.active = self._metered or self._rewrites or bool(access.models or access.deny_models or access.providers)
         self._held: dict[str, _Held] = {}
 
     # ------------------------------------------------------------------ the stage
@@ -101,6 +101,8 @@ class PolicyGate:
             reason = f"the model {model!r} is not allowed by the policy"
             ctx.decide("model", "deny", reason)
             raise PolicyDenied(f"{reason} ({_allowed_models(self.policy)})")
+        if self.policy.access.providers:
+            ctx.provider_allowed = self.policy.provider_allowed
         held = _Held()
         if self._metered and not ctx.count_tokens:
             await self._admit(ctx, held)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,7 @@ class RequestContext:
     fallback: str | None = None
     cache_outcome: str | None = None
     saved_usd: float = 0.0
+    provider_allowed: Callable[[str], bool] | None = None  # set by the policy gate; the router obeys it
     translated: bool = False  # the upstream spoke another protocol (its answer echoes the client's model)
     status: int = 0
     outcome: str = "ok"

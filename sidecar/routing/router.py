@@ -25,6 +25,7 @@ from aiohttp import web
 from sidecar.config import Config
 from sidecar.errors import (
     PermissionDenied,
+    PolicyDenied,
     SidecarError,
     UpstreamError,
     UpstreamTimeout,
@@ -348,6 +349,14 @@ class Router:
         route = self.match(ctx)
         ctx.route = route.name
         slots = self.order(route, ctx)
+        if ctx.provider_allowed is not None:
+            allowed = [s for s in slots if ctx.provider_allowed(s.provider.name)]
+            if len(allowed) < len(slots):
+                skipped = sorted({s.provider.name for s in slots} - {s.provider.name for s in allowed})
+                ctx.decide("router", "deny" if not allowed else "reroute", f"the policy does not allow provider(s) {', '.join(skipped)}")
+            if not allowed:
+                raise PolicyDenied(f"the policy allows none of the providers route {route.name!r} sends to ({', '.join(skipped)})")
+            slots = allowed
         primary_ids = {s.id for s in route.slots}
         first_byte = route.cfg.timeouts.first_byte or (self.cfg.routing.first_byte_timeout if ctx.stream else None)
         retry = self.cfg.routing.retry

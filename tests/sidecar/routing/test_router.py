@@ -307,3 +307,17 @@ async def test_explicit_provider_model_names_need_the_allow_list(fakes: list[Fak
         status, _, raw = await post(client, sc, model="b/claude-opus-4-8")
         assert status == 403 and "allow_explicit" in json.loads(raw)["error"]["message"]
     assert len(a.requests) == 0
+
+
+async def test_the_policy_provider_allow_list_steers_the_route(fakes: list[FakeAnthropic], routed: SidecarFactory, client: aiohttp.ClientSession) -> None:
+    a, b, _ = fakes
+    cfg = providers(fakes, "ab") + route('{ provider = "a" }', '{ provider = "b" }') + '[policy]\nproviders = ["b"]\n'
+    async with routed(cfg) as sc:
+        status, h, _ = await post(client, sc)
+        assert status == 200 and h["x-sidecar-upstream"] == "b/claude-opus-4-8"
+    assert (len(a.requests), len(b.requests)) == (0, 1)
+    cfg = providers(fakes, "ab") + route('{ provider = "a" }') + '[policy]\nproviders = ["b"]\n'
+    async with routed(cfg) as sc:
+        status, _, raw = await post(client, sc)
+    assert status == 403 and "allows none of the providers route 'main' sends to (a)" in json.loads(raw)["error"]["message"]
+    assert len(a.requests) == 0
