@@ -20,6 +20,7 @@ Keys are SHA-256 hex digests of canonical JSON (sorted keys, compact).
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ from sidecar.cache.normalise import Normaliser, is_system_reminder
 KEY_VERSION = 1  # bump when the canonical form changes, so old entries stop matching
 _EXCLUDED_FIELDS = ("messages", "metadata", "stream")
 _QUERY_MARK = "\x00query"
+_KEY_HEADERS = ("anthropic-version", "anthropic-beta", "x-api-key", "authorization")  # what the scope reads
 
 _encode = msgspec.json.Encoder(order="sorted").encode
 
@@ -78,6 +80,36 @@ def build_keys(
     query, blanked = _split_query(canon[-1])
     bucket = None if blanked is None else _digest(prefix.encode(), b"bucket", _encode(blanked))
     return CacheKeys(scope, prefix, exact, bucket, query, tuple(seen))
+
+
+class KeyMemo:
+    """The keys of recently seen request bodies, by a digest of the raw bytes.
+
+    A repeat sends the same bytes, so its keys are found without decoding and
+    canonicalising the body again (about 1 ms for Claude Code's 76 KB main-turn bodies).
+    """
+
+    def __init__(self, normaliser: Normaliser, size: int = 256) -> None:
+        self.normaliser = normaliser
+        self.size = size
+        self._keys: OrderedDict[bytes, CacheKeys] = OrderedDict()
+
+    def keys(self, raw: bytes, body: Callable[[], Mapping[str, Any]], headers: Mapping[str, str], endpoint: str) -> CacheKeys:
+        """The keys of the request with body bytes `raw` (`body` decodes it when needed)."""
+        h = hashlib.sha256(raw)
+        for name in _KEY_HEADERS:
+            h.update(b"\0" + headers.get(name, "").encode())
+        h.update(b"\0" + endpoint.encode())
+        memo = h.digest()
+        found = self._keys.get(memo)
+        if found is not None:
+            self._keys.move_to_end(memo)
+            return found
+        keys = build_keys(body(), headers, endpoint, self.normaliser)
+        self._keys[memo] = keys
+        if len(self._keys) > self.size:
+            self._keys.popitem(last=False)
+        return keys
 
 
 def _digest(*parts: bytes) -> str:

@@ -23,7 +23,7 @@ from sidecar.cache import plan as plans
 from sidecar.cache.embedder import Embedder, Vector
 from sidecar.cache.entries import Entries, Meta
 from sidecar.cache.guards import eligible
-from sidecar.cache.keys import CacheKeys, Uncacheable, build_keys
+from sidecar.cache.keys import CacheKeys, KeyMemo, Uncacheable
 from sidecar.cache.normalise import Normaliser, mentions_time
 from sidecar.cache.replay import (
     MessageCollector,
@@ -100,6 +100,7 @@ class CacheStage:
         self.owns_embedder = owns_embedder
         self.clock = clock
         self.normaliser = Normaliser(cfg.normalise)
+        self.memo = KeyMemo(self.normaliser)
         self.entries = Entries(store, int(cfg.max_mb * 1024 * 1024))
         self.read_only_tools = frozenset(cfg.read_only_tools)
         self._pending: dict[str, _Pending] = {}
@@ -161,7 +162,7 @@ class CacheStage:
             self._outcome(ctx, "bypass", p.reason)
             return None
         try:
-            keys = build_keys(ctx.json(), ctx.headers, ctx.endpoint, self.normaliser)
+            keys = self.memo.keys(ctx.body, ctx.json, ctx.headers, ctx.endpoint)
         except Uncacheable as e:
             self._outcome(ctx, "bypass", str(e))
             return None

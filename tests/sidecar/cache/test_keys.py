@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from multidict import CIMultiDict
 
-from sidecar.cache.keys import CacheKeys, Uncacheable, build_keys
+from sidecar.cache.keys import CacheKeys, KeyMemo, Uncacheable, build_keys
 from sidecar.cache.normalise import RULES, Normaliser, mentions_time
 from sidecar.testing.captures import captures_dir
 
@@ -249,3 +250,27 @@ def test_claude_code_fixtures_key_and_normalise() -> None:
         assert k == build_keys(json.loads(json.dumps(b)), headers, "/v1/messages", NORM)
         assert any(v.startswith("x-anthropic-billing-header:") for v in k.volatile)
         assert any(v.startswith("Today's date is") for v in k.volatile)
+
+
+def test_the_memo_knows_a_repeated_body_without_decoding_it() -> None:
+    memo = KeyMemo(NORM, size=2)
+    decoded: list[int] = []
+
+    def decode(raw: bytes) -> Callable[[], dict[str, Any]]:
+        def run() -> dict[str, Any]:
+            decoded.append(1)
+            return dict(json.loads(raw))
+
+        return run
+
+    raw = json.dumps(body()).encode()
+    first = memo.keys(raw, decode(raw), HEADERS, "/v1/messages")
+    assert first == keys(body())
+    assert memo.keys(raw, decode(raw), HEADERS, "/v1/messages") == first
+    assert len(decoded) == 1
+    other_key = {**HEADERS, "x-api-key": "sk-ant-other"}
+    assert memo.keys(raw, decode(raw), other_key, "/v1/messages").scope != first.scope  # headers count too
+    third = json.dumps(changed("max_tokens", 5)).encode()
+    memo.keys(third, decode(third), HEADERS, "/v1/messages")
+    memo.keys(raw, decode(raw), HEADERS, "/v1/messages")  # evicted by the size bound: decoded again
+    assert len(decoded) == 4
