@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from aiohttp import web
@@ -377,8 +377,17 @@ class FakeAnthropic:
         return web.json_response([r.to_json() for r in self.requests])
 
 
-async def _serve(host: str, port: int) -> None:
-    fake = FakeAnthropic(host=host, port=port)
+class _Servable(Protocol):
+    @property
+    def url(self) -> str: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+async def serve_until_signalled(fake: _Servable) -> None:
+    """Start `fake`, print its address for the parent process, serve until SIGTERM or SIGINT."""
     await fake.start()
     print(f"listening on {fake.url}", flush=True)
     stop = asyncio.Event()
@@ -387,6 +396,10 @@ async def _serve(host: str, port: int) -> None:
         await stop.wait()
     finally:
         await fake.close()
+
+
+async def _serve(host: str, port: int) -> None:
+    await serve_until_signalled(FakeAnthropic(host=host, port=port))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -36,9 +36,8 @@ from typing import Any, TypeAlias
 import msgspec
 from aiohttp import web
 
-from sidecar.lifecycle import stop_on_signals
 from sidecar.testing.anthropic_sse import new_id, split_even, split_text
-from sidecar.testing.fake_anthropic import _abort
+from sidecar.testing.fake_anthropic import _abort, serve_until_signalled
 from sidecar.testing.fake_behaviours import RecordedRequest
 
 DEFAULT_TEXT = "Hello from the fake OpenAI upstream."
@@ -399,15 +398,7 @@ class FakeOpenAI:
 
 
 async def _serve(host: str, port: int) -> None:
-    fake = FakeOpenAI(host=host, port=port)
-    await fake.start()
-    print(f"listening on {fake.url}", flush=True)
-    stop = asyncio.Event()
-    stop_on_signals(stop)
-    try:
-        await stop.wait()
-    finally:
-        await fake.close()
+    await serve_until_signalled(FakeOpenAI(host=host, port=port))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
