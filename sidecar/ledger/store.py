@@ -206,6 +206,13 @@ def _create_private(path: Path) -> None:
         parent = parent.parent
     for d in reversed(missing):
         d.mkdir(mode=0o700, exist_ok=True)
-    # sqlite gives the -wal and -shm files the database file's permissions.
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    # sqlite gives the -wal and -shm files the database file's permissions. Only a file that
+    # does not exist yet is opened here (O_EXCL): closing any descriptor of a file releases
+    # every POSIX lock this process holds on it, its sqlite connections' locks included, and
+    # a reader in another process would then take the daemon's WAL for orphaned and delete it
+    # (SQLite's "posix advisory locks" pitfall). Never open a plain descriptor on the store.
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    except FileExistsError:
+        return
     os.close(fd)

@@ -1,0 +1,98 @@
+"""Readers in other processes (`claude-sidecar usage`, `audit verify`) never hide or lose the
+daemon's records: the daemon holds its SQLite locks for as long as its connections live."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from sidecar import paths
+from sidecar.paths import Paths
+from sidecar.testing.fake_anthropic import FakeAnthropic
+from sidecar.testing.harness import ChildSidecar, anthropic_config, start_child
+
+BODY = {"model": "claude-opus-4-8", "max_tokens": 32, "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def cli(*args: str) -> tuple[int | None, str, str]:
+    """`python -m sidecar ARGS` in a process of its own."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sidecar", *args,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate()
+    return proc.returncode, out.decode(), err.decode()
+
+
+def ledger_count(db_file: Path) -> int:
+    """The ledger's row count as another process sees it (a plain read-write connection,
+    opened and closed like `claude-sidecar usage` does)."""
+    conn = sqlite3.connect(str(db_file), timeout=5)
+    try:
+        return int(conn.execute("SELECT count(*) FROM usage").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        conn.close()
+
+
+async def wait_rows(db_file: Path, n: int, within: float = 8.0) -> int:
+    """Poll (from this process) until the ledger holds `n` rows; return what it holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    got = 0
+    while loop.time() < deadline:
+        got = await asyncio.to_thread(ledger_count, db_file)
+        if got >= n:
+            return got
+        await asyncio.sleep(0.05)
+    return got
+
+
+@pytest.fixture
+def daemon(hermetic_env: Path, fake: FakeAnthropic) -> Iterator[ChildSidecar]:
+    child = start_child(hermetic_env, anthropic_config(fake.url))
+    try:
+        yield child
+    finally:
+        child.proc.kill()
+        child.proc.wait(10)
+
+
+async def test_usage_in_another_process_does_not_hide_later_records(
+    daemon: ChildSidecar, client: aiohttp.ClientSession
+) -> None:
+    p: Paths = paths.resolve({"CLAUDE_SIDECAR_HOME": str(daemon.home)})
+    auth = {"Authorization": f"Bearer {daemon.token}"}
+    async with client.post(daemon.url + "/v1/messages", json=BODY) as resp:
+        assert resp.status == 200
+    assert await wait_rows(p.db_file, 1) == 1
+
+    code, out, err = await cli("usage", "--json")
+    assert code == 0, err
+    assert sum(r["requests"] for r in json.loads(out)) == 1
+
+    for _ in range(2):
+        async with client.post(daemon.url + "/v1/messages", json=BODY) as resp:
+            assert resp.status == 200
+        async with client.get(daemon.url + "/sidecar/v1/status", headers=auth) as resp:
+            assert resp.status == 200, await resp.text()  # the daemon's own reads still work
+    assert await wait_rows(p.db_file, 3) == 3
+    code, out, err = await cli("usage", "--json")
+    assert code == 0, err
+    assert sum(r["requests"] for r in json.loads(out)) == 3
+    code, out, err = await cli("audit", "verify")
+    assert code == 0, out + err
+
+    # Killed now, the daemon loses nothing that was already written.
+    daemon.proc.kill()
+    daemon.proc.wait(10)
+    assert ledger_count(p.db_file) == 3
