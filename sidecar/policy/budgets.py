@@ -4,7 +4,11 @@ Before a request goes upstream it reserves its estimated cost in every budget; i
 refused when the reservation does not fit next to what was spent and what requests in
 flight have reserved. After the response the reservation is settled with the real cost.
 So concurrent requests can overshoot a budget only by what their real cost exceeds their
-reservations (never by whole requests, as a check-then-deduct scheme allows).
+reservations (never by whole requests, as a check-then-deduct scheme allows). The policy
+gate reserves the worst case the provider can bill (see `sidecar.policy.estimate`), so that
+excess is bounded by the input-token estimation error of the requests in flight; a request
+whose worst case does not fit what is left gets a lower `max_tokens` instead
+(`reserve_output`), down to a floor below which it is refused.
 
 Periods are cut in the configured time zone: a day starts at local midnight, a week on
 Monday, a month on the 1st (like `claude-sidecar usage`). Spend is attributed to the
@@ -154,6 +158,27 @@ class Budgets:
             w.reserved += amount
             w.in_flight += 1
         return Reservation(amount, now, {w.period: w.start for w in self.windows})
+
+    def reserve_output(self, base: float, per_token: float, wanted: int, floor: int) -> tuple[Reservation, int]:
+        """Hold `base` USD plus `wanted` output tokens at `per_token` USD each in every budget.
+
+        When that does not fit what is left, hold as many output tokens as fit, down to
+        `floor` (the caller lowers the request's max_tokens to match). Return the
+        reservation and the output tokens it covers; raise as `reserve` does when not even
+        `floor` tokens (or `wanted`, if fewer) fit.
+        """
+        self._roll(self.clock())
+        tokens = wanted
+        if per_token > 0 and not self._fits(base + wanted * per_token):
+            room = min(w.limit - w.spent - w.reserved for w in self.windows)
+            fit = max(0, min(wanted - 1, math.floor((room - base) / per_token)))
+            while fit > 0 and not self._fits(base + fit * per_token):
+                fit -= 1  # float rounding: never reserve a hair more than the room
+            tokens = max(fit, min(wanted, floor))
+        return self.reserve(base + tokens * per_token), tokens
+
+    def _fits(self, amount: float) -> bool:
+        return all(w.spent + w.reserved + amount <= w.limit for w in self.windows)
 
     def settle(self, res: Reservation, cost: float) -> None:
         """Release `res` and book the request's real `cost` in the period it started in."""

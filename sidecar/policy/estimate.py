@@ -6,10 +6,13 @@ schema keys are cheap), so the count errs a little high, which is the safe side 
 reservation. Images are counted at what the API charges for a full-size one, not at the
 size of their base64.
 
-Output tokens are unknowable in advance; `max_tokens` (64,000 for Claude Code's main
-calls) is a ceiling that would reserve ~30x too much. The estimate is the 90th percentile
-of the model's recent answers, capped by `max_tokens`; with no history yet, a default.
-The settlement after the response corrects both with the usage the provider reports.
+Output tokens are unknowable in advance. Budgets are ceilings, so a budget reservation
+covers the worst case the provider can bill (`worst_case`): the estimated input at the
+dearest input rate (plain, cache read or cache write: a prompt may be billed all as cache
+writes) plus `max_tokens` of output, which the upstream enforces. Rate limits only pace
+requests, so their output estimate is the 90th percentile of the model's recent answers,
+capped by `max_tokens`; with no history yet, a default (`OutputHistory`). The settlement
+after the response corrects both with the usage the provider reports.
 """
 
 from __future__ import annotations
@@ -19,10 +22,14 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from sidecar.ledger.pricing import Pricing
+
 BYTES_PER_TOKEN = 4
 IMAGE_TOKENS = 1600  # a ~1.15 megapixel image, the largest the API keeps unscaled
 HISTORY = 64  # recent answers kept per model
 PERCENTILE = 0.9
+NO_MAX_TOKENS = 64_000  # output ceiling written into a request that sets none (Claude Code's largest)
+_PER_MILLION = 1_000_000
 
 
 def input_tokens(body: bytes, parsed: Callable[[], dict[str, Any]]) -> int:
@@ -33,6 +40,19 @@ def input_tokens(body: bytes, parsed: Callable[[], dict[str, Any]]) -> int:
         return max(1, math.ceil(n / BYTES_PER_TOKEN))
     images, encoded = _base64_blocks(parsed())
     return max(1, math.ceil((n - encoded) / BYTES_PER_TOKEN) + images * IMAGE_TOKENS)
+
+
+def worst_case(pricing: Pricing, model: str | None, tokens_in: int) -> tuple[float, float]:
+    """USD of `tokens_in` input tokens at the dearest input rate of `model`, and USD per
+    output token (both at the price tier of a `tokens_in` prompt)."""
+    cost = pricing.cost
+    base = max(
+        cost("", model, tokens_in, 0)[0],
+        cost("", model, 0, 0, tokens_in, 0)[0],
+        cost("", model, 0, 0, 0, tokens_in)[0],
+    )
+    per_token = (cost("", model, tokens_in, _PER_MILLION)[0] - cost("", model, tokens_in, 0)[0]) / _PER_MILLION
+    return base, max(0.0, per_token)
 
 
 def _base64_blocks(obj: Any) -> tuple[int, int]:

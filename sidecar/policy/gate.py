@@ -4,7 +4,10 @@ In order, cheapest refusal first:
 
 1. the model allow/deny lists (403 `permission_error`);
 2. rate limits and budgets (429 `rate_limit_error` with `retry-after`), admitted
-   atomically: a concurrency slot, then every bucket and every budget, or nothing;
+   atomically: a concurrency slot, then every bucket and every budget, or nothing. A
+   budget reserves the worst case (input at the dearest rate plus `max_tokens` of
+   output); when only less fits, `max_tokens` is lowered to what fits (a `clamp`
+   decision, thinking kept valid), down to MIN_OUTPUT_TOKENS;
 3. tool rules: denied tools leave the `tools` array, and a response filter turns any call
    of a denied tool into a refusal the model can read;
 4. guardrails: block (403), redact (the body is rewritten), or warn.
@@ -50,6 +53,10 @@ from sidecar.proxy.stages import Reply
 log = logging.getLogger(__name__)
 
 KEY_FILE = "redaction.key"
+# A request is clamped to what a budget has room for, but never below this many output
+# tokens: a shorter answer is rarely useful, so below it the request is refused instead.
+MIN_OUTPUT_TOKENS = 1024
+MIN_THINKING_TOKENS = 1024  # the API's minimum thinking budget_tokens
 
 
 @dataclass
@@ -138,9 +145,9 @@ class PolicyGate:
             self.limits.check(tokens_in, tokens_out)
             if self.budgets.configured:
                 stage = "budget"
-                cost, _ = self.pricing.cost("", ctx.head.model, tokens_in, tokens_out)
-                held.reservation = self.budgets.reserve(cost)
-                ctx.decide("budget", "allow", f"reserved {usd(cost)} for ~{tokens_in:,} input and ~{tokens_out:,} output tokens")
+                held.reservation = self._reserve(ctx, tokens_in)
+                if ctx.head.max_tokens is not None and ctx.head.max_tokens >= 0:
+                    tokens_out = min(tokens_out, ctx.head.max_tokens)
         except BaseException as e:
             if slot:
                 self.limits.release_slot()
@@ -150,6 +157,36 @@ class PolicyGate:
         held.ticket = self.limits.take(slot, tokens_in, tokens_out)
         if self.limits.configured:
             ctx.decide("limits", "allow", f"took 1 request, ~{tokens_in:,} input and ~{tokens_out:,} output tokens")
+
+    def _reserve(self, ctx: RequestContext, tokens_in: int) -> Reservation:
+        """Reserve the worst case the provider can bill; lower max_tokens when only that fits."""
+        asked = ctx.head.max_tokens
+        wanted = estimate.NO_MAX_TOKENS if asked is None else max(0, asked)
+        base, per_token = estimate.worst_case(self.pricing, ctx.head.model, tokens_in)
+        res, tokens = self.budgets.reserve_output(base, per_token, wanted, MIN_OUTPUT_TOKENS)
+        if per_token > 0 and tokens != asked:
+            self._clamp(ctx, tokens, asked)
+        ctx.decide("budget", "allow", f"reserved {usd(res.amount)} for ~{tokens_in:,} input and up to {tokens:,} output tokens")
+        return res
+
+    def _clamp(self, ctx: RequestContext, tokens: int, asked: int | None) -> None:
+        """Set the request's max_tokens to `tokens`, keeping a thinking budget valid (< max_tokens)."""
+        body = ctx.json()
+        body["max_tokens"] = tokens
+        ctx.head.max_tokens = tokens
+        note = ""
+        thinking = body.get("thinking")
+        budget = thinking.get("budget_tokens") if isinstance(thinking, dict) else None
+        if isinstance(thinking, dict) and isinstance(budget, int) and budget >= tokens:
+            if tokens // 2 >= MIN_THINKING_TOKENS:
+                body["thinking"] = {**thinking, "budget_tokens": tokens // 2}
+                note = f"; thinking budget_tokens lowered from {budget:,} to {tokens // 2:,}"
+            else:
+                del body["thinking"]
+                note = f"; thinking turned off (its minimum is {MIN_THINKING_TOKENS:,} tokens)"
+        ctx.replace_body(body)
+        was = "none" if asked is None else f"{asked:,}"
+        ctx.decide("budget", "clamp", f"max_tokens lowered from {was} to {tokens:,}, what the budget has room for{note}")
 
     def _cost(self, ctx: RequestContext) -> float:
         """The request's cost exactly as the ledger prices it."""
