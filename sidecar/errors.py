@@ -6,7 +6,8 @@ Hierarchy::
     ├── ConfigError                   the config file is unreadable or invalid (CLI: exit 1)
     ├── ClientError                   the request itself is wrong
     │   ├── InvalidRequest            400 invalid_request_error (malformed JSON, bad fields)
-    │   ├── AuthenticationFailed      401 authentication_error (missing or wrong local token)
+    │   ├── AuthenticationFailed      401 authentication_error (missing or wrong local token),
+    │   │                             x-should-retry: false
     │   ├── PermissionDenied          403 permission_error (foreign Host, browser Origin)
     │   │   └── PolicyDenied          403 permission_error (model, tool or guardrail policy)
     │   ├── NotFound                  404 not_found_error (unknown path)
@@ -63,10 +64,14 @@ class InvalidRequest(ClientError):
 
 
 class AuthenticationFailed(ClientError):
-    """The local token is missing or wrong."""
+    """The local token is missing or wrong; `x-should-retry: false`, since a retry with the
+    same credentials cannot succeed (Claude Code would otherwise retry for minutes)."""
 
     status = 401
     error_type = "authentication_error"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, headers={"x-should-retry": "false", **(headers or {})})
 
 
 class PermissionDenied(ClientError):

@@ -12,6 +12,7 @@ import socket
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from sidecar.errors import AuthenticationFailed, NotFound, PermissionDenied, SidecarError
 from sidecar.net import host_is_loopback
@@ -44,6 +45,25 @@ def token_ok(request: web.Request, token: str) -> bool:
     """True when the request carries the local token."""
     want = token.encode()
     return any(hmac.compare_digest(t.encode(), want) for t in presented_tokens(request))
+
+
+def without_local_token(request: web.Request, token: str) -> web.Request:
+    """`request` without the headers that carry the local token: x-sidecar-token always,
+    Authorization and x-api-key when they hold the token. The token never goes upstream,
+    and a client's own login in those headers still does."""
+    h = request.headers
+    auth = h.get("authorization", "")
+    drop_auth = auth[:7].lower() == "bearer " and hmac.compare_digest(auth[7:].strip().encode(), token.encode())
+    drop_key = "x-api-key" in h and hmac.compare_digest(h["x-api-key"].encode(), token.encode())
+    if not (drop_auth or drop_key or "x-sidecar-token" in h):
+        return request
+    kept = CIMultiDict(h)
+    kept.popall("x-sidecar-token", None)
+    if drop_auth:
+        kept.popall("authorization", None)
+    if drop_key:
+        kept.popall("x-api-key", None)
+    return request.clone(headers=kept)
 
 
 def error_response(err: SidecarError) -> web.Response:
@@ -80,7 +100,7 @@ async def ingress(request: web.Request, handler: Handler) -> web.StreamResponse:
                 "this sidecar injects its own provider keys, so it needs its local token: "
                 'run Claude Code with `claude-sidecar run -- claude` or `eval "$(claude-sidecar env)"`'
             )
-        return await handler(request)
+        return await handler(without_local_token(request, request.app[RUNTIME].token))
     except SidecarError as e:
         return error_response(e)
     except web.HTTPNotFound:
