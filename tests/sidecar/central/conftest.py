@@ -1,0 +1,197 @@
+"""Central-server fixtures: every test runs on SQLite and on a real, throwaway PostgreSQL 15.
+
+The PostgreSQL cluster is started once per session in a temporary directory, as the
+unprivileged user `nobody` when the tests run as root (PostgreSQL refuses to run as root),
+with fsync off; each test gets its own fresh database in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from sidecar.central.app import Options, create_app
+from sidecar.central.store import Store, open_store
+
+PG_BIN = Path(os.environ.get("CLAUDE_SIDECAR_PG_BIN", "/usr/lib/postgresql/15/bin"))
+TEST_OPTIONS = Options(max_wait=5.0, enroll_per_minute=10_000, auth_failures_per_minute=100_000)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _demote() -> Any:
+    if os.geteuid() != 0:
+        return None
+    nobody = pwd.getpwnam("nobody")
+
+    def preexec() -> None:
+        os.setgid(nobody.pw_gid)
+        os.setuid(nobody.pw_uid)
+
+    return preexec
+
+
+@dataclass
+class PgCluster:
+    """A running throwaway PostgreSQL server."""
+
+    port: int
+    counter: itertools.count[int]
+
+    def url(self, db: str = "postgres") -> str:
+        """The connection URL of database `db`."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
+
+    async def new_database(self) -> str:
+        """A fresh, empty database; its URL."""
+        import asyncpg
+
+        name = f"t{os.getpid()}_{next(self.counter)}"
+        conn = await asyncpg.connect(self.url())
+        try:
+            await conn.execute(f"CREATE DATABASE {name}")
+        finally:
+            await conn.close()
+        return self.url(name)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """One PostgreSQL 15 for the session (scripts/test installs it when missing)."""
+    if not (PG_BIN / "initdb").exists():
+        pytest.fail(f"PostgreSQL 15 is not installed ({PG_BIN}/initdb missing): run ./scripts/test, which installs it")
+    root = Path(tempfile.mkdtemp(prefix="sidecar-pg-"))
+    data, sock = root / "data", root / "sock"
+    sock.mkdir()
+    if os.geteuid() == 0:
+        nobody = pwd.getpwnam("nobody")
+        for p in (root, sock):
+            os.chown(p, nobody.pw_uid, nobody.pw_gid)
+    subprocess.run(
+        [str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"],
+        check=True, capture_output=True, preexec_fn=_demote(), cwd=root,
+    )  # fmt: skip
+    port = _free_port()
+    log = open(root / "postgres.log", "wb")  # closed in the finally below
+    proc = subprocess.Popen(
+        [str(PG_BIN / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1", "-k", str(sock),
+         "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=300"],
+        stdout=subprocess.DEVNULL, stderr=log, preexec_fn=_demote(), cwd=root,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"postgres exited: {(root / 'postgres.log').read_text()}")
+            ok = subprocess.run([str(PG_BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-q"], check=False)
+            if ok.returncode == 0:
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("postgres did not become ready in 30 s")
+        yield PgCluster(port, itertools.count())
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Which database the test runs on."""
+    return str(request.param)
+
+
+@pytest.fixture
+async def db_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A fresh database of the test's backend."""
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'central.db'}"
+    cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    return await cluster.new_database()
+
+
+@dataclass
+class Central:
+    """A running central server in the test's loop, with a bootstrap admin token."""
+
+    url: str
+    store: Store
+    admin_token: str
+    http: aiohttp.ClientSession
+
+    async def call(self, method: str, path: str, token: str | None = None, **kw: Any) -> tuple[int, Any]:
+        """Call the API; (status, JSON body or None)."""
+        headers = dict(kw.pop("headers", {}))
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        async with self.http.request(method, self.url + path, headers=headers, **kw) as r:
+            body = await r.read()
+            try:
+                return r.status, (await r.json(content_type=None)) if body else None
+            except ValueError:
+                return r.status, body
+
+    async def admin(self, method: str, path: str, **kw: Any) -> Any:
+        """An admin call that must succeed."""
+        status, body = await self.call(method, path, self.admin_token, **kw)
+        assert status < 300, (status, body)
+        return body
+
+    async def enroll_device(self, email: str, team: str | None = None) -> dict[str, Any]:
+        """Create the developer (and team) if new, enroll a device, return the enroll answer."""
+        if team:
+            await self.call("POST", "/v1/admin/teams", self.admin_token, json={"name": team})
+        await self.call("POST", "/v1/admin/developers", self.admin_token, json={"email": email, "team": team})
+        enr = await self.admin("POST", "/v1/admin/enrollment-tokens", json={"developer": email})
+        status, body = await self.call("POST", "/v1/enroll", json={"token": enr["token"], "name": "laptop"})
+        assert status == 201, body
+        return dict(body)
+
+
+async def start_central(url: str, options: Options = TEST_OPTIONS) -> tuple[web.AppRunner, Store, str]:
+    """Open the store, serve it on a free loopback port; (runner, store, base URL)."""
+    store = await open_store(url)
+    runner = web.AppRunner(create_app(store, options), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return runner, store, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+async def central(db_url: str) -> AsyncIterator[Central]:
+    """A central server on the test's backend."""
+    runner, store, url = await start_central(db_url)
+    token = await store.bootstrap_admin()
+    assert token
+    async with aiohttp.ClientSession() as http:
+        yield Central(url, store, token, http)
+    await runner.cleanup()
+    await store.db.close()
+    await asyncio.sleep(0)
