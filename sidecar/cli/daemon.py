@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import click
@@ -149,16 +150,41 @@ def status(as_json: bool) -> None:
     click.echo(f"  in flight: {s['in_flight']}")
 
 
-def client_env(d: Daemon) -> dict[str, str]:
-    """The environment that points Claude Code (or any Anthropic client) at the daemon."""
-    env = {"ANTHROPIC_BASE_URL": d.url}
+TOKEN_HEADER = "x-sidecar-token"
+# Claude Code will not start without a credential of some kind. When every provider holds
+# its own key, nothing the client presents is used, so it gets this placeholder (never the
+# local token, which travels in TOKEN_HEADER only).
+AUTH_PLACEHOLDER = "claude-sidecar"
+
+
+def client_env(d: Daemon, environ: Mapping[str, str]) -> dict[str, str | None]:
+    """The environment that points Claude Code (or any Anthropic client) at the daemon;
+    None marks a variable to unset. `environ` is the caller's environment.
+
+    The local token goes in a header of its own (ANTHROPIC_CUSTOM_HEADERS, merged with the
+    user's), so a Claude subscription login or the user's own key keeps working next to
+    providers whose keys the sidecar injects. The sidecar strips the token before anything
+    goes upstream.
+    """
+    env: dict[str, str | None] = {"ANTHROPIC_BASE_URL": d.url}
     s = d.call("GET", "/sidecar/v1/status")
-    if s.get("token_required_on_proxy"):
-        if any(prov["credentials"] != "client" for prov in s["providers"]):
-            env["ANTHROPIC_AUTH_TOKEN"] = d.token
-        else:
-            env["ANTHROPIC_CUSTOM_HEADERS"] = f"x-sidecar-token: {d.token}"
+    if not s.get("token_required_on_proxy"):
+        return env
+    env["ANTHROPIC_CUSTOM_HEADERS"] = with_token_header(environ.get("ANTHROPIC_CUSTOM_HEADERS", ""), d.token)
+    stale = environ.get("ANTHROPIC_AUTH_TOKEN") == d.token  # set by an older `claude-sidecar env`
+    forwards = any(prov["credentials"] == "client" for prov in s["providers"])
+    own = environ.get("ANTHROPIC_API_KEY") or (environ.get("ANTHROPIC_AUTH_TOKEN") and not stale)
+    if not forwards and not own:
+        env["ANTHROPIC_AUTH_TOKEN"] = AUTH_PLACEHOLDER
+    elif stale:
+        env["ANTHROPIC_AUTH_TOKEN"] = None
     return env
+
+
+def with_token_header(custom: str, token: str) -> str:
+    """ANTHROPIC_CUSTOM_HEADERS (`Name: value` lines) with the local token's line, replacing any old one."""
+    lines = [ln for ln in custom.splitlines() if ln.strip() and ln.split(":", 1)[0].strip().lower() != TOKEN_HEADER]
+    return "\n".join([*lines, f"{TOKEN_HEADER}: {token}"])
 
 
 def _quote(shell: str, value: str) -> str:
@@ -177,7 +203,10 @@ def env(shell: str) -> None:
     d = find_daemon(p)
     if not d:
         raise SidecarError("claude-sidecar is not running; start it with: claude-sidecar start")
-    for k, v in client_env(d).items():
+    for k, v in client_env(d, os.environ).items():
+        if v is None:
+            click.echo({"fish": f"set -e {k};", "powershell": f"Remove-Item Env:{k} -ErrorAction SilentlyContinue"}.get(shell, f"unset {k}"))
+            continue
         q = _quote(shell, v)
         if shell == "fish":
             click.echo(f"set -gx {k} {q};")
@@ -194,7 +223,12 @@ def run(cmd: tuple[str, ...]) -> None:
     d, started = ensure_running()
     if started:
         click.echo(f"claude-sidecar started at {d.url}", err=True)
-    child_env = {**os.environ, **client_env(d)}
+    child_env = dict(os.environ)
+    for k, v in client_env(d, os.environ).items():
+        if v is None:
+            child_env.pop(k, None)
+        else:
+            child_env[k] = v
     if sys.platform == "win32":
         sys.exit(subprocess.call(list(cmd), env=child_env))
     try:

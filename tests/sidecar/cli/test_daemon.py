@@ -244,7 +244,12 @@ async def test_injected_key_needs_the_local_token(
     url = read_state(home)["url"]  # type: ignore[index]
     token = home.token_file.read_text().strip()
     env, status = await asyncio.gather(cli("env"), cli("status", "--json"))
-    assert env.out == f"export ANTHROPIC_BASE_URL={url}\nexport ANTHROPIC_AUTH_TOKEN={token}\n"
+    # The token travels in a header of its own; Claude Code gets a placeholder login, since
+    # every provider holds its own key.
+    assert env.out == (
+        f"export ANTHROPIC_BASE_URL={url}\nexport ANTHROPIC_CUSTOM_HEADERS='x-sidecar-token: {token}'\n"
+        "export ANTHROPIC_AUTH_TOKEN=claude-sidecar\n"
+    )
     assert json.loads(status.out)["providers"][0]["credentials"] == "keyring:anthropic"
     for output in (started, env, status):
         assert SECRET not in output.out + output.err
@@ -257,8 +262,8 @@ async def test_injected_key_needs_the_local_token(
     assert "claude-sidecar" in body["error"]["message"]
     assert fake.requests == []
 
-    # What Claude Code sends with ANTHROPIC_AUTH_TOKEN (plus a stray key of its own).
-    ok, body = await post(client, url, {"Authorization": f"Bearer {token}", "x-api-key": CLIENT_KEY})
+    # What Claude Code sends with that environment (plus a stray key of its own).
+    ok, body = await post(client, url, {"x-sidecar-token": token, "Authorization": "Bearer claude-sidecar", "x-api-key": CLIENT_KEY})
     assert ok == 200, body
     assert body["type"] == "message"
     [upstream] = fake.requests
