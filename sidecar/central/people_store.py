@@ -41,6 +41,13 @@ class Device:
     team_id: str | None
 
 
+async def _serialise(tx: Tx) -> None:
+    """Hold the store-wide setup lock until the transaction ends (replicas starting together;
+    SQLite's BEGIN IMMEDIATE already serialises)."""
+    if tx.dialect == "postgresql":
+        await tx.execute("SELECT pg_advisory_xact_lock(7142026)")
+
+
 class BaseStore:
     """People, credentials and the audit chain."""
 
@@ -53,6 +60,7 @@ class BaseStore:
     async def setup(self, org_name: str = "org") -> None:
         """Create the org row and the signing key when the database is new."""
         async with self.db.tx() as tx:
+            await _serialise(tx)
             if await tx.fetchone("SELECT id FROM org") is None:
                 await tx.execute("INSERT INTO org (id, name, created_at) VALUES ('org', ?, ?)", org_name, time.time())
             if await tx.fetchone("SELECT id FROM signing_keys") is None:
@@ -75,6 +83,7 @@ class BaseStore:
     async def bootstrap_admin(self, name: str = "bootstrap") -> str | None:
         """A first admin token when the store has no admin yet (None when it has one)."""
         async with self.db.tx() as tx:
+            await _serialise(tx)
             if await tx.fetchone("SELECT id FROM admins WHERE revoked_at IS NULL"):
                 return None
             token = await self._insert_admin(tx, name, "admin")

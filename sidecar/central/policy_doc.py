@@ -214,11 +214,12 @@ def merge(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
     return out, problems
 
 
-def check(chain: list[dict[str, Any]], scope: str) -> dict[str, Any]:
+def check(chain: list[dict[str, Any]], scope: str, ceilings: bool = True) -> dict[str, Any]:
     """The effective document of `chain` (whose last element was just pushed for `scope`);
-    ConfigError when it loosens a ceiling or the combination is not valid."""
+    ConfigError when it loosens a ceiling (unless `ceilings` is False: a broader push that
+    lowers a ceiling clamps the narrower scopes) or the combination is not valid."""
     effective, problems = merge(chain)
-    if problems:
+    if problems and ceilings:
         raise ConfigError(f"policy for {scope}: " + "; ".join(problems))
     Policy.from_document({k: v for k, v in effective.items() if k in GOVERNANCE_SECTIONS}, f"effective policy for {scope}")
     _routes_and_providers(effective, f"effective policy for {scope}")

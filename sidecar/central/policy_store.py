@@ -93,7 +93,7 @@ class PolicyStore(BaseStore):
             index = 0 if kind == "org" else 1
             if len(chain) > index:
                 chain[index] = doc
-            policy_doc.check(chain, s)
+            policy_doc.check(chain, s, ceilings=False)
 
     async def rollback(self, actor: Admin, scope: str, version: int) -> int:
         """Make the document `scope` had at `version` current again, as a new version."""

@@ -40,10 +40,13 @@ def main() -> None:
 
 def _register() -> None:
     from sidecar.cli import (
+        admin_cmd,
         audit_cmd,
         cache_cmd,
+        central_cmd,
         config_cmd,
         daemon,
+        enroll_cmd,
         keys,
         routes_cmd,
         tray_cmd,
@@ -51,7 +54,8 @@ def _register() -> None:
         usage,
     )
 
-    for mod in (daemon, config_cmd, keys, usage, routes_cmd, tray_cmd, tui_cmd, audit_cmd, cache_cmd):
+    for mod in (daemon, config_cmd, keys, usage, routes_cmd, tray_cmd, tui_cmd, audit_cmd, cache_cmd,
+                enroll_cmd, central_cmd, admin_cmd):
         for command in mod.COMMANDS:
             cli.add_command(command)
 

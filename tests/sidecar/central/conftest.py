@@ -8,14 +8,6 @@ with fsync off; each test gets its own fresh database in it.
 from __future__ import annotations
 
 import asyncio
-import itertools
-import os
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,97 +19,19 @@ from aiohttp import web
 
 from sidecar.central.app import Options, create_app
 from sidecar.central.store import Store, open_store
+from sidecar.testing import postgres
+from sidecar.testing.postgres import PgCluster
 
-PG_BIN = Path(os.environ.get("CLAUDE_SIDECAR_PG_BIN", "/usr/lib/postgresql/15/bin"))
 TEST_OPTIONS = Options(max_wait=5.0, enroll_per_minute=10_000, auth_failures_per_minute=100_000)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _demote() -> Any:
-    if os.geteuid() != 0:
-        return None
-    nobody = pwd.getpwnam("nobody")
-
-    def preexec() -> None:
-        os.setgid(nobody.pw_gid)
-        os.setuid(nobody.pw_uid)
-
-    return preexec
-
-
-@dataclass
-class PgCluster:
-    """A running throwaway PostgreSQL server."""
-
-    port: int
-    counter: itertools.count[int]
-
-    def url(self, db: str = "postgres") -> str:
-        """The connection URL of database `db`."""
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
-
-    async def new_database(self) -> str:
-        """A fresh, empty database; its URL."""
-        import asyncpg
-
-        name = f"t{os.getpid()}_{next(self.counter)}"
-        conn = await asyncpg.connect(self.url())
-        try:
-            await conn.execute(f"CREATE DATABASE {name}")
-        finally:
-            await conn.close()
-        return self.url(name)
 
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PgCluster]:
     """One PostgreSQL 15 for the session (scripts/test installs it when missing)."""
-    if not (PG_BIN / "initdb").exists():
-        pytest.fail(f"PostgreSQL 15 is not installed ({PG_BIN}/initdb missing): run ./scripts/test, which installs it")
-    root = Path(tempfile.mkdtemp(prefix="sidecar-pg-"))
-    data, sock = root / "data", root / "sock"
-    sock.mkdir()
-    if os.geteuid() == 0:
-        nobody = pwd.getpwnam("nobody")
-        for p in (root, sock):
-            os.chown(p, nobody.pw_uid, nobody.pw_gid)
-    subprocess.run(
-        [str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"],
-        check=True, capture_output=True, preexec_fn=_demote(), cwd=root,
-    )  # fmt: skip
-    port = _free_port()
-    log = open(root / "postgres.log", "wb")  # closed in the finally below
-    proc = subprocess.Popen(
-        [str(PG_BIN / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1", "-k", str(sock),
-         "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=300"],
-        stdout=subprocess.DEVNULL, stderr=log, preexec_fn=_demote(), cwd=root,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"postgres exited: {(root / 'postgres.log').read_text()}")
-            ok = subprocess.run([str(PG_BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-q"], check=False)
-            if ok.returncode == 0:
-                break
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("postgres did not become ready in 30 s")
-        yield PgCluster(port, itertools.count())
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        shutil.rmtree(root, ignore_errors=True)
+    if not postgres.available():
+        pytest.fail(f"PostgreSQL 15 is not installed ({postgres.PG_BIN}/initdb missing): run ./scripts/test, which installs it")
+    with PgCluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
