@@ -88,7 +88,9 @@ async def start_for_gemini(s: Setup) -> dict[str, str]:
     printed = await sidecar_cli(s.sidecar_env, "env")
     assert printed.rc == 0, printed.describe()
     cc_env = parse_env(printed.out)
-    assert cc_env.get("ANTHROPIC_AUTH_TOKEN"), cc_env  # the sidecar holds the upstream key
+    # The sidecar holds the upstream key: its token goes in a header of its own.
+    assert cc_env["ANTHROPIC_CUSTOM_HEADERS"].startswith("x-sidecar-token: "), cc_env
+    assert cc_env["ANTHROPIC_AUTH_TOKEN"] == "claude-sidecar", cc_env
     return cc_env
 
 

@@ -90,7 +90,10 @@ async def test_claude_code_completes_a_tool_round_trip_on_an_openai_upstream(ope
     printed = await sidecar_cli(s.sidecar_env, "env")
     assert printed.rc == 0, printed.describe()
     cc_env = parse_env(printed.out)
-    assert "ANTHROPIC_AUTH_TOKEN" in cc_env  # the sidecar injects a key, so it asks for its token
+    # The sidecar injects a key, so it asks for its token, in a header of its own; Claude Code
+    # gets a placeholder login (no provider uses the client's credentials).
+    assert cc_env["ANTHROPIC_CUSTOM_HEADERS"].startswith("x-sidecar-token: ")
+    assert cc_env["ANTHROPIC_AUTH_TOKEN"] == "claude-sidecar"
 
     done = await run_claude(s, cc_env, f"Run `echo {marker}` with the Bash tool and tell me what it printed.", "--allowedTools", "Bash")
     assert done.rc == 0, done.describe()
