@@ -14,7 +14,8 @@ Hierarchy::
     │   └── RateLimited               429 rate_limit_error, retry-after: the real wait
     │       └── BudgetExhausted       429 rate_limit_error, retry-after: until the budget resets
     └── UpstreamError                 no byte has reached the client yet
-        ├── UpstreamUnavailable       529 overloaded_error (connect failure, broken answer)
+        ├── UpstreamUnavailable       529 overloaded_error (connect failure, no answer)
+        ├── UpstreamBadAnswer         502 api_error (an answer cut short, a 101, not final)
         └── UpstreamTimeout           504 timeout_error (no answer in time)
 
 Errors that an upstream returns are *not* SidecarErrors: they pass through unmodified,
@@ -115,6 +116,10 @@ class UpstreamUnavailable(UpstreamError):
 
     status = 529
     error_type = "overloaded_error"
+
+
+class UpstreamBadAnswer(UpstreamError):
+    """The upstream's answer is unusable: cut short, or not a final HTTP answer (a 101)."""
 
 
 class UpstreamTimeout(UpstreamError):

@@ -24,13 +24,15 @@ from sidecar.providers.base import (
 )
 from sidecar.secrets import ResolvedKey
 
-# Never forwarded upstream: hop-by-hop headers, what aiohttp recomputes, the sidecar's own
-# control headers, and browser headers (a browser request was refused at ingress anyway).
+# Never forwarded upstream: hop-by-hop headers (RFC 9110 7.6.1; also every Proxy-* one and
+# whatever the client's Connection header names), Expect (the sidecar sends the body at once,
+# and the interim answer it asks for is the sidecar's to give), what aiohttp recomputes, the
+# sidecar's own control headers, and browser headers (a browser request was refused at ingress).
 _DROP_UP = frozenset(
     {
         "host", "content-length", "connection", "keep-alive", "proxy-connection",
         "proxy-authorization", "proxy-authenticate", "te", "trailer", "trailers",
-        "transfer-encoding", "upgrade", "accept-encoding", "origin", "cookie",
+        "transfer-encoding", "upgrade", "expect", "accept-encoding", "origin", "cookie",
         # aiohttp has already decoded a compressed request body; what we send is plain.
         "content-encoding",
     }
@@ -38,19 +40,31 @@ _DROP_UP = frozenset(
 _AUTH = frozenset({"x-api-key", "authorization"})
 # Not copied back: hop-by-hop, and what aiohttp sets for the body it sends (we decompress).
 DROP_DOWN = frozenset(
-    {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "upgrade", "trailer"}
+    {
+        "connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "upgrade", "trailer",
+        "te", "proxy-connection", "proxy-authenticate",
+    }
 )
+
+
+def connection_named(headers: CIMultiDictProxy[str]) -> frozenset[str]:
+    """The (lower-case) header names a Connection header declares hop-by-hop."""
+    if "connection" not in headers:
+        return frozenset()
+    return frozenset(t.strip().lower() for v in headers.getall("connection") for t in v.split(","))
 
 
 def upstream_headers(client: CIMultiDictProxy[str], key: ResolvedKey | None) -> list[tuple[str, str]]:
     """The client's headers as they go upstream: same names, values and order, minus hop-by-hop;
     the client's credentials are replaced by `key` when the sidecar injects one."""
+    named = connection_named(client)
     out = [
         (name, value)
         for name, value in client.items()
         if not (
             (low := name.lower()) in _DROP_UP
-            or low.startswith("x-sidecar-")
+            or low.startswith(("x-sidecar-", "proxy-"))
+            or low in named
             or (key is not None and low in _AUTH)
         )
     ]
@@ -74,7 +88,8 @@ class PassthroughCall(Call):
         self.name = name
         self.status = up.status
         self.request_id = up.headers.get("request-id")
-        self.headers = [(k, v) for k, v in up.headers.items() if k.lower() not in DROP_DOWN]
+        named = connection_named(up.headers)
+        self.headers = [(k, v) for k, v in up.headers.items() if (low := k.lower()) not in DROP_DOWN and low not in named]
         self.stream = up.headers.get("content-type", "").startswith("text/event-stream")
 
     async def read(self) -> bytes:

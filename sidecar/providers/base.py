@@ -21,13 +21,16 @@ from typing import Any, Protocol
 
 import aiohttp
 import msgspec
+import yarl
 from multidict import CIMultiDictProxy
 
 from sidecar.config import ProviderConfig
-from sidecar.errors import UpstreamTimeout, UpstreamUnavailable
+from sidecar.errors import InvalidRequest, UpstreamBadAnswer, UpstreamTimeout, UpstreamUnavailable
 from sidecar.net import upstream_proxy
 from sidecar.protocol import sse
+from sidecar.providers import h1
 from sidecar.providers.h1 import H1Pool, H1Response
+from sidecar.providers.heads import UnsafeHead, check_fields, safe_target
 from sidecar.proxy.context import RequestContext
 from sidecar.secrets import ResolvedKey
 
@@ -49,7 +52,7 @@ class Attempt:
 
     ctx: RequestContext
     method: str
-    path_qs: str  # the client's path and query, e.g. /v1/messages?beta=true
+    path_qs: str  # the client's path and query as the client encoded them, e.g. /v1/messages?beta=true
     headers: CIMultiDictProxy[str]  # the client's request headers
     model: str | None = None  # the upstream model; None means the client's own
     key: ResolvedKey | None = None  # the credential to inject; None forwards the client's
@@ -119,23 +122,35 @@ class Transport:
         self.h1 = None if self.proxy else H1Pool(self.base_url, cfg.connect_timeout, cfg.read_timeout)
 
     async def request(self, method: str, path_qs: str, headers: list[tuple[str, str]], body: bytes) -> UpstreamResponse:
-        """Send one request (path relative to the base URL); return once the headers arrived."""
+        """Send one request (path relative to the base URL); return once the final answer's
+        headers arrived. A head that cannot be sent safely is an InvalidRequest (nothing sent)."""
         try:
             if self.h1 is not None:
-                return await self.h1.request(method, path_qs, headers, body)
-            return await self.session.request(
-                method,
-                self.base_url + path_qs,
-                data=body or None,
-                headers=headers,
-                timeout=self.timeout,
-                allow_redirects=False,
-                proxy=self.proxy,
-            )
+                up: UpstreamResponse = await self.h1.request(method, path_qs, headers, body)
+            else:
+                check_fields(headers)
+                up = await self.session.request(
+                    method,
+                    yarl.URL(self.base_url + safe_target(path_qs), encoded=True),
+                    data=body or None,
+                    headers=headers,
+                    timeout=self.timeout,
+                    allow_redirects=False,
+                    proxy=self.proxy,
+                )
+        except UnsafeHead as e:
+            raise InvalidRequest(f"the request cannot be sent upstream: {e}") from None
+        except h1.UpstreamBadAnswer as e:
+            raise UpstreamBadAnswer(f"upstream {self.name} ({self.base_url}): {e}") from None
         except (TimeoutError, aiohttp.ServerTimeoutError) as e:
             raise UpstreamTimeout(f"upstream {self.name} ({self.base_url}) did not answer in time: {e or 'timeout'}") from None
         except (aiohttp.ClientError, OSError) as e:
             raise UpstreamUnavailable(f"cannot reach upstream {self.name} ({self.base_url}): {e}") from None
+        if up.status < 200:
+            # aiohttp skips 100-199 but hands back a 101; a switch of protocols is no answer.
+            up.close()
+            raise UpstreamBadAnswer(f"upstream {self.name} ({self.base_url}) answered HTTP {up.status} instead of a final answer")
+        return up
 
     def close(self) -> None:
         """Close pooled connections."""
@@ -144,14 +159,29 @@ class Transport:
 
 
 async def read_body(up: UpstreamResponse, name: str) -> bytes:
-    """Read a whole upstream body, mapping failures to the sidecar's upstream errors."""
+    """Read a whole upstream body, mapping failures to the sidecar's upstream errors. An answer
+    cut short is an UpstreamBadAnswer, never a body passed on as if it were whole."""
     try:
-        return await up.read()
+        body = await up.read()
     except (TimeoutError, aiohttp.ClientError, OSError) as e:
         up.close()
         if isinstance(e, TimeoutError):
             raise UpstreamTimeout(f"upstream {name} stalled while sending its response") from None
-        raise UpstreamUnavailable(f"upstream {name} broke off its response: {e}") from None
+        raise UpstreamBadAnswer(f"upstream {name} broke off its response: {e}") from None
+    if _close_delimited(up) and "json" in up.headers.get("content-type", ""):
+        # Nothing but the end of the connection marks the end of this body, and a connection
+        # that broke looks the same: only a whole JSON document shows the answer is complete.
+        try:
+            msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            raise UpstreamBadAnswer(f"upstream {name} ended its connection before its JSON answer was complete") from None
+    return body
+
+
+def _close_delimited(up: UpstreamResponse) -> bool:
+    """True when only the end of the connection delimits the body (no length, not chunked)."""
+    h = up.headers
+    return "content-length" not in h and "chunked" not in h.get("transfer-encoding", "").lower() and up.status not in (204, 304)
 
 
 class StreamTranslator(Protocol):

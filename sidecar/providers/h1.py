@@ -7,6 +7,12 @@ per connection, Content-Length bodies up, Content-Length / chunked / close-delim
 answers down (httptools parses them), a connect timeout, an idle read timeout, and
 gzip/deflate decoding should an upstream compress in spite of `Accept-Encoding: identity`.
 Calls through an HTTP proxy keep using aiohttp (see AnthropicProvider).
+
+Request heads come from `heads.build_head`, which refuses anything h11 would not send.
+Answers are matched to requests strictly: interim (1xx) answers are skipped, a 101 is an
+error, and any byte the upstream sends beyond the answer to the request in flight (a second
+answer, more than its Content-Length, anything while the connection is idle) closes the
+connection, so it can never be taken for the answer to the next request.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from collections.abc import AsyncIterator
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from sidecar.providers.heads import build_head, safe_target
+
 IDLE_KEEP_SECONDS = 20.0  # drop pooled connections idle longer than this (servers close ~60 s)
 MAX_IDLE = 32
 HIGH_WATER = 1 << 20  # pause reading the upstream while this much is buffered for the client
@@ -29,6 +37,14 @@ HIGH_WATER = 1 << 20  # pause reading the upstream while this much is buffered f
 
 class UpstreamClosed(ConnectionResetError):
     """The upstream closed or broke the connection before its answer was complete."""
+
+
+class UpstreamBadAnswer(Exception):
+    """The upstream answered with something that is not a usable final HTTP answer (a 101)."""
+
+
+class _Unsolicited(Exception):
+    """The upstream sent bytes beyond the answer to the request in flight."""
 
 
 class H1Response:
@@ -122,6 +138,7 @@ class _Conn(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.got_bytes = False
         self.keep_alive = False
+        self._interim = False
         self.idle_since = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._paused = False
@@ -133,11 +150,15 @@ class _Conn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.got_bytes = True
+        if self.resp is None or self.resp.complete:
+            self._close()  # bytes nobody asked for: the connection cannot be trusted any more
+            return
         self._arm()
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as e:
-            self._fail(UpstreamClosed(f"upstream sent a malformed HTTP answer: {e}"))
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as e:
+            if not isinstance(e.__context__, _Unsolicited):
+                self._fail(UpstreamClosed(f"upstream sent a malformed HTTP answer: {e}"))
             self._close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -155,6 +176,10 @@ class _Conn(asyncio.Protocol):
 
     # -- httptools callbacks
 
+    def on_message_begin(self) -> None:
+        if self.resp is None or self.resp.complete:
+            raise _Unsolicited  # a second answer to one request; stops the parser
+
     def on_header(self, name: bytes, value: bytes) -> None:
         assert self.resp is not None
         self.resp._raw.append((name.decode("latin-1"), value.decode("latin-1")))
@@ -162,7 +187,18 @@ class _Conn(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         resp = self.resp
         assert resp is not None and self.headers_ready is not None
-        resp.status = self.parser.get_status_code()
+        status = self.parser.get_status_code()
+        if status == 101:
+            # The upstream switched protocols: nothing after this is HTTP, never relay it.
+            self._fail(UpstreamBadAnswer("upstream switched protocols (HTTP 101) instead of answering"))
+            self._close()
+            return
+        if status < 200:
+            # An interim answer (100 Continue, 103 Early Hints): the final one follows.
+            self._interim = True
+            resp._raw.clear()
+            return
+        resp.status = status
         resp.headers = CIMultiDictProxy(CIMultiDict(resp._raw))
         self.keep_alive = self.parser.should_keep_alive()
         resp._start_decoding()
@@ -175,6 +211,11 @@ class _Conn(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         assert self.resp is not None
+        if self._interim:
+            self._interim = False
+            return
+        if self.resp.status == 0:
+            return  # the 101 that was refused above
         self._disarm()
         self.resp._finish()
 
@@ -186,6 +227,7 @@ class _Conn(asyncio.Protocol):
         self.resp = H1Response(self)
         self.headers_ready = self.loop.create_future()
         self.got_bytes = False
+        self._interim = False
         self.transport.writelines([head, body] if body else [head])
         self._arm()
         return self.headers_ready
@@ -255,7 +297,7 @@ class H1Pool:
         self.tls = parts.scheme == "https"
         self.host = parts.hostname or "localhost"
         self.port = parts.port or (443 if self.tls else 80)
-        self.prefix = parts.path.rstrip("/")
+        self.prefix = safe_target(parts.path.rstrip("/")) if parts.path.strip("/") else ""
         default = (self.tls and self.port == 443) or (not self.tls and self.port == 80)
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.host_header = host if default else f"{host}:{self.port}"
@@ -267,13 +309,11 @@ class H1Pool:
         self._all: set[_Conn] = set()
 
     async def request(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes) -> H1Response:
-        """Send a request and return the answer once its status and headers arrived."""
-        lines = [f"{method} {self.prefix}{target} HTTP/1.1", f"Host: {self.host_header}"]
-        lines += [f"{k}: {v}" for k, v in headers]
-        if body or method in ("POST", "PUT", "PATCH"):
-            lines.append(f"Content-Length: {len(body)}")
-        lines.append("Accept-Encoding: identity")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        """Send a request and return the answer once its status and headers arrived; raises
+        UnsafeHead, before anything is sent, for a head that could not be written safely."""
+        length = len(body) if body or method in ("POST", "PUT", "PATCH") else None
+        headers = [*headers, ("Accept-Encoding", "identity")]
+        head = build_head(method, self.prefix + safe_target(target), self.host_header, headers, length)
         for attempt in (1, 2):
             conn, reused = await self._acquire()
             try:

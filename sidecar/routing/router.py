@@ -321,7 +321,7 @@ class Router:
         provider = self.providers[self.default_provider]
         if provider.type == "anthropic":
             try:
-                call = await provider.send(Attempt(ctx, "GET", request.rel_url.path_qs, request.headers))
+                call = await provider.send(Attempt(ctx, "GET", request.rel_url.raw_path_qs, request.headers))
                 body = await call.read()
                 if call.status == 200:
                     data = msgspec.json.decode(body).get("data", [])
@@ -361,8 +361,10 @@ class Router:
         first_byte = route.cfg.timeouts.first_byte or (self.cfg.routing.first_byte_timeout if ctx.stream else None)
         retry = self.cfg.routing.retry
         # With no routes configured the sidecar is a plain passthrough: the client's own
-        # retry logic sees every upstream answer (no second layer of retries).
-        rounds = 0 if route is self.implicit else retry.rounds
+        # retry logic sees every upstream answer (no second layer of retries, and no breaker
+        # that would answer in the upstream's place).
+        guarded = route is not self.implicit
+        rounds = retry.rounds if guarded else 0
         last: _Failure | None = None
         for rnd in range(rounds + 1):
             if rnd:
@@ -374,7 +376,7 @@ class Router:
                 await self.sleep(delay)
             tried = 0
             for n, slot in enumerate(slots):
-                if not slot.breaker.allows():
+                if guarded and not slot.breaker.allows():
                     continue
                 tried += 1
                 # Peek at a stream's start only when another target could still take over.
@@ -382,15 +384,21 @@ class Router:
                 try:
                     call, it, prefix = await self._attempt(ctx, request, slot, first_byte, peek)
                 except _Failure as f:
-                    slot.breaker.failure()
+                    if guarded:
+                        slot.breaker.failure()
                     log.info("request %s: target %s failed before the first byte: %s", ctx.id, slot.id, f.reason)
                     if last is not None and last.call is not None and last.call is not f.call:
                         last.call.close()
                     last = f
                     continue
-                if call.status < 400:
+                except BaseException:
+                    # The request itself was refused (e.g. a head that cannot be sent), or the
+                    # client left: no verdict on the target, so a claimed probe goes back.
+                    slot.breaker.release_probe()
+                    raise
+                if guarded and call.status < 400:
                     slot.breaker.success()
-                else:
+                elif guarded:
                     slot.breaker.release_probe()  # the client's fault says nothing about the target
                 if last is not None and last.call is not None:
                     last.call.close()
@@ -422,7 +430,9 @@ class Router:
         ctx.attempts += 1
         ctx.provider = slot.provider.name
         ctx.upstream_model = slot.model or ctx.head.model
-        attempt = Attempt(ctx, request.method, request.rel_url.path_qs, request.headers, model=slot.model, key=slot.key)
+        # The target as the client encoded it: decoding it (path_qs) would turn %0D%0A into a
+        # line break in the upstream request head.
+        attempt = Attempt(ctx, request.method, request.rel_url.raw_path_qs, request.headers, model=slot.model, key=slot.key)
         call: Call | None = None
         try:
             async with asyncio.timeout(first_byte):

@@ -51,9 +51,9 @@ async def test_json_body_cut_before_anything_was_sent_is_a_clean_error(
     # upstream body is still an error the client can retry, not a truncated message.
     fake.script(Cut(after_bytes=40))
     async with client.post(sidecar.url + "/v1/messages", data=body(False), headers=HEADERS) as resp:
-        assert resp.status == 529
+        assert resp.status == 502
         err = json.loads(await resp.read())
-    assert err["error"]["type"] == "overloaded_error"
+    assert err["error"]["type"] == "api_error"
     assert "broke off its response" in err["error"]["message"]
     [row] = await ledger_rows(sidecar)
     assert row["outcome"] == "upstream_error"
