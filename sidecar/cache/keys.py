@@ -20,6 +20,7 @@ Keys are SHA-256 hex digests of canonical JSON (sorted keys, compact).
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -87,12 +88,20 @@ class KeyMemo:
 
     A repeat sends the same bytes, so its keys are found without decoding and
     canonicalising the body again (about 1 ms for Claude Code's 76 KB main-turn bodies).
+    Keys hold the user's final text (`query`), which can be as large as the body, so the
+    memo is bounded in bytes as well as in entries: an entry holding more than
+    MAX_ENTRY_BYTES is not kept (a rare huge prompt is keyed again when repeated), and the
+    oldest entries go once all of them hold more than MAX_BYTES.
     """
+
+    MAX_BYTES = 4 * 1024 * 1024
+    MAX_ENTRY_BYTES = 256 * 1024
 
     def __init__(self, normaliser: Normaliser, size: int = 256) -> None:
         self.normaliser = normaliser
         self.size = size
-        self._keys: OrderedDict[bytes, CacheKeys] = OrderedDict()
+        self._keys: OrderedDict[bytes, tuple[CacheKeys, int]] = OrderedDict()
+        self._bytes = 0
 
     def keys(self, raw: bytes, body: Callable[[], Mapping[str, Any]], headers: Mapping[str, str], endpoint: str) -> CacheKeys:
         """The keys of the request with body bytes `raw` (`body` decodes it when needed)."""
@@ -104,12 +113,22 @@ class KeyMemo:
         found = self._keys.get(memo)
         if found is not None:
             self._keys.move_to_end(memo)
-            return found
+            return found[0]
         keys = build_keys(body(), headers, endpoint, self.normaliser)
-        self._keys[memo] = keys
-        if len(self._keys) > self.size:
-            self._keys.popitem(last=False)
+        held = _held_bytes(keys)
+        if held <= self.MAX_ENTRY_BYTES:
+            self._keys[memo] = (keys, held)
+            self._bytes += held
+            while len(self._keys) > self.size or self._bytes > self.MAX_BYTES:
+                _, (_, freed) = self._keys.popitem(last=False)
+                self._bytes -= freed
         return keys
+
+
+def _held_bytes(keys: CacheKeys) -> int:
+    """About the memory one memo entry keeps alive: its strings."""
+    texts = (keys.scope, keys.prefix, keys.exact, keys.bucket, keys.query, *keys.volatile)
+    return sum(sys.getsizeof(t) for t in texts if t is not None)
 
 
 def _digest(*parts: bytes) -> str:

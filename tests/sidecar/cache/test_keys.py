@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
@@ -274,3 +275,26 @@ def test_the_memo_knows_a_repeated_body_without_decoding_it() -> None:
     memo.keys(third, decode(third), HEADERS, "/v1/messages")
     memo.keys(raw, decode(raw), HEADERS, "/v1/messages")  # evicted by the size bound: decoded again
     assert len(decoded) == 4
+
+
+def test_the_memo_holds_a_bounded_amount_of_prompt_text() -> None:
+    """Huge prompts (a 2 MB paste each) are keyed as usual, but the memo keeps no more text
+    than its byte cap, whatever the size of the bodies it saw."""
+    memo = KeyMemo(NORM)
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        for n in range(24):
+            text = f"paste {n} " + "lorem ipsum dolor sit amet " * 80_000  # ~2.2 MB of user text
+            raw = json.dumps({**body(), "messages": [{"role": "user", "content": text}]}).encode()
+            got = memo.keys(raw, lambda raw=raw: dict(json.loads(raw)), HEADERS, "/v1/messages")  # type: ignore[misc]
+            assert got.query == text.strip()
+            del raw, text, got
+        held = tracemalloc.get_traced_memory()[0] - baseline
+    finally:
+        tracemalloc.stop()
+    assert held < 6_000_000, f"{held / 1e6:.1f} MB held"  # the 4 MiB cap, and slack
+    # Small bodies are still memoised.
+    raw = json.dumps(body()).encode()
+    first = memo.keys(raw, lambda: dict(json.loads(raw)), HEADERS, "/v1/messages")
+    assert memo.keys(raw, lambda: pytest.fail("decoded again"), HEADERS, "/v1/messages") is first
