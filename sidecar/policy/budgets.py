@@ -132,6 +132,22 @@ class Budgets:
             w.spent = spent_since(w.start)
             w.fired = {t for t in self.thresholds if w.spent >= t * w.limit}
 
+    def reconfigure(self, cfg: BudgetConfig) -> bool:
+        """Take new limits and thresholds, keeping what was spent and what is reserved.
+
+        A period that was not budgeted would need its spend so far from the ledger, so
+        adding one is refused (False, nothing changed): that takes a restart.
+        """
+        limits = {p: float(getattr(cfg, _LIMIT_KEY[p])) for p in PERIODS if getattr(cfg, _LIMIT_KEY[p]) is not None}
+        if not set(limits) <= {w.period for w in self.windows}:
+            return False
+        self.thresholds = cfg.thresholds
+        self.windows = [w for w in self.windows if w.period in limits]
+        for w in self.windows:
+            w.limit = limits[w.period]
+            w.fired = {t for t in self.thresholds if w.spent >= t * w.limit}
+        return True
+
     def reserve(self, amount: float) -> Reservation:
         """Hold `amount` USD in every budget, or raise why it does not fit."""
         now = self.clock()

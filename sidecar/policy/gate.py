@@ -28,12 +28,12 @@ import os
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sidecar.config import Config
+from sidecar.config import BudgetConfig, Config
 from sidecar.errors import PolicyDenied, SidecarError
 from sidecar.ledger import reports
 from sidecar.ledger.pricing import Pricing
@@ -91,11 +91,23 @@ class PolicyGate:
         self.guardrails = Guardrails(policy.guardrails, key)
         self.tools = ToolRules(policy.tools)
         self.history = estimate.OutputHistory(policy.budget.default_output_tokens)
+        self._flags()
+        self._held: dict[str, _Held] = {}
+
+    def _flags(self) -> None:
         self._metered = self.budgets.configured or self.limits.configured
         self._rewrites = self.guardrails.active or self.tools.active
-        access = policy.access
+        access = self.policy.access
         self.active = self._metered or self._rewrites or bool(access.models or access.deny_models or access.providers)
-        self._held: dict[str, _Held] = {}
+
+    def apply_budget(self, budget: BudgetConfig) -> bool:
+        """Put new budget limits in force now (a config reload); False when that needs a restart."""
+        if not self.budgets.reconfigure(budget):
+            return False
+        self.history.default_tokens = budget.default_output_tokens
+        self.policy = replace(self.policy, rules=replace(self.policy.rules, budget=budget))
+        self._flags()
+        return True
 
     # ------------------------------------------------------------------ the stage
 

@@ -90,6 +90,8 @@ def create_app(
                 session,
                 lambda c: {p.name: resolve_keys(p, store) for p in c.providers},
                 app[BUS].publish,
+                running=cfg,
+                apply_budget=lambda b: (gate := app.get(POLICY)) is not None and gate.apply_budget(b),
             )
             app[RUNTIME].reloader = reloader
             tasks.spawn(reloader.watch(), name="config-watch")

@@ -3,8 +3,12 @@
 The new file is read and validated first; a bad file is refused (logged, and announced
 as a `config_reload_failed` event) and the running routes stay as they were. A good one
 replaces the providers that changed and the routes; breakers of unchanged targets keep
-their state, and runtime enable/disable choices stay. Server, cache and policy settings
-take effect at the next start.
+their state, and runtime enable/disable choices stay.
+
+Budget limits and thresholds apply at once (the spend so far is kept). Any other change
+to the sections below takes effect only at the next start: the reload says so in a
+warning naming the sections and a `config_restart_needed` event, and the running values
+stay in force (a later reload compares against them, so it warns again until a restart).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 import aiohttp
 
 from sidecar import config as config_mod
-from sidecar.config import Config
+from sidecar.config import BudgetConfig, Config
 from sidecar.errors import ConfigError
 from sidecar.providers import factory
 from sidecar.providers.base import Provider
@@ -31,6 +35,20 @@ log = logging.getLogger(__name__)
 WATCH_INTERVAL = 1.0
 
 KeyResolver = Callable[[Config], dict[str, list[ResolvedKey]]]
+BudgetApplier = Callable[[BudgetConfig], bool]  # True when the new budget is in force
+
+# The sections a reload does not rebuild, and how to read each from a Config.
+RESTART_SECTIONS: dict[str, Callable[[Config], object]] = {
+    "server": lambda c: c.server,
+    "pricing": lambda c: c.pricing,
+    "usage": lambda c: c.usage,
+    "cache": lambda c: c.cache,
+    "budget": lambda c: c.governance.budget,
+    "limits": lambda c: c.governance.limits,
+    "guardrails": lambda c: c.governance.guardrails,
+    "tools": lambda c: c.governance.tools,
+    "policy": lambda c: c.governance.policy,
+}
 
 
 class Reloader:
@@ -44,6 +62,8 @@ class Reloader:
         session: aiohttp.ClientSession,
         resolve: KeyResolver,
         publish: Callable[[str, dict[str, Any]], None],
+        running: Config | None = None,
+        apply_budget: BudgetApplier | None = None,
     ) -> None:
         self.path = path
         self.router = router
@@ -52,6 +72,9 @@ class Reloader:
         self.resolve = resolve
         self.publish = publish
         self.retired: list[Provider] = []  # closed at shutdown: in-flight calls may still use them
+        self.apply_budget = apply_budget
+        # What is in force of each section a reload does not rebuild.
+        self.in_force = {name: read(running) for name, read in RESTART_SECTIONS.items()} if running else {}
         self._lock = asyncio.Lock()
         self._stamp = self._stat()
         self.reloads = 0
@@ -75,10 +98,32 @@ class Reloader:
                 self.publish("config_reload_failed", {"reason": reason, "error": e.message})
                 return False
             self._apply(cfg, keys)
+            applied, pending = self._sections(cfg)
             self.reloads += 1
-            log.info("config reloaded (%s): %d routes", reason, len(cfg.routes))
+            log.info("config reloaded (%s): %d routes%s", reason, len(cfg.routes), "".join(f"; [{n}] applied" for n in applied))
             self.publish("routes_changed", {"routes": self.router.describe(), "reason": reason})
+            if pending:
+                names = " ".join(f"[{n}]" for n in pending)
+                log.warning(
+                    "config reload (%s): %s changed but cannot be applied to the running sidecar; "
+                    "they take effect after a restart (claude-sidecar stop && claude-sidecar start)", reason, names,
+                )  # fmt: skip
+                self.publish("config_restart_needed", {"reason": reason, "sections": pending})
             return True
+
+    def _sections(self, cfg: Config) -> tuple[list[str], list[str]]:
+        """Apply what can be applied live; the sections applied and those that need a restart."""
+        applied: list[str] = []
+        pending: list[str] = []
+        for name, read in RESTART_SECTIONS.items():
+            if name not in self.in_force or read(cfg) == self.in_force[name]:
+                continue
+            if name == "budget" and self.apply_budget is not None and self.apply_budget(cfg.governance.budget):
+                self.in_force[name] = read(cfg)
+                applied.append(name)
+            else:
+                pending.append(name)
+        return applied, pending
 
     def _apply(self, cfg: Config, keys: dict[str, list[ResolvedKey]]) -> None:
         fresh: dict[str, Provider] = {}

@@ -1,0 +1,122 @@
+"""A config reload applies budget limits at once, and says plainly (a warning naming the
+section, a `config_restart_needed` event) when a change needs a restart, instead of
+logging "reloaded" while ignoring it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from sidecar import config as config_mod
+from sidecar import paths as paths_mod
+from sidecar.cache.control import CACHE
+from sidecar.proxy.app import create_app
+from sidecar.proxy.keys import BUS, RUNTIME
+from sidecar.proxy.server import bind
+from sidecar.routing.reload import Reloader
+from sidecar.state import load_or_create_token
+from sidecar.testing.fake_anthropic import FakeAnthropic, Text
+from sidecar.testing.harness import anthropic_config
+
+PRICES = '[pricing."claude-opus-4-8"]\ninput = 5.0\noutput = 25.0\n'
+BODY = {"model": "claude-opus-4-8", "max_tokens": 2000, "messages": [{"role": "user", "content": "hi"}]}
+
+
+@dataclass
+class Live:
+    url: str
+    token: str
+    file: Path
+    reloader: Reloader
+    events: asyncio.Queue[dict[str, Any]]
+    app: web.Application
+
+
+@asynccontextmanager
+async def live_sidecar(home: Path, text: str) -> AsyncIterator[Live]:
+    """A sidecar app that watches its config file, served on loopback in this loop."""
+    p = paths_mod.resolve({"CLAUDE_SIDECAR_HOME": str(home)})
+    p.ensure()
+    file = home / "config.toml"
+    file.write_text(text)
+    app = create_app(config_mod.load(file, {}), p, load_or_create_token(p), {}, config_path=file)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    sock = bind("127.0.0.1", 0)
+    await web.SockSite(runner, sock).start()
+    reloader = app[RUNTIME].reloader
+    assert reloader is not None
+    events = app[BUS].subscribe()
+    try:
+        yield Live(f"http://127.0.0.1:{sock.getsockname()[1]}", app[RUNTIME].token, file, reloader, events, app)
+    finally:
+        await runner.cleanup()
+
+
+async def budgets(client: aiohttp.ClientSession, sc: Live) -> list[dict[str, Any]]:
+    async with client.get(sc.url + "/sidecar/v1/policy", headers={"authorization": f"Bearer {sc.token}"}) as resp:
+        data: dict[str, Any] = await resp.json()
+        return list(data.get("budgets", []))
+
+
+def restart_events(sc: Live) -> list[dict[str, Any]]:
+    """The `config_restart_needed` events published so far."""
+    events = [sc.events.get_nowait() for _ in range(sc.events.qsize())]
+    return [e for e in events if e["type"] == "config_restart_needed"]
+
+
+async def test_a_new_budget_limit_applies_at_once_and_keeps_the_spend(
+    fake: FakeAnthropic, hermetic_env: Path, client: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.script(Text(usage={"input_tokens": 100_000, "output_tokens": 10}))  # $0.50
+    base = anthropic_config(fake.url, PRICES)
+    async with live_sidecar(hermetic_env, base + "[budget]\ndaily_usd = 1.0\nweekly_usd = 3.0\n") as sc:
+        async with client.post(sc.url + "/v1/messages", json=BODY, headers={"x-api-key": "k"}) as resp:
+            assert resp.status == 200
+        # $1.00 a day leaves no room for another 2,000-token request at $0.05 + $0.50 of input...
+        sc.file.write_text(base + "[budget]\ndaily_usd = 0.5\n")  # ... and a lower one none at all
+        with caplog.at_level(logging.INFO, logger="sidecar"):
+            assert await sc.reloader.reload("test")
+        [day] = await budgets(client, sc)
+        async with client.post(sc.url + "/v1/messages", json=BODY, headers={"x-api-key": "k"}) as resp:
+            refused = resp.status, (await resp.json())["error"]["message"]
+    assert (day["period"], day["limit_usd"], day["spent_usd"]) == ("day", 0.5, pytest.approx(0.50025))
+    assert refused[0] == 429 and "the daily budget of $0.50 is used up" in refused[1]
+    assert "[budget] applied" in caplog.text and "restart" not in caplog.text
+    assert restart_events(sc) == []
+
+
+@pytest.mark.parametrize(
+    ("section", "before", "after"),
+    [
+        ("cache", '[cache]\nmode = "exact"\n', '[cache]\nmode = "off"\n'),
+        ("limits", "[limits]\nrequests_per_minute = 100\n", "[limits]\nrequests_per_minute = 5\n"),
+        ("guardrails", "", '[guardrails]\nsecrets = "block"\n'),
+        ("policy", "", '[policy]\nmodels = ["claude-haiku-*"]\n'),
+        ("budget", "[budget]\ndaily_usd = 10.0\n", "[budget]\ndaily_usd = 10.0\nmonthly_usd = 50.0\n"),  # a new period
+    ],
+)
+async def test_a_change_that_needs_a_restart_is_announced_and_the_running_values_stay(
+    section: str, before: str, after: str, fake: FakeAnthropic, hermetic_env: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    base = anthropic_config(fake.url, PRICES)
+    async with live_sidecar(hermetic_env, base + before) as sc:
+        mode = sc.app[CACHE].cfg.mode
+        sc.file.write_text(base + after)
+        with caplog.at_level(logging.INFO, logger="sidecar"):
+            assert await sc.reloader.reload("test")
+            assert await sc.reloader.reload("again")  # still not in force: said again
+        needed = restart_events(sc)
+        assert sc.app[CACHE].cfg.mode == mode
+    assert [e["data"] for e in needed] == [{"reason": "test", "sections": [section]}, {"reason": "again", "sections": [section]}]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(f"[{section}] changed" in w and "after a restart" in w for w in warnings), warnings
