@@ -24,7 +24,10 @@ class PolicyStore(BaseStore):
 
     async def _scope_exists(self, tx: Tx, scope: str) -> str:
         """The canonical scope string (team and developer named by id), or NotFound."""
-        kind, ref = policy_doc.parse_scope(scope)
+        try:
+            kind, ref = policy_doc.parse_scope(scope)
+        except ConfigError as e:
+            raise InvalidRequest(e.message) from None
         if kind == "team" and ref:
             return "team:" + await self.team_id(tx, ref)
         if kind == "developer" and ref:

@@ -31,9 +31,16 @@ def central() -> None:
 @click.option("--tls-key", type=click.Path(dir_okay=False), help="PEM private key for HTTPS.")
 @click.option("--org-name", default="org", show_default=True, help="The org's name (first run only).")
 @click.option("--max-wait", default=30.0, show_default=True, type=click.FloatRange(0, 300), help="Longest policy long-poll, seconds.")
-def serve_cmd(db_url: str | None, host: str, port: int, tls_cert: str | None, tls_key: str | None, org_name: str, max_wait: float) -> None:
+@click.option("--enroll-per-minute", default=10.0, show_default=True, type=click.FloatRange(min=0.1), help="Enrollment attempts per client address.")
+@click.option("--auth-failures-per-minute", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Failed token authentications per client address before 429s.")  # fmt: skip
+def serve_cmd(
+    db_url: str | None, host: str, port: int, tls_cert: str | None, tls_key: str | None, org_name: str,
+    max_wait: float, enroll_per_minute: float, auth_failures_per_minute: float,
+) -> None:  # fmt: skip
     """Serve the central API (prints a one-time bootstrap admin token on first run)."""
-    settings = ServeSettings(db_url or default_db(), host, port, tls_cert, tls_key, org_name, Options(max_wait=max_wait))
+    options = Options(max_wait=max_wait, enroll_per_minute=enroll_per_minute, auth_failures_per_minute=auth_failures_per_minute)
+    settings = ServeSettings(db_url or default_db(), host, port, tls_cert, tls_key, org_name, options)
     asyncio.run(serve(settings))
 
 
