@@ -33,6 +33,7 @@ from sidecar.providers.heads import build_head, safe_target
 IDLE_KEEP_SECONDS = 20.0  # drop pooled connections idle longer than this (servers close ~60 s)
 MAX_IDLE = 32
 HIGH_WATER = 1 << 20  # pause reading the upstream while this much is buffered for the client
+MAX_INTERIM = 8  # interim (1xx) answers taken before the final one; more is a broken upstream
 
 
 class UpstreamClosed(ConnectionResetError):
@@ -139,6 +140,7 @@ class _Conn(asyncio.Protocol):
         self.got_bytes = False
         self.keep_alive = False
         self._interim = False
+        self._interims = 0
         self.idle_since = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._paused = False
@@ -196,7 +198,11 @@ class _Conn(asyncio.Protocol):
         if status < 200:
             # An interim answer (100 Continue, 103 Early Hints): the final one follows.
             self._interim = True
+            self._interims += 1
             resp._raw.clear()
+            if self._interims > MAX_INTERIM:
+                self._fail(UpstreamBadAnswer(f"upstream sent more than {MAX_INTERIM} interim (1xx) answers"))
+                self._close()
             return
         resp.status = status
         resp.headers = CIMultiDictProxy(CIMultiDict(resp._raw))
@@ -228,6 +234,7 @@ class _Conn(asyncio.Protocol):
         self.headers_ready = self.loop.create_future()
         self.got_bytes = False
         self._interim = False
+        self._interims = 0
         self.transport.writelines([head, body] if body else [head])
         self._arm()
         return self.headers_ready

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,6 +287,19 @@ async def test_interim_answers_are_skipped_and_never_cross_clients(upstream: Raw
     assert not seen_expect
 
 
+async def test_endless_interim_answers_are_a_502(upstream: RawUpstream, sidecar: InProcessSidecar, client: aiohttp.ClientSession) -> None:
+    async def stalling(req: RawRequest, writer: asyncio.StreamWriter) -> bool:
+        if req.header("x-marker") == "A":
+            writer.write(b"HTTP/1.1 102 Processing\r\n\r\n" * 50 + ok("A"))
+            return True
+        return await echo(req, writer)
+
+    upstream.answer = stalling
+    status, body = await post(client, sidecar, "A")
+    assert status == 502 and is_envelope(body, "api_error"), body
+    assert (await post(client, sidecar, "B")) == (200, message("B"))
+
+
 async def test_switching_protocols_from_the_upstream_is_a_502(upstream: RawUpstream, sidecar: InProcessSidecar, client: aiohttp.ClientSession) -> None:
     async def switch(req: RawRequest, writer: asyncio.StreamWriter) -> bool:
         if req.header("x-marker") == "A":
@@ -405,3 +419,66 @@ async def test_through_a_proxy_client_bytes_are_forwarded_safely_or_refused(
     assert b.target == "http://upstream.example/v1/messages?q=%E2%82%AC"
     assert b.header("x-note") == "€".encode().decode("latin-1")
 
+
+
+async def test_through_a_proxy_a_101_or_a_cut_close_delimited_answer_is_a_502(
+    upstream: RawUpstream, proxied: InProcessSidecar, client: aiohttp.ClientSession
+) -> None:
+    async def broken(req: RawRequest, writer: asyncio.StreamWriter) -> bool:
+        marker = req.header("x-marker")
+        if marker == "switch":
+            writer.write(b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\nwhatever")
+            return False
+        if marker == "cut":
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n" + message("cut")[:-9])
+            return False
+        return await echo(req, writer)
+
+    upstream.answer = broken
+    for marker in ("switch", "cut"):
+        status, body = await post(client, proxied, marker)
+        assert status == 502 and is_envelope(body, "api_error"), (marker, body)
+    assert (await post(client, proxied, "B")) == (200, message("B"))
+    rows = await ledger_rows(proxied)
+    assert [r["outcome"] for r in rows] == ["upstream_error", "upstream_error", "ok"]
+
+
+async def test_a_hostile_upstream_under_concurrency_never_crosses_answers(upstream: RawUpstream, sidecar: InProcessSidecar) -> None:
+    """8 clients at once; each request's marker picks how the upstream misbehaves (seeded)."""
+    cut = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n"
+    behaviours: dict[str, tuple[int, Callable[[str], bytes], bool]] = {
+        # name: (status the client must see, the upstream's bytes, keep the connection open)
+        "plain": (200, lambda m: ok(m), True),
+        "interim": (200, lambda m: b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: <x>\r\n\r\n" + ok(m), True),
+        "ghost": (200, lambda m: ok(m) + ok("ghost"), True),
+        "ghost-partial": (200, lambda m: ok(m) + b"HTTP/1.1 200 OK\r\ncontent-le", True),
+        "close-whole": (200, lambda m: cut + message(m), False),
+        "close-cut": (502, lambda m: cut + message(m)[:-5], False),
+        "switch": (502, lambda m: b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\nconnection: upgrade\r\n\r\n", False),
+        "short": (502, lambda m: ok(m)[:-5], False),
+    }
+    rng = random.Random(20261206)
+    plan = {f"c{c}r{r}": rng.choice(list(behaviours)) for c in range(8) for r in range(20)}
+
+    async def hostile(req: RawRequest, writer: asyncio.StreamWriter) -> bool:
+        marker = req.header("x-marker") or "none"
+        _, answer, keep = behaviours[plan[marker]]
+        writer.write(answer(marker))
+        return keep
+
+    upstream.answer = hostile
+
+    async def one_client(c: int) -> None:
+        async with aiohttp.ClientSession() as session:
+            for r in range(20):
+                marker = f"c{c}r{r}"
+                status, body = await post(session, sidecar, marker)
+                want = behaviours[plan[marker]][0]
+                assert status == want, (marker, plan[marker], status, body)
+                if status == 200:
+                    assert marker_of(body) == marker, (marker, plan[marker], body)
+                else:
+                    assert is_envelope(body, "api_error"), (marker, plan[marker], body)
+
+    await asyncio.gather(*(one_client(c) for c in range(8)))
+    assert sorted(r.header("x-marker") or "" for r in upstream.requests) == sorted(plan)
