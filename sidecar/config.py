@@ -85,9 +85,12 @@ class CacheConfig:
 
 @dataclass(frozen=True)
 class UsageConfig:
-    """How usage is reported."""
+    """How usage is reported, and what happens while it cannot be recorded."""
 
     timezone: str | None = None
+    # While the ledger cannot be written (full disk, read-only store): "refuse" new requests
+    # with a 503 until it recovers, or "serve" them and keep their records in memory.
+    on_storage_failure: str = "refuse"
 
 
 # ---------------------------------------------------------------- governance sections
@@ -445,8 +448,11 @@ def parse(text: str, path: Path | None = None, env: dict[str, str] | None = None
 
     providers = _providers(r, raw.get("providers"))
     pricing = _pricing(r, raw.get("pricing", {}))
-    u = r.table(raw.get("usage", {}), "usage", {"timezone"})
+    u = r.table(raw.get("usage", {}), "usage", {"timezone", "on_storage_failure"})
     tz = r.get(u, "usage", "timezone", str, None)
+    on_storage_failure = str(r.get(u, "usage", "on_storage_failure", str, "refuse"))
+    if on_storage_failure not in ("refuse", "serve"):
+        raise r.fail("usage.on_storage_failure", f"{on_storage_failure!r} is not one of refuse, serve")
     if tz is not None:
         try:
             ZoneInfo(tz)
@@ -455,7 +461,7 @@ def parse(text: str, path: Path | None = None, env: dict[str, str] | None = None
     governance = _governance(r, raw)
     _check_policy_providers(r, governance.policy, providers)
     return Config(
-        server=server, providers=providers, pricing=pricing, usage=UsageConfig(timezone=tz), governance=governance,
+        server=server, providers=providers, pricing=pricing, usage=UsageConfig(timezone=tz, on_storage_failure=on_storage_failure), governance=governance,
         cache=_cache(r, raw.get("cache", {})), source=path,
         routes=read_routes(r, raw.get("routes"), providers), routing=read_routing(r, raw.get("routing")),
     )
@@ -634,6 +640,7 @@ type = "anthropic"
 
 [usage]
 # timezone = "Europe/Berlin"  # where days and months are cut in reports; default: the local zone
+# on_storage_failure = "refuse"  # usage cannot be recorded (disk full): refuse new requests (503) | serve
 
 # The response cache. A repeated request is answered from the cache in milliseconds at no
 # cost; `claude-sidecar cache stats` shows hits and savings, `cache clear` empties it.

@@ -13,6 +13,9 @@ Hierarchy::
     │   ├── NotFound                  404 not_found_error (unknown path)
     │   └── RateLimited               429 rate_limit_error, retry-after: the real wait
     │       └── BudgetExhausted       429 rate_limit_error, retry-after: until the budget resets
+    ├── StorageError                  the store cannot be opened at start (CLI: one line, exit 1)
+    ├── StorageUnavailable            503 api_error, retry-after: usage cannot be recorded
+    │                                 (full disk, read-only store); see sidecar.ledger.health
     └── UpstreamError                 no byte has reached the client yet
         ├── UpstreamUnavailable       529 overloaded_error (connect failure, no answer)
         ├── UpstreamBadAnswer         502 api_error (an answer cut short, a 101, not final)
@@ -102,6 +105,21 @@ class NotFound(ClientError):
 
     status = 404
     error_type = "not_found_error"
+
+
+class StorageError(SidecarError):
+    """The usage store or its journal cannot be opened (a read-only or missing data dir)."""
+
+
+class StorageUnavailable(SidecarError):
+    """The sidecar cannot record usage now (a full disk, a read-only or failing store), so it
+    serves no new request until it can."""
+
+    status = 503
+    error_type = "api_error"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, headers={"retry-after": "5", **(headers or {})})
 
 
 class UpstreamError(SidecarError):

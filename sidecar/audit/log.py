@@ -5,6 +5,9 @@ chain and queues it; a background task writes queued entries to the `audit` tabl
 transaction per batch, so the request path never waits on sqlite. After each batch the
 newest (seq, hash) goes to a small head file beside the store: a log cut short at its end
 leaves no hole in the chain, and the head file is what shows it (`audit verify`).
+
+With a journal (sidecar.ledger.journal) each entry is also added to it as it is chained, so
+entries still queued when the process dies are recovered at the next start.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from typing import Any
 import sqlite_utils
 
 from sidecar.audit.chain import GENESIS, Entry
+from sidecar.ledger.journal import Journal, audit_line
 from sidecar.ledger.store import open_db
+from sidecar.ledger.writer import scrub
 from sidecar.tasks import TaskSet
 
 log = logging.getLogger(__name__)
@@ -76,14 +81,23 @@ def hash_at(db: sqlite_utils.Database, seq: int) -> str | None:
 class AuditLog:
     """The append side of the audit log."""
 
-    def __init__(self, db_file: Path, head_file: Path, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        db_file: Path,
+        head_file: Path,
+        clock: Callable[[], float] = time.time,
+        journal: Journal | None = None,
+    ) -> None:
         self.db_file = db_file
         self.head_file = head_file
         self.clock = clock
+        self.journal = journal
+        self.error: str | None = None  # the last failed write, until a write succeeds
+        self.last: Entry | None = None  # the newest entry of the previous run, once started
         self._db: sqlite_utils.Database | None = None
         self._seq = 0
         self._hash = GENESIS
-        self._queue: deque[Entry] = deque()
+        self._queue: deque[tuple[Entry, int]] = deque()
         self._appended = 0
         self._written = 0
         self._wake = asyncio.Event()
@@ -99,6 +113,7 @@ class AuditLog:
         if last is not None:
             self._seq, self._hash = last.seq, last.hash
         await self._check_head(last)
+        self.last = last
         self._tasks.spawn(self._writer(), name="audit-writer")
 
     async def _check_head(self, last: Entry | None) -> None:
@@ -112,13 +127,23 @@ class AuditLog:
         log.warning("the audit log does not hold the entry its head file names (%s); recording it", head)
         self.append("head_mismatch", {"head": {"seq": head.seq, "hash": head.hash}, "last": found})
 
-    def append(self, kind: str, data: dict[str, Any], request_id: str | None = None) -> Entry:
-        """Chain a new entry and queue it for writing; never blocks."""
+    def append(self, kind: str, data: dict[str, Any], request_id: str | None = None, *, sync: bool = True) -> Entry:
+        """Chain a new entry and queue it for writing; never blocks. With a journal, the entry
+        is in it when this returns; `sync=False` leaves the write to the caller's next
+        `journal.sync()` (the request path writes a request's records in one go)."""
         if self._closed:
             raise RuntimeError("audit log is closed")
-        entry = Entry.make(self._seq + 1, self.clock(), kind, request_id, data, self._hash)
+        try:
+            entry = Entry.make(self._seq + 1, self.clock(), kind, request_id, data, self._hash)
+        except UnicodeEncodeError:  # lone surrogates from undecodable bytes: hash what can be shown
+            entry = Entry.make(self._seq + 1, self.clock(), kind, request_id and scrub(request_id), _scrubbed(data), self._hash)
         self._seq, self._hash = entry.seq, entry.hash
-        self._queue.append(entry)
+        seg = 0
+        if self.journal is not None:
+            seg = self.journal.add(audit_line(entry.seq, entry.ts, entry.kind, entry.request_id, entry.data, entry.prev_hash, entry.hash))
+            if sync:
+                self.journal.sync()
+        self._queue.append((entry, seg))
         self._appended += 1
         self._wake.set()
         return entry
@@ -147,7 +172,10 @@ class AuditLog:
                 await asyncio.wait_for(self.flush(), 30.0)
         self._closed = True
         if self.pending:
-            log.error("audit log closed with %d entries not written", self.pending)
+            log.error(
+                "audit log closed with %d entries not written%s",
+                self.pending, "; they stay in the journal for the next start" if self.journal else "",
+            )  # fmt: skip
         await self._tasks.close()
         if self._db is not None:
             db, self._db = self._db, None
@@ -163,24 +191,47 @@ class AuditLog:
             self._wake.clear()
             self._urgent.clear()
             while self._queue:
-                batch = [self._queue.popleft() for _ in range(min(BATCH_SIZE, len(self._queue)))]
+                items = [self._queue.popleft() for _ in range(min(BATCH_SIZE, len(self._queue)))]
+                batch = [e for e, _ in items]
                 try:
                     await asyncio.to_thread(self._write, batch)
-                except Exception:
+                except Exception as e:
                     failures += 1
+                    self.error = f"audit: {e}"
                     log.exception("writing %d audit entries failed; will retry", len(batch))
-                    self._queue.extendleft(reversed(batch))
+                    self._queue.extendleft(reversed(items))
                     await asyncio.sleep(_RETRY_DELAYS[min(failures, len(_RETRY_DELAYS)) - 1])
+                    if self.journal is not None:
+                        self.journal.sync()
                     continue
                 failures = 0
+                self.error = None
+                if self.journal is not None:
+                    self.journal.release(seg for _, seg in items)
+                # The head moves only after the entries are committed, in a step of its own: a
+                # head that cannot be written lags behind (harmless), it never re-queues the batch.
+                try:
+                    await asyncio.to_thread(_write_head, self.head_file, Head(batch[-1].seq, batch[-1].hash))
+                except OSError as e:
+                    log.warning("cannot move the audit head file %s: %s", self.head_file, e)
                 self._written += len(batch)
                 async with self._progress:
                     self._progress.notify_all()
 
     def _write(self, batch: list[Entry]) -> None:
-        """Insert `batch` in one transaction, then move the head (runs in a worker thread)."""
+        """Insert `batch` in one transaction (runs in a worker thread)."""
         assert self._db is not None
         rows = [(e.seq, e.ts, e.kind, e.request_id, e.data, e.prev_hash, e.hash) for e in batch]
         with self._db.atomic():
             self._db.conn.executemany(_INSERT, rows)
-        _write_head(self.head_file, Head(batch[-1].seq, batch[-1].hash))
+
+
+def _scrubbed(value: Any) -> Any:
+    """`value` with every string made valid UTF-8 (lone surrogates become '?')."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {scrub(str(k)): _scrubbed(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrubbed(v) for v in value]
+    return value

@@ -13,6 +13,7 @@ response streamed (a refused tool call).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import fields
 from typing import Any
@@ -22,12 +23,15 @@ import msgspec
 from sidecar import __version__
 from sidecar.audit.log import HEAD_FILE, AuditLog
 from sidecar.config import Config
+from sidecar.ledger.journal import Journal, Recovered
 from sidecar.ledger.pricing import Pricing
 from sidecar.ledger.record import UsageRecord
 from sidecar.paths import Paths
 from sidecar.policy.model import Policy
 from sidecar.proxy.context import RequestContext
 from sidecar.proxy.stages import Reply
+
+log = logging.getLogger(__name__)
 
 _FIELDS = tuple(f.name for f in fields(UsageRecord) if f.name != "id")  # the id is the entry's request_id
 
@@ -104,8 +108,10 @@ class AuditStage:
         return None
 
     def on_complete(self, ctx: RequestContext) -> None:
-        """Chain the request's entry."""
+        """Chain the request's entry (the request path's last stage journals it)."""
         recorder = self._recorders.pop(ctx.id, None)
+        if not ctx.record:
+            return
         record = ctx.to_record()
         rec = {f: getattr(record, f) for f in _FIELDS}  # dataclasses.asdict is 10x slower
         model = rec["upstream_model"] or rec["requested_model"]
@@ -115,7 +121,7 @@ class AuditStage:
         rec["decisions"] = [{"stage": d.stage, "action": d.action, "reason": d.reason} for d in ctx.decisions]
         if self.log_content:
             rec["content"] = {"request": _body(ctx.body), "response": recorder.message if recorder else None}
-        self.audit.append("request", rec, ctx.id)
+        self.audit.append("request", rec, ctx.id, sync=False)
 
     async def close(self) -> None:
         """Chain a `stop` entry, write everything, close the log."""
@@ -130,13 +136,27 @@ def _body(body: bytes) -> Any:
         return body.decode("utf-8", errors="replace")
 
 
-async def open_audit(cfg: Config, paths: Paths, pricing: Pricing, policy: Policy) -> AuditStage | None:
+async def open_audit(
+    cfg: Config,
+    paths: Paths,
+    pricing: Pricing,
+    policy: Policy,
+    journal: Journal | None = None,
+    recovered: Recovered | None = None,
+) -> AuditStage | None:
     """The audit stage, its log opened and a `start` entry chained; None when the policy
     turns the audit log off."""
     if not policy.access.audit:
         return None
-    audit = AuditLog(paths.db_file, paths.data_dir / HEAD_FILE)
+    audit = AuditLog(paths.db_file, paths.data_dir / HEAD_FILE, journal=journal)
     await audit.start()
+    last = audit.last
+    if last is not None and last.kind != "stop":
+        # The previous run died (SIGKILL, OOM, power): say so in the chain itself, so that a
+        # crash reads as a crash in `audit verify`, never as tampering.
+        log.warning("the previous run ended without a stop entry (after #%d); recording an unclean shutdown", last.seq)
+        found = recovered.to_dict() if recovered is not None else None
+        audit.append("unclean_shutdown", {"after": {"seq": last.seq, "kind": last.kind, "ts": last.ts}, "recovered": found})
     audit.append(
         "start",
         {
@@ -147,4 +167,5 @@ async def open_audit(cfg: Config, paths: Paths, pricing: Pricing, policy: Policy
             "log_content": policy.access.log_content,
         },
     )
+    await audit.flush()  # the crash and the start are on disk before the first request
     return AuditStage(audit, pricing, policy.access.log_content)

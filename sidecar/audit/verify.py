@@ -6,6 +6,9 @@ entry is named.
 - a moved entry is out of `seq` order and breaks the links on both sides;
 - entries cut off the end leave the chain intact, but not the head file written beside
   the store after every batch (an exported file has no head: its end cannot be checked).
+
+A crash is not tampering: the sidecar recovers the entries it had journaled and chains an
+`unclean_shutdown` entry at its next start; `verify` counts those (`unclean_shutdowns`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class Report:
     first_bad: int | None = None  # the seq of the first bad entry
     problem: str = ""
     last: Head | None = None
+    unclean_shutdowns: int = 0  # crashes the chain records (entries of kind unclean_shutdown)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for `--json`."""
@@ -44,6 +48,7 @@ class Report:
             "first_bad": self.first_bad,
             "problem": self.problem or None,
             "last": None if self.last is None else {"seq": self.last.seq, "hash": self.last.hash},
+            "unclean_shutdowns": self.unclean_shutdowns,
         }
 
 
@@ -54,6 +59,7 @@ def verify(entries: Iterable[Entry], head: Head | None = None, *, from_start: bo
     expected = 1
     at_head: str | None = None
     count = 0
+    unclean = 0
     try:
         for e in entries:
             if count == 0 and not from_start:
@@ -64,6 +70,7 @@ def verify(entries: Iterable[Entry], head: Head | None = None, *, from_start: bo
                 return Report(False, count - 1, bad, problem)
             if head is not None and e.seq == head.seq:
                 at_head = e.hash
+            unclean += e.kind == "unclean_shutdown"
             prev, expected = e.hash, e.seq + 1
     except BadLine as bad:
         return Report(False, count, expected, str(bad))
@@ -78,7 +85,7 @@ def verify(entries: Iterable[Entry], head: Head | None = None, *, from_start: bo
             )  # fmt: skip
         if at_head != head.hash:
             return Report(False, count, head.seq, f"entry #{head.seq} is not the one the head file recorded: it was rewritten", last)
-    return Report(True, count, last=last)
+    return Report(True, count, last=last, unclean_shutdowns=unclean)
 
 
 def _problem(e: Entry, expected: int, prev: str) -> tuple[int, str]:

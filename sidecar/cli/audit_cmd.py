@@ -67,7 +67,8 @@ def _print(report: Report, source: str, as_json: bool) -> None:
         click.echo(json.dumps({"source": source, **report.to_dict()}, indent=2))
     elif report.ok:
         last = f", last #{report.last.seq} ({report.last.hash[:12]})" if report.last else ""
-        click.echo(f"ok: {report.entries:,} audit entries verified in {source}{last}")
+        crashes = f"; {report.unclean_shutdowns} unclean shutdown(s) recorded (crashes, not tampering)" if report.unclean_shutdowns else ""
+        click.echo(f"ok: {report.entries:,} audit entries verified in {source}{last}{crashes}")
     else:
         click.echo(f"BROKEN at entry #{report.first_bad} of {source}: {report.problem}", err=True)
         click.echo(f"the {report.entries:,} entries before it are intact", err=True)

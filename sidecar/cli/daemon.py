@@ -148,6 +148,12 @@ def status(as_json: bool) -> None:
         f" this month: ${month.get('cost_usd', 0):.4f}"
     )
     click.echo(f"  in flight: {s['in_flight']}")
+    storage = s.get("storage")
+    if storage:
+        if storage["ok"]:
+            click.echo(f"  storage: ok ({storage['pending']} records waiting to be written)")
+        else:
+            click.echo(f"  storage: DEGRADED, usage is not being recorded: {storage['error']} ({storage['pending']} records waiting)")
 
 
 TOKEN_HEADER = "x-sidecar-token"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections import deque
 from dataclasses import fields
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import sqlite_utils
 
+from sidecar.ledger.journal import Journal, usage_line
 from sidecar.ledger.pricing import Pricing
 from sidecar.ledger.record import UsageRecord
 from sidecar.ledger.store import open_db
@@ -21,29 +23,51 @@ log = logging.getLogger(__name__)
 
 BATCH_SIZE = 500
 # Records wait this long to share one transaction: one write per request would cost more
-# CPU than the proxying itself (bench/overhead.py). flush() and close() skip the wait.
+# CPU than the proxying itself (bench/overhead.py). flush() and close() skip the wait. The
+# journal (sidecar.ledger.journal) holds them meanwhile, so a crash loses none.
 FLUSH_INTERVAL = 0.2
 _RETRY_DELAYS = (0.1, 0.5, 2.0, 5.0)  # seconds between attempts after a failed write
-_COLUMNS = tuple(f.name for f in fields(UsageRecord))
-_INSERT = (
-    f"INSERT OR IGNORE INTO usage ({', '.join(_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
+USAGE_COLUMNS = tuple(f.name for f in fields(UsageRecord))
+_TEXT_COLUMNS = tuple(f.name for f in fields(UsageRecord) if "str" in str(f.type))
+INSERT_USAGE = (
+    f"INSERT OR IGNORE INTO usage ({', '.join(USAGE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in USAGE_COLUMNS)})"
 )
+# A failure that says nothing about the rows (the disk, a lock, a read-only file): the batch
+# is retried as it is. Any other failure is a row sqlite cannot take: it is isolated.
+_TRANSIENT = (sqlite3.OperationalError, OSError)
+
+
+def scrub(text: str) -> str:
+    """`text` as valid UTF-8: lone surrogates (from undecodable header bytes) become '?'."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _scrub_record(rec: UsageRecord) -> None:
+    for name in _TEXT_COLUMNS:
+        value = getattr(rec, name)
+        if isinstance(value, str) and not value.isascii():
+            setattr(rec, name, scrub(value))
 
 
 class Ledger:
     """Records usage without blocking: `record()` queues, a background task writes to sqlite.
 
-    `record()` must be called from the event loop's thread. A failed write is retried
-    (the batch is one transaction, so a retry never duplicates rows); records are only
-    dropped, loudly, when a write still fails while the ledger closes.
+    `record()` must be called from the event loop's thread. With a journal, each record is
+    also added to it (the request path syncs it before the answer's last byte). A failed
+    write is retried (the batch is one transaction, so a retry never duplicates rows) for as
+    long as the process lives; a row sqlite refuses is written alone, or dropped loudly, so
+    one bad row never holds back the others. On close, what still cannot be written stays in
+    the journal for the next start.
     """
 
-    def __init__(self, db_path: Path, pricing: Pricing) -> None:
+    def __init__(self, db_path: Path, pricing: Pricing, journal: Journal | None = None) -> None:
         self.db_path = db_path
         self.pricing = pricing
+        self.journal = journal
+        self.error: str | None = None  # the last failed write, until a write succeeds
         self._db: sqlite_utils.Database | None = None
-        self._queue: deque[UsageRecord] = deque()
+        self._queue: deque[tuple[UsageRecord, int]] = deque()
         self._wake = asyncio.Event()
         self._urgent = asyncio.Event()
         self._progress = asyncio.Condition()
@@ -60,7 +84,8 @@ class Ledger:
         self._tasks.spawn(self._flusher(), name="ledger-flusher")
 
     def record(self, rec: UsageRecord) -> UsageRecord:
-        """Price `rec`, queue it for writing and return it; never blocks."""
+        """Price `rec`, queue it for writing (and add it to the journal) and return it; never blocks."""
+        _scrub_record(rec)
         model = rec.upstream_model or rec.requested_model
         rec.cost_usd, _ = self.pricing.cost(
             rec.provider,
@@ -73,7 +98,13 @@ class Ledger:
         if self._closed:
             log.error("usage record %s arrived after the ledger closed; not stored", rec.id)
             return rec
-        self._queue.append(rec)
+        seg = 0
+        if self.journal is not None:
+            try:
+                seg = self.journal.add(usage_line([getattr(rec, c) for c in USAGE_COLUMNS]))
+            except Exception as e:  # a value JSON cannot hold
+                log.error("usage record %s cannot be journaled (%s); it is only queued", rec.id, e)
+        self._queue.append((rec, seg))
         self._recorded += 1
         self._wake.set()
         return rec
@@ -121,31 +152,59 @@ class Ledger:
                     await asyncio.wait_for(self._urgent.wait(), FLUSH_INTERVAL)
             self._wake.clear()
             self._urgent.clear()
+            if self.journal is not None:
+                self.journal.sync()  # records added outside a request, or a probe while degraded
             while self._queue:
-                batch = [self._queue.popleft() for _ in range(min(BATCH_SIZE, len(self._queue)))]
+                items = [self._queue.popleft() for _ in range(min(BATCH_SIZE, len(self._queue)))]
+                batch = [rec for rec, _ in items]
                 try:
                     await asyncio.to_thread(self._write, batch)
-                except Exception:
+                except Exception as e:
                     failures += 1
+                    self.error = f"ledger: {e}"
                     if self._closing and failures > 1:
-                        log.exception(
-                            "lost %d usage records: the store could not be written", len(batch)
-                        )
+                        log.error(
+                            "%d usage records not written to the store (%s); %s",
+                            len(batch), e,
+                            "they stay in the journal for the next start" if self.journal else "they are lost",
+                        )  # fmt: skip
                     else:
                         log.exception("writing %d usage records failed; will retry", len(batch))
-                        self._queue.extendleft(reversed(batch))
+                        self._queue.extendleft(reversed(items))
                         delay = _RETRY_DELAYS[min(failures, len(_RETRY_DELAYS)) - 1]
                         await asyncio.sleep(0 if self._closing else delay)
+                        if self.journal is not None:
+                            self.journal.sync()
                         continue
                 else:
                     failures = 0
+                    self.error = None
+                    if self.journal is not None:
+                        self.journal.release(seg for _, seg in items)
                 self._done += len(batch)
                 async with self._progress:
                     self._progress.notify_all()
 
     def _write(self, batch: list[UsageRecord]) -> None:
-        """Insert `batch` in one transaction (runs in a worker thread)."""
+        """Insert `batch` in one transaction (runs in a worker thread). A row sqlite refuses
+        is isolated: the others are written, it is logged and dropped."""
         assert self._db is not None
-        rows: list[tuple[Any, ...]] = [tuple(getattr(r, c) for c in _COLUMNS) for r in batch]
+        rows: list[tuple[Any, ...]] = [tuple(getattr(r, c) for c in USAGE_COLUMNS) for r in batch]
+        try:
+            with self._db.atomic():
+                self._db.conn.executemany(INSERT_USAGE, rows)
+        except _TRANSIENT:
+            raise
+        except Exception:
+            self._write_each(rows)
+
+    def _write_each(self, rows: list[tuple[Any, ...]]) -> None:
+        assert self._db is not None
         with self._db.atomic():
-            self._db.conn.executemany(_INSERT, rows)
+            for row in rows:
+                try:
+                    self._db.conn.execute(INSERT_USAGE, row)
+                except _TRANSIENT:
+                    raise
+                except Exception as e:
+                    log.error("usage record %s cannot be stored (%s: %s); dropped", row[0], type(e).__name__, e)

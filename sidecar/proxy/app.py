@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -14,6 +17,9 @@ from sidecar.cache import control as cache_control
 from sidecar.cache.control import CACHE
 from sidecar.cache.stage import open_cache
 from sidecar.config import Config
+from sidecar.errors import StorageError
+from sidecar.ledger.health import StorageHealth
+from sidecar.ledger.journal import JOURNAL_DIR, Journal
 from sidecar.ledger.pricing import Pricing
 from sidecar.ledger.writer import Ledger
 from sidecar.paths import Paths
@@ -33,9 +39,10 @@ from sidecar.proxy.keys import (
     ROUTER,
     RUNTIME,
     STAGES,
+    STORAGE,
     Runtime,
 )
-from sidecar.proxy.stages import default_stages
+from sidecar.proxy.stages import JournalSync, StorageGate, default_stages
 from sidecar.routing import control as routes_control
 from sidecar.routing.reload import Reloader
 from sidecar.routing.router import Router
@@ -104,18 +111,31 @@ def create_app(
         await session.close()
 
     async def ledger(app: web.Application) -> AsyncIterator[None]:
-        led = Ledger(paths.db_file, Pricing(cfg.pricing))
-        await led.start()
+        journal = Journal(paths.data_dir / JOURNAL_DIR)
+        try:
+            recovered = await asyncio.to_thread(journal.recover, paths.db_file)
+            led = Ledger(paths.db_file, Pricing(cfg.pricing), journal)
+            await led.start()
+        except (OSError, sqlite3.Error) as e:
+            raise StorageError(f"cannot open the usage store in {paths.data_dir}: {e}") from None
         app[LEDGER] = led
         gate = app[POLICY] = await open_policy(cfg, paths, led, app[BUS])
-        audit = await open_audit(cfg, paths, led.pricing, gate.policy)
+        audit = await open_audit(cfg, paths, led.pricing, gate.policy, journal, recovered)
         cache = app[CACHE] = await open_cache(cfg, paths, led.pricing)
-        app[STAGES] = default_stages(led, app[BUS], extra=[gate, cache]) + ([audit] if audit else [])
+        writers: list[Any] = [led] if audit is None else [led, audit.audit]
+        health = app[STORAGE] = StorageHealth(journal, writers, refuse=cfg.usage.on_storage_failure == "refuse")
+        app[STAGES] = [
+            StorageGate(health),
+            *default_stages(led, app[BUS], extra=[gate, cache]),
+            *([audit] if audit else []),
+            JournalSync(journal),  # last: the request's records reach the disk before its final byte
+        ]
         yield
         if audit is not None:
             await audit.close()
         await cache.close()
         await led.close()
+        journal.close()
 
     async def announce_shutdown(app: web.Application) -> None:
         app[BUS].publish("shutdown", {})

@@ -63,6 +63,9 @@ class RequestContext:
     decisions: list[Decision] = field(default_factory=list)
     # Extra response headers a stage wants the client to see (e.g. x-sidecar-cache).
     response_headers: dict[str, str] = field(default_factory=dict)
+    record: bool = True  # False: neither metered nor audited (refused because storage is down)
+    # Runs the stages' on_complete once (see finish()); set by the handler.
+    on_finish: Callable[[], None] | None = None
     _json: dict[str, Any] | None = None
 
     @property
@@ -91,6 +94,13 @@ class RequestContext:
         """Replace the request body (a policy changed it): it is re-encoded once, here."""
         self._json = obj
         self.body = msgspec.json.encode(obj)
+
+    def finish(self) -> None:
+        """Complete the request (meter, audit, journal) before its final byte goes out, so an
+        answer the client received whole is always on disk; later calls do nothing."""
+        done, self.on_finish = self.on_finish, None
+        if done is not None:
+            done()
 
     def decide(self, stage: str, action: str, reason: str) -> None:
         """Record a policy decision."""

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import sqlite3
 import time
 from datetime import date
 from typing import Any
@@ -19,7 +21,9 @@ from sidecar import __version__
 from sidecar.errors import InvalidRequest
 from sidecar.ledger import reports
 from sidecar.ledger.store import open_db
-from sidecar.proxy.keys import BUS, CONFIG, PATHS, PROVIDERS, RUNTIME
+from sidecar.proxy.keys import BUS, CONFIG, PATHS, PROVIDERS, RUNTIME, STORAGE
+
+log = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 15.0
 GROUPS = ("daily", "weekly", "monthly", "session", "model", "route")
@@ -29,11 +33,15 @@ def _totals(request: web.Request) -> dict[str, Any]:
     paths, cfg = request.app[PATHS], request.app[CONFIG]
     if not paths.db_file.exists():
         return {}
-    db = open_db(paths.db_file)
     try:
-        return reports.totals(db, reports.local_zone(cfg.usage.timezone))
-    finally:
-        db.conn.close()
+        db = open_db(paths.db_file)
+        try:
+            return reports.totals(db, reports.local_zone(cfg.usage.timezone))
+        finally:
+            db.conn.close()
+    except sqlite3.Error as e:  # status must answer when the store does not: `storage` says why
+        log.warning("status: cannot read usage totals: %s", e)
+        return {}
 
 
 async def status(request: web.Request) -> web.Response:
@@ -61,6 +69,7 @@ async def status(request: web.Request) -> web.Response:
                 for p in cfg.providers
             ],
             "usage": totals,
+            "storage": request.app[STORAGE].state() if STORAGE in request.app else None,
             "event_subscribers": request.app[BUS].subscribers,
         }
     )

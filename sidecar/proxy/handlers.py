@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 
@@ -12,7 +13,7 @@ from sidecar.errors import SidecarError
 from sidecar.protocol.anthropic import RequestHead, parse_head
 from sidecar.proxy.context import RequestContext
 from sidecar.proxy.ingress import error_response
-from sidecar.proxy.keys import ROUTER, RUNTIME, STAGES
+from sidecar.proxy.keys import ROUTER, RUNTIME, STAGES, STORAGE
 from sidecar.proxy.relay import sidecar_headers
 from sidecar.proxy.stages import Reply, Stage
 
@@ -25,8 +26,10 @@ async def root(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness for `start`, service managers and load balancers."""
-    return web.json_response({"ok": True, "version": __version__})
+    """Liveness for `start`, service managers and load balancers, with the storage state
+    (`storage.ok` is false while usage cannot be recorded; `pending` records wait in memory)."""
+    storage = request.app.get(STORAGE)
+    return web.json_response({"ok": True, "version": __version__, "storage": storage.state() if storage else None})
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
@@ -42,6 +45,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         headers.get("x-claude-code-agent-id"),
         headers=headers,
     )
+    ctx.on_finish = functools.partial(_complete, stages, ctx)
     in_flight = request.app[RUNTIME].in_flight
     in_flight[ctx.id] = ctx
     try:
@@ -63,16 +67,16 @@ async def messages(request: web.Request) -> web.StreamResponse:
             resp.headers["x-sidecar-request-id"] = ctx.id
         finally:
             del in_flight[ctx.id]
-        # Send a whole (non-streamed) answer before metering, so metering is off its latency.
-        await _send(request, resp)
+        await _send(request, resp, ctx)
     finally:
-        _complete(stages, ctx)
+        ctx.finish()  # a response that broke off (a streamed one finished before its last chunk)
     return resp
 
 
-async def _send(request: web.Request, resp: web.StreamResponse) -> None:
+async def _send(request: web.Request, resp: web.StreamResponse, ctx: RequestContext) -> None:
     if resp.prepared:
         return
+    ctx.finish()  # metered, audited and journaled before the answer goes out
     try:
         await resp.prepare(request)
         await resp.write_eof()

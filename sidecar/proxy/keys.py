@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from sidecar.config import Config
+from sidecar.ledger.health import StorageHealth
 from sidecar.ledger.writer import Ledger
 from sidecar.paths import Paths
 from sidecar.providers.base import Provider
@@ -39,6 +40,7 @@ PATHS = web.AppKey("paths", Paths)
 RUNTIME = web.AppKey("runtime", Runtime)
 BUS = web.AppKey("bus", EventBus)
 LEDGER = web.AppKey("ledger", Ledger)
+STORAGE = web.AppKey("storage", StorageHealth)
 PROVIDERS: web.AppKey[dict[str, Provider]] = web.AppKey("providers")
 ROUTER: web.AppKey[Router] = web.AppKey("router")
 STAGES: web.AppKey[list[Stage]] = web.AppKey("stages")

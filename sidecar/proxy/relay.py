@@ -153,6 +153,7 @@ async def _relay_stream(
         async for c in chunks:
             yield c
 
+    finished = False  # the final event (message_stop or error) was seen and the request completed
     try:
         async for chunk in source():
             if ctx.first_byte_at is None:
@@ -161,39 +162,59 @@ async def _relay_stream(
             out = filt.feed(chunk) if filt is not None else chunk
             if not out:
                 continue
+            ctx.response_bytes += len(out)
+            if not finished and (tap.summary.stopped or tap.summary.error_type is not None) and _client_there(request):
+                finished = True
+                _finish(ctx, tap)  # before the chunk that makes the answer whole goes out
             try:
                 await resp.write(out)
             except ConnectionError:
                 call.close()
-                ctx.outcome = "client_closed"
-                _end(ctx, False)
+                if not finished:
+                    ctx.outcome = "client_closed"
+                    _end(ctx, False)
                 return resp
-            ctx.response_bytes += len(out)
     except asyncio.CancelledError:
         # The server is shutting down past its grace period; it closes the client side.
         call.close()
-        ctx.outcome = "client_closed"
-        _end(ctx, False)
+        if not finished:
+            ctx.outcome = "client_closed"
+            _end(ctx, False)
         raise
     except StreamBroken as e:
         # Returning normally would let aiohttp end the response cleanly: reset instead.
         log.warning("request %s: %s; aborting client", ctx.id, e)
-        ctx.outcome = "aborted"
-        _end(ctx, False)
+        if not finished:
+            ctx.outcome = "aborted"
+            _end(ctx, False)
         await abort_client(request)
         return resp
-    if not tap.summary.stopped and tap.summary.error_type is None:
-        # A clean end without message_stop is a truncation: never pass it on as complete.
-        log.warning("request %s: upstream %s ended the stream without message_stop; aborting client", ctx.id, ctx.provider)
-        ctx.outcome = "aborted"
-        _end(ctx, False)
-        await abort_client(request)
-        return resp
+    if not finished:
+        if not tap.summary.stopped and tap.summary.error_type is None:
+            # A clean end without message_stop is a truncation: never pass it on as complete.
+            log.warning("request %s: upstream %s ended the stream without message_stop; aborting client", ctx.id, ctx.provider)
+            ctx.outcome = "aborted"
+            _end(ctx, False)
+            await abort_client(request)
+            return resp
+        _finish(ctx, tap)
+    await resp.write_eof()
+    return resp
+
+
+def _client_there(request: web.Request) -> bool:
+    """Whether the client's connection is still open (a client gone already gets no answer)."""
+    transport = request.transport
+    return transport is not None and not transport.is_closing()
+
+
+def _finish(ctx: RequestContext, tap: SSETap) -> None:
+    """The stream's final event is about to go out: end the filters and complete the request
+    (metered, audited, journaled), so an answer the client has whole is always recorded."""
     if tap.summary.error_type is not None:
         ctx.outcome = "upstream_error"
     _end(ctx, tap.summary.error_type is None)
-    await resp.write_eof()
-    return resp
+    ctx.finish()
 
 
 def _end(ctx: RequestContext, complete: bool) -> None:

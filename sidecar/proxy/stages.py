@@ -3,7 +3,8 @@
 Each stage is a small object with named hooks; `default_stages()` is the one place that
 says which stages run and in what order:
 
-    Announce -> policy gate -> cache -> (router and provider, in the handler) -> Meter
+    StorageGate -> Announce -> policy gate -> cache -> (router and provider, in the handler)
+    -> Meter -> (audit) -> JournalSync
 
 Hooks:
 
@@ -11,8 +12,10 @@ Hooks:
   raise a SidecarError to refuse the request, change the body with ``ctx.replace_body``,
   record decisions with ``ctx.decide``, add response filters to ``ctx.filters``, or return
   a Reply to answer without going upstream (a cache hit). Later stages do not run then.
-- ``on_complete(ctx)``: once the response was sent, refused or failed; never raises
-  into the request (failures are logged).
+- ``on_complete(ctx)``: once the response is complete, refused or failed, just BEFORE its
+  final byte goes to the client (the message_stop chunk of a stream, a whole answer, an
+  error), so that the last stage can make the request's records durable first; or after
+  the response broke off. Runs once; never raises into the request (failures are logged).
 
 Response filters (`EventFilter`) see the Anthropic response on its way to the client:
 every SSE event of a stream, or the whole message of a non-streaming answer. A request
@@ -24,6 +27,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sidecar.errors import StorageUnavailable
+from sidecar.ledger.health import StorageHealth
+from sidecar.ledger.journal import Journal
 from sidecar.ledger.writer import Ledger
 from sidecar.proxy.context import RequestContext
 from sidecar.proxy.events import EventBus
@@ -94,9 +100,47 @@ class Meter:
 
     def on_complete(self, ctx: RequestContext) -> None:
         """Price and record the request; publish it."""
+        if not ctx.record:
+            return
         rec = self.ledger.record(ctx.to_record())
         if self.bus.subscribers:
             self.bus.publish("request", rec.to_dict())
+
+
+class StorageGate:
+    """Refuses new requests while their usage cannot be recorded (see sidecar.ledger.health)."""
+
+    def __init__(self, health: StorageHealth) -> None:
+        self.health = health
+
+    async def on_request(self, ctx: RequestContext) -> Reply | None:
+        """503 while storage is degraded and the config says refuse."""
+        if self.health.refuse and (error := self.health.error) is not None:
+            ctx.record = False  # nothing to meter, and nowhere to put it
+            raise StorageUnavailable(
+                f"usage cannot be recorded ({error}); refusing new requests until storage recovers "
+                f"({self.health.pending} records waiting)"
+            )
+        return None
+
+    def on_complete(self, ctx: RequestContext) -> None:
+        """Nothing."""
+
+
+class JournalSync:
+    """The last stage: writes what the meter and the audit log journaled for this request in
+    one append, before the final byte of the answer goes out."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+
+    async def on_request(self, ctx: RequestContext) -> Reply | None:
+        """Nothing."""
+        return None
+
+    def on_complete(self, ctx: RequestContext) -> None:
+        """Append the request's records to the journal."""
+        self.journal.sync()
 
 
 def default_stages(ledger: Ledger, bus: EventBus, extra: list[Stage] | None = None) -> list[Stage]:

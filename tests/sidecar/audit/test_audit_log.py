@@ -248,6 +248,7 @@ async def test_cli_verify_and_export(store: Path, tmp_path: Path) -> None:
     assert json.loads(as_json.output) | {"source": None} == {
         "source": None, "ok": False, "entries": 1, "first_bad": 2,
         "problem": "entry #2 is missing: the log jumps from #1 to #3 (deleted or moved)", "last": None,
+        "unclean_shutdowns": 0,
     }  # fmt: skip
 
 
