@@ -331,6 +331,11 @@ class H1Pool:
                 if reused and not conn.got_bytes and attempt == 1:
                     continue
                 raise
+            except BaseException:
+                # Given up while the answer is on its way (a first-byte timeout, a cancelled
+                # task): the connection is closed, so that answer can never reach anyone.
+                conn._close()
+                raise
         raise AssertionError("unreachable")
 
     async def _acquire(self) -> tuple[_Conn, bool]:

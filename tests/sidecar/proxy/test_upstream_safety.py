@@ -482,3 +482,23 @@ async def test_a_hostile_upstream_under_concurrency_never_crosses_answers(upstre
 
     await asyncio.gather(*(one_client(c) for c in range(8)))
     assert sorted(r.header("x-marker") or "" for r in upstream.requests) == sorted(plan)
+
+
+async def test_an_answer_given_up_on_closes_its_connection(upstream: RawUpstream, hermetic_env: Path, client: aiohttp.ClientSession) -> None:
+    async def slow_for_a(req: RawRequest, writer: asyncio.StreamWriter) -> bool:
+        if req.header("x-marker") == "A":
+            await asyncio.sleep(0.5)  # past the route's first-byte timeout
+            writer.write(ok("A"))
+            return True
+        return await echo(req, writer)
+
+    upstream.answer = slow_for_a
+    routes = '[[routes]]\nname = "main"\nmatch = { model = "*" }\ntargets = [{ provider = "anthropic" }]\ntimeouts = { first_byte = 0.2 }\n'
+    routes += "[routing.retry]\nrounds = 0\n"
+    async with sidecar_in_process(anthropic_config(upstream.url, "read_timeout = 600\n") + routes, hermetic_env) as sc:
+        status, body = await post(client, sc, "A")
+        assert status == 504 and is_envelope(body, "timeout_error"), body
+        async with asyncio.timeout(10):
+            await upstream.closed_by_peer.wait()  # the sidecar hung up instead of keeping it
+        for m in "BC":
+            assert (await post(client, sc, m)) == (200, message(m))
