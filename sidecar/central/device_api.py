@@ -8,7 +8,8 @@ import time
 
 from aiohttp import web
 
-from sidecar.central.app import LIMITER, NOTIFIER, OPTIONS, STORE, json_body, require_device
+from sidecar.central.app import LIMITER, NOTIFIER, OPTIONS, STORE, bearer, json_body, require_device
+from sidecar.central.notify import RECHECK_SECONDS
 from sidecar.errors import InvalidRequest, RateLimited
 
 
@@ -78,8 +79,6 @@ async def policy(request: web.Request) -> web.Response:
     if not wait >= 0:
         raise InvalidRequest("wait must be a number of seconds")
     deadline = time.monotonic() + wait
-    from sidecar.central.notify import RECHECK_SECONDS
-
     while True:
         event = notifier.waiter()
         version = await store.current_version()
@@ -90,6 +89,8 @@ async def policy(request: web.Request) -> web.Response:
             return web.Response(status=304, headers={"etag": f'W/"v{version}"'})
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), min(left, RECHECK_SECONDS))
+    if after is not None:  # held a while: a device revoked meanwhile gets nothing more
+        device = await store.device_for(bearer(request))
     envelope = await store.device_policy(device)
     return web.json_response(envelope, headers={"etag": f'W/"v{version}"', "cache-control": "no-store"})
 

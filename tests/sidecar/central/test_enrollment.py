@@ -153,3 +153,13 @@ async def test_oversized_body_is_refused_with_413(central: Central) -> None:
     cred = (await central.enroll_device("hal@example.com"))["credential"]
     status, body = await central.call("POST", "/v1/usage", cred, data=big, headers={"content-type": "application/json"})
     assert status == 413 and body["error"]["type"] == "request_too_large"
+
+
+async def test_a_device_revoked_while_its_long_poll_is_held_gets_no_policy(central: Central) -> None:
+    enrolled = await central.enroll_device("ivy@example.com")
+    poll = asyncio.ensure_future(central.call("GET", "/v1/policy", enrolled["credential"], params={"after": "0"}))
+    await asyncio.sleep(0.3)
+    await central.admin("DELETE", f"/v1/admin/devices/{enrolled['device_id']}")
+    await central.admin("POST", "/v1/admin/policy", json={"document": {"budget": {"daily_usd": 1}}})
+    status, body = await asyncio.wait_for(poll, 5)
+    assert status == 401 and body["error"]["type"] == "authentication_error"
