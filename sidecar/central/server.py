@@ -73,7 +73,11 @@ async def serve(settings: ServeSettings, ready: asyncio.Event | None = None) -> 
         runner = web.AppRunner(create_app(store, settings.options), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.port, ssl_context=tls)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as e:
+            await runner.cleanup()
+            raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}") from None
         port = runner.addresses[0][1] if runner.addresses else settings.port
         scheme = "https" if tls else "http"
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
