@@ -36,7 +36,10 @@ class StorageHealth:
 
     @property
     def error(self) -> str | None:
-        """What is failing now, or None when every write succeeds."""
+        """What is failing now, or None when every write succeeds. A failed journal is probed
+        (one blank line) first, so its recovery shows even while every request is refused."""
+        if self.journal is not None and self.journal.error is not None:
+            self.journal.sync()
         errors = [self.journal.error] if self.journal is not None and self.journal.error else []
         errors += [w.error for w in self.writers if w.error]
         return "; ".join(errors) if errors else None

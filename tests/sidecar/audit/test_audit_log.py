@@ -4,6 +4,7 @@ and in an exported file."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import itertools
 import json
@@ -274,3 +275,25 @@ def test_the_hash_is_recomputable_from_an_exported_line_alone() -> None:
     obj = json.loads(line)
     body = canonical({k: obj[k] for k in ("seq", "ts", "kind", "request_id", "data")})
     assert hashlib.sha256(f"{obj['prev_hash']}\n{body}".encode()).hexdigest() == obj["hash"]
+
+
+async def test_a_head_file_that_cannot_be_written_does_not_wedge_the_log(store: Path) -> None:
+    """The head moves after the commit, in a step of its own: when it fails, the entries are
+    still written once (no `UNIQUE constraint failed: audit.seq` retries), and close is quick."""
+    head = store.parent / HEAD_FILE
+    head.mkdir(parents=True)  # the head file cannot be replaced: os.replace onto a directory fails
+    log = AuditLog(store, head, Clock())
+    await log.start()
+    for i in range(3):
+        log.append("request", {"n": i}, f"req{i}")
+    async with asyncio.timeout(5):
+        await log.flush()
+    log.append("request", {"n": 3}, "req3")
+    async with asyncio.timeout(5):
+        await log.close()
+    db = open_db(store)
+    try:
+        assert [e.seq for e in entries_in_db(db)] == [1, 2, 3, 4]
+        assert verify(entries_in_db(db)).ok
+    finally:
+        db.conn.close()

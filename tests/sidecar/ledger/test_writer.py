@@ -143,3 +143,25 @@ async def test_the_served_model_is_what_is_billed(tmp_path: Path) -> None:
         )
     finally:
         await led.close()
+
+
+async def test_one_bad_row_never_holds_back_the_others(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A lone surrogate (an undecodable header byte) is stored readable; a value sqlite cannot
+    hold is dropped alone, loudly; every other row of the batch is written."""
+    path = tmp_path / "s.db"
+    led = Ledger(path, Pricing())
+    await led.start()
+    good = [_rec(i) for i in range(5)]
+    odd = _rec(5)
+    odd.session_id = "sess-\udcff"
+    huge = _rec(6)
+    huge.output_tokens = 2**70
+    with caplog.at_level(logging.ERROR, logger="sidecar.ledger.writer"):
+        for rec in (*good[:2], odd, huge, *good[2:]):
+            led.record(rec)
+        await asyncio.wait_for(led.flush(), 10)
+    await led.close()
+    rows = _rows(path)
+    assert set(rows) == {r.id for r in (*good, odd)}
+    assert rows[odd.id]["session_id"] == "sess-?"
+    assert any(huge.id in r.getMessage() and "dropped" in r.getMessage() for r in caplog.records)

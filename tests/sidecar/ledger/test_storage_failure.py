@@ -1,0 +1,155 @@
+"""Storage that fails under a running daemon: a full disk shows on /healthz and in `status`,
+new requests are refused with a 503 envelope while usage cannot be recorded, the records
+waiting in memory are written once space returns, and a store that cannot be opened at
+start is one clear line, not a traceback.
+
+The full disk is real to the daemon: its file-size limit (RLIMIT_FSIZE, set from outside
+with prlimit) makes every write that extends a file fail, as ENOSPC would. A read-only data
+dir is a read-only bind mount in a private mount namespace (skipped where `unshare` is not
+allowed)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import shutil
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from sidecar.testing.fake_anthropic import FakeAnthropic
+from sidecar.testing.harness import ChildSidecar, anthropic_config, start_child
+
+BODY = {"model": "claude-opus-4-8", "max_tokens": 32, "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def cli(home: Path, *args: str) -> tuple[int | None, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sidecar", *args,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate()
+    return proc.returncode, out.decode(), err.decode()
+
+
+def rows(db_file: Path) -> set[str]:
+    conn = sqlite3.connect(str(db_file), timeout=10)
+    try:
+        return {r[0] for r in conn.execute("SELECT id FROM usage")}
+    finally:
+        conn.close()
+
+
+async def healthz(client: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    async with client.get(url + "/healthz") as resp:
+        assert resp.status == 200
+        out: dict[str, Any] = await resp.json()
+        return out
+
+
+async def until(client: aiohttp.ClientSession, url: str, ok: bool, pending: int | None = None, within: float = 20) -> dict[str, Any]:
+    """Poll /healthz until its storage state is `ok` (and has `pending` records)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        storage: dict[str, Any] = (await healthz(client, url))["storage"]
+        if storage["ok"] is ok and (pending is None or storage["pending"] == pending):
+            return storage
+        assert loop.time() < deadline, storage
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+def daemon(hermetic_env: Path, fake: FakeAnthropic) -> Iterator[ChildSidecar]:
+    child = start_child(hermetic_env, anthropic_config(fake.url))
+    try:
+        yield child
+    finally:
+        child.proc.kill()
+        child.proc.wait(10)
+
+
+async def test_a_full_disk_is_reported_refused_and_recovered(
+    daemon: ChildSidecar, client: aiohttp.ClientSession
+) -> None:
+    db_file = daemon.home / "data" / "sidecar.db"
+    served: list[str] = []
+
+    async def post() -> tuple[int, dict[str, Any], aiohttp.typedefs.LooseHeaders]:
+        async with client.post(daemon.url + "/v1/messages", json=BODY) as resp:
+            body = await resp.json()
+            if resp.status == 200:
+                served.append(resp.headers["x-sidecar-request-id"])
+            return resp.status, body, resp.headers
+
+    for _ in range(3):
+        assert (await post())[0] == 200
+    assert (await until(client, daemon.url, ok=True, pending=0)) == {"ok": True, "pending": 0, "error": None}
+
+    hard = resource.prlimit(daemon.proc.pid, resource.RLIMIT_FSIZE)[1]
+    resource.prlimit(daemon.proc.pid, resource.RLIMIT_FSIZE, (0, hard))  # the disk is full
+    try:
+        # Admitted while storage still looked fine: served, its records wait in memory.
+        assert (await post())[0] == 200
+        storage = await until(client, daemon.url, ok=False)
+        assert storage["pending"] >= 1 and "journal" in storage["error"], storage
+        code, out, err = await cli(daemon.home, "status")
+        assert code == 0, err
+        assert "storage: DEGRADED, usage is not being recorded" in out, out
+        code, out, err = await cli(daemon.home, "status", "--json")
+        assert json.loads(out)["storage"]["ok"] is False
+
+        status, body, headers = await post()
+        assert status == 503
+        assert body["type"] == "error" and body["error"]["type"] == "api_error"
+        assert "usage cannot be recorded" in body["error"]["message"]
+        assert headers["retry-after"] == "5"
+    finally:
+        resource.prlimit(daemon.proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, hard))
+
+    # Space is back: the waiting records are written, and requests are served again.
+    await until(client, daemon.url, ok=True, pending=0)
+    assert (await post())[0] == 200
+    await until(client, daemon.url, ok=True, pending=0)
+    assert rows(db_file) == set(served)  # every answered request, none of the refused one
+    code, out, err = await cli(daemon.home, "audit", "verify")
+    assert code == 0, out + err
+
+
+async def test_a_store_that_cannot_be_opened_is_one_clear_line(hermetic_env: Path) -> None:
+    (hermetic_env / "data").mkdir(parents=True)
+    (hermetic_env / "data" / "sidecar.db").write_bytes(b"this is not a database, " * 10)
+    code, _, err = await cli(hermetic_env, "start", "--foreground")
+    assert code == 1
+    assert err == f"error: cannot open the usage store in {hermetic_env / 'data'}: file is not a database\n"
+
+
+def _unshare_works() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _unshare_works(), reason="needs a private mount namespace (unshare -rm)")
+async def test_a_read_only_data_dir_at_start_is_one_clear_line(hermetic_env: Path) -> None:
+    data = hermetic_env / "data"
+    data.mkdir(parents=True)
+    script = f'mount --bind "{data}" "{data}" && mount -o remount,ro,bind "{data}" "{data}" && exec "{sys.executable}" -m sidecar start --foreground'
+    proc = await asyncio.create_subprocess_exec(
+        "unshare", "-rm", "sh", "-c", script,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(60):
+        _, err = await proc.communicate()
+    assert proc.returncode == 1
+    lines = err.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot open the usage store in {data}: "), lines
+    assert "Read-only file system" in lines[0]
