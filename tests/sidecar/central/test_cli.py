@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -60,8 +61,9 @@ async def test_from_empty_database_to_enrolled_sidecar(db_url: str, tmp_path: Pa
         assert devices[0]["revoked_at"] is not None
 
 
-def test_central_init_prints_a_bootstrap_token_once(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'c.db'}"
-    out = _run("central", "init", "--db", url)
+async def test_central_init_prints_a_bootstrap_token_once(db_url: str) -> None:
+    out = await asyncio.to_thread(_run, "central", "init", "--db", db_url)
     assert "csa_" in out
-    assert "already has an admin" in _run("central", "init", "--db", url, ok=False)
+    assert "already has an admin" in await asyncio.to_thread(_run, "central", "init", "--db", db_url, ok=False)
+    async with CentralProcess(db_url) as server:
+        assert server.bootstrap_token is None  # serve prints one only for an empty database

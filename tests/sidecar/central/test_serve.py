@@ -36,9 +36,9 @@ def _self_signed(tmp: Path) -> tuple[Path, Path]:
     return cert_file, key_file
 
 
-async def test_serves_https_with_a_certificate_and_key(tmp_path: Path) -> None:
+async def test_serves_https_with_a_certificate_and_key(tmp_path: Path, db_url: str) -> None:
     cert, key = _self_signed(tmp_path)
-    async with CentralProcess(f"sqlite:///{tmp_path / 'c.db'}", "--tls-cert", str(cert), "--tls-key", str(key)) as server:
+    async with CentralProcess(db_url, "--tls-cert", str(cert), "--tls-key", str(key)) as server:
         assert server.url.startswith("https://127.0.0.1:")
         ctx = ssl.create_default_context(cafile=str(cert))
         async with aiohttp.ClientSession() as http:
