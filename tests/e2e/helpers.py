@@ -195,15 +195,14 @@ def _alive(pid: int) -> bool:
 
 
 def parse_env(text: str) -> dict[str, str]:
-    """The variables of `claude-sidecar env` output (`export K=V` lines, shell-quoted)."""
+    """The variables of `claude-sidecar env` output (`export K=V` commands, shell-quoted; a
+    quoted value may span lines, as ANTHROPIC_CUSTOM_HEADERS does)."""
     out: dict[str, str] = {}
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        words = shlex.split(line)
-        assert len(words) == 2 and words[0] == "export", f"unexpected env line {line!r}"
-        key, sep, value = words[1].partition("=")
-        assert sep, f"unexpected env line {line!r}"
+    words = shlex.split(text)
+    assert len(words) % 2 == 0, f"unexpected env output {text!r}"
+    for verb, assignment in zip(words[::2], words[1::2], strict=True):
+        key, sep, value = assignment.partition("=")
+        assert verb == "export" and sep, f"unexpected env output {text!r}"
         out[key] = value
     return out
 
