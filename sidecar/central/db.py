@@ -12,6 +12,7 @@ the store's read-check-write steps (leases, versions, the audit chain) cannot in
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import sqlite3
 from abc import ABC, abstractmethod
@@ -22,11 +23,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sidecar.errors import ConfigError
+from sidecar.tasks import TaskSet
 
 if TYPE_CHECKING:
     import asyncpg
 
 Row = dict[str, Any]
+log = logging.getLogger(__name__)
 
 
 class Tx(ABC):
@@ -200,6 +203,9 @@ class PostgresDatabase(Database):
         self.url, self.max_size = url, max_size
         self._pool: asyncpg.Pool[Any] | None = None
         self._listener: asyncpg.Connection[Any] | None = None
+        self._channels: dict[str, Callable[[str], Any]] = {}
+        self._tasks = TaskSet()
+        self._closing = False
 
     async def open(self) -> None:
         import asyncpg
@@ -210,6 +216,8 @@ class PostgresDatabase(Database):
             raise ConfigError(f"cannot connect to {self.url}: {e}") from None
 
     async def close(self) -> None:
+        self._closing = True
+        await self._tasks.close()
         if self._listener is not None:
             await self._listener.close()
             self._listener = None
@@ -227,12 +235,46 @@ class PostgresDatabase(Database):
             yield _PgTx(conn)
 
     async def listen(self, channel: str, callback: Callable[[str], Awaitable[None] | None]) -> None:
-        import asyncpg
-
+        self._channels[channel] = callback
         if self._listener is None:
-            self._listener = await asyncpg.connect(self.url)
+            await self._connect_listener()
+        else:
+            await self._add_listener(self._listener, channel, callback)
 
+    async def _add_listener(self, conn: asyncpg.Connection[Any], channel: str, callback: Callable[[str], Any]) -> None:
         def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
             callback(payload)
 
-        await self._listener.add_listener(channel, on_notify)
+        await conn.add_listener(channel, on_notify)
+
+    async def _connect_listener(self) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(self.url)
+        for channel, callback in self._channels.items():
+            await self._add_listener(conn, channel, callback)
+        conn.add_termination_listener(self._listener_lost)
+        self._listener = conn
+
+    def _listener_lost(self, _conn: Any) -> None:
+        # A restart, failover or idle timeout cut LISTEN: reconnect, then wake every
+        # listener once, since notifications sent meanwhile are lost.
+        self._listener = None
+        if not self._closing:
+            self._tasks.spawn(self._relisten(), name="central-relisten")
+
+    async def _relisten(self) -> None:
+        import asyncpg
+
+        delay = 0.2
+        while not self._closing:
+            try:
+                await self._connect_listener()
+            except (OSError, asyncpg.PostgresError) as e:
+                log.warning("central: LISTEN connection lost; reconnecting in %.1f s (%s)", delay, e)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            for callback in self._channels.values():
+                callback("")
+            return

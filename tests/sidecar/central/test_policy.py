@@ -210,3 +210,43 @@ async def test_long_poll_wakes_across_two_server_processes_on_one_postgresql(pg_
             for status, env, at in await asyncio.wait_for(asyncio.gather(*polls), 2.0):
                 assert status == 200 and at - pushed < 1.0
                 assert verify_envelope(env, dev["public_key"], dev["device_id"])["version"] == 1
+
+
+async def test_a_dropped_listen_connection_is_re_established(pg_cluster: Any) -> None:
+    import asyncpg
+
+    url = await pg_cluster.new_database()
+    async with CentralProcess(url, "--max-wait", "20") as a, CentralProcess(url, "--max-wait", "20") as b:
+        token = a.bootstrap_token or b.bootstrap_token
+        auth = {"authorization": f"Bearer {token}"}
+        async with aiohttp.ClientSession() as http:
+            async def post(base: str, path: str, body: Any, headers: dict[str, str] = auth) -> Any:
+                async with http.post(base + path, json=body, headers=headers) as r:
+                    assert r.status < 300, await r.text()
+                    return await r.json()
+
+            await post(a.url, "/v1/admin/developers", {"email": "ada@example.com"})
+            enr = await post(a.url, "/v1/admin/enrollment-tokens", {"developer": "ada@example.com"})
+            dev = await post(b.url, "/v1/enroll", {"token": enr["token"]}, {})
+            # cut every LISTEN connection, as a database restart or a proxy timeout would
+            conn = await asyncpg.connect(url)
+            try:
+                killed = await conn.fetch(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND datname = current_database()"
+                )
+            finally:
+                await conn.close()
+            assert len(killed) == 2
+            await asyncio.sleep(1.5)  # the replicas reconnect
+
+            async def poll() -> tuple[int, float]:
+                async with http.get(b.url + "/v1/policy", params={"after": "0"},
+                                    headers={"authorization": f"Bearer {dev['credential']}"}) as r:  # fmt: skip
+                    return r.status, time.monotonic()
+
+            held = asyncio.ensure_future(poll())
+            await asyncio.sleep(0.5)
+            pushed = time.monotonic()
+            await post(a.url, "/v1/admin/policy", {"document": ORG})
+            status, at = await asyncio.wait_for(held, 4.0)
+            assert status == 200 and at - pushed < 1.0  # woken by NOTIFY, not by the 5 s re-read
