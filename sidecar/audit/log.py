@@ -38,6 +38,8 @@ HEAD_FILE = "audit-head.json"
 FLUSH_INTERVAL = 0.2  # seconds entries wait to share a transaction
 BATCH_SIZE = 500
 _RETRY_DELAYS = (0.1, 0.5, 2.0, 5.0)
+CLOSE_WAIT = 30.0  # seconds close() waits for the queue to be written
+CLOSE_WAIT_FAILING = 2.0  # ... when writes are failing and the journal holds the entries
 _INSERT = "INSERT INTO audit (seq, ts, kind, request_id, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)"
 
 
@@ -168,8 +170,11 @@ class AuditLog:
         if self._closed:
             return
         if self._db is not None:
+            # A store that is failing now is not waited on for long when the journal holds
+            # the entries: the next start writes them.
+            wait = CLOSE_WAIT_FAILING if self.journal is not None and self.error else CLOSE_WAIT
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.flush(), 30.0)
+                await asyncio.wait_for(self.flush(), wait)
         self._closed = True
         if self.pending:
             log.error(

@@ -28,7 +28,6 @@ BATCH_SIZE = 500
 FLUSH_INTERVAL = 0.2
 _RETRY_DELAYS = (0.1, 0.5, 2.0, 5.0)  # seconds between attempts after a failed write
 USAGE_COLUMNS = tuple(f.name for f in fields(UsageRecord))
-_TEXT_COLUMNS = tuple(f.name for f in fields(UsageRecord) if "str" in str(f.type))
 INSERT_USAGE = (
     f"INSERT OR IGNORE INTO usage ({', '.join(USAGE_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in USAGE_COLUMNS)})"
@@ -43,11 +42,14 @@ def scrub(text: str) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
-def _scrub_record(rec: UsageRecord) -> None:
-    for name in _TEXT_COLUMNS:
-        value = getattr(rec, name)
-        if isinstance(value, str) and not value.isascii():
-            setattr(rec, name, scrub(value))
+def _values(rec: UsageRecord) -> list[Any]:
+    """The row's values in column order, every string made valid UTF-8 (in `rec` too)."""
+    values = [getattr(rec, c) for c in USAGE_COLUMNS]
+    for i, value in enumerate(values):
+        if type(value) is str and not value.isascii():
+            values[i] = clean = scrub(value)
+            setattr(rec, USAGE_COLUMNS[i], clean)
+    return values
 
 
 class Ledger:
@@ -85,7 +87,6 @@ class Ledger:
 
     def record(self, rec: UsageRecord) -> UsageRecord:
         """Price `rec`, queue it for writing (and add it to the journal) and return it; never blocks."""
-        _scrub_record(rec)
         model = rec.upstream_model or rec.requested_model
         rec.cost_usd, _ = self.pricing.cost(
             rec.provider,
@@ -99,9 +100,11 @@ class Ledger:
             log.error("usage record %s arrived after the ledger closed; not stored", rec.id)
             return rec
         seg = 0
-        if self.journal is not None:
+        if self.journal is None:
+            _values(rec)  # scrubbed all the same
+        else:
             try:
-                seg = self.journal.add(usage_line([getattr(rec, c) for c in USAGE_COLUMNS]))
+                seg = self.journal.add(usage_line(_values(rec)))
             except Exception as e:  # a value JSON cannot hold
                 log.error("usage record %s cannot be journaled (%s); it is only queued", rec.id, e)
         self._queue.append((rec, seg))

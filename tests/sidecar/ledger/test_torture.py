@@ -141,7 +141,7 @@ def check(home: Path, tally: Tally, kills: int) -> None:
 
 
 READER = r"""
-import json, sys, time, urllib.request, urllib.error
+import http.client, json, sys, time, urllib.request, urllib.error
 from pathlib import Path
 from click.testing import CliRunner
 from sidecar.cli import cli
@@ -172,8 +172,8 @@ while not stop.exists():
                 json.loads(resp.read()); counts["api"] += 1
         except urllib.error.HTTPError as e:
             note("api", path=path, status=e.code, body=e.read().decode(errors="replace")[:300])
-        except (OSError, ValueError):
-            pass  # the daemon is down (killed) or restarting
+        except (OSError, ValueError, http.client.HTTPException):
+            pass  # the daemon is down (killed mid-answer) or restarting
 note("done", **counts)
 """
 
