@@ -16,6 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sidecar.errors import ConfigError
+from sidecar.net import host_is_loopback
 from sidecar.providers import registry
 from sidecar.routing.config import RouteConfig, RoutingConfig, read_routes, read_routing
 
@@ -37,6 +38,23 @@ class ServerConfig:
     unix_socket: str | None = None
     require_token: bool = False
     shutdown_grace_seconds: float = 30.0
+    # Limits on what a client may hold (see docs/configuration.md, "Listener limits").
+    header_timeout_seconds: float = 30.0  # a request head must arrive within this of its first byte
+    body_timeout_seconds: float = 30.0  # the longest pause inside a request body
+    request_timeout_seconds: float = 300.0  # a whole request body must arrive within this
+    idle_timeout_seconds: float = 60.0  # an idle keep-alive connection is closed after this
+    max_connections: int = 512  # more are refused (503), after the idlest ones were closed
+    max_body_mb: float = 64.0  # a larger body is refused with 413 (up front from Content-Length)
+
+    @property
+    def max_body_bytes(self) -> int:
+        """`max_body_mb` in bytes."""
+        return int(self.max_body_mb * 1024 * 1024)
+
+    @property
+    def loopback(self) -> bool:
+        """Whether the listener is bound to a loopback address (the safe default)."""
+        return host_is_loopback(self.host)
 
 
 @dataclass(frozen=True)
@@ -497,7 +515,7 @@ def _cache(r: _Reader, data: Any) -> CacheConfig:
 
 
 def _server(r: _Reader, data: Any) -> ServerConfig:
-    d = r.table(data, "server", {"host", "port", "unix_socket", "require_token", "shutdown_grace_seconds"})
+    d = r.table(data, "server", {"host", "port", "unix_socket", "require_token", "shutdown_grace_seconds", *_LIMITS})
     host = r.get(d, "server", "host", str, "127.0.0.1")
     port = r.get(d, "server", "port", int, DEFAULT_PORT)
     if not 0 <= port <= 65535:
@@ -510,13 +528,38 @@ def _server(r: _Reader, data: Any) -> ServerConfig:
     grace = float(r.get(d, "server", "shutdown_grace_seconds", (int, float), 30.0))
     if grace < 0:
         raise r.fail("server.shutdown_grace_seconds", "must not be negative")
+    limits: dict[str, Any] = {}
+    for key, default in _LIMITS.items():
+        value = r.get(d, "server", key, (int, float), default)
+        if isinstance(value, bool) or value <= 0:
+            raise r.fail(f"server.{key}", "must be a positive number")
+        limits[key] = int(value) if isinstance(default, int) else float(value)
     return ServerConfig(
         host=host,
         port=port,
         unix_socket=sock,
         require_token=r.get(d, "server", "require_token", bool, False),
         shutdown_grace_seconds=grace,
+        **limits,
     )
+
+
+_LIMITS: dict[str, float | int] = {
+    f.name: getattr(ServerConfig(), f.name)
+    for f in fields(ServerConfig)
+    if f.name.endswith(("_timeout_seconds", "max_connections", "max_body_mb"))
+}
+
+
+def warnings(cfg: Config) -> list[str]:
+    """What in `cfg` is allowed but risky (`config check` and the daemon's log say it loudly)."""
+    out = []
+    if not cfg.server.loopback:
+        out.append(
+            f"server.host = {cfg.server.host!r} listens beyond this machine: anyone who can reach it may try it. "
+            "The local token is required on every request (the Host check is relaxed); bind 127.0.0.1 unless you mean it"
+        )
+    return out
 
 
 def _providers(r: _Reader, data: Any) -> tuple[ProviderConfig, ...]:
@@ -619,7 +662,13 @@ DEFAULT_CONFIG = '''\
 # port = 8787                 # CLAUDE_SIDECAR_PORT overrides; the next free port is used if taken
 # unix_socket = false         # true: listen on <state dir>/sidecar.sock (mode 0600) too, or a path
 # require_token = false       # require the local token on the proxy even when forwarding client keys
-# shutdown_grace_seconds = 30 # how long in-flight streams may finish on stop
+# shutdown_grace_seconds = 30 # how long in-flight streams may finish on stop (then they are reset)
+# header_timeout_seconds = 30 # a request head must arrive within this of its first byte (else 408)
+# body_timeout_seconds = 30   # the longest pause inside a request body (else 408)
+# request_timeout_seconds = 300 # a whole request body must arrive within this (else 408)
+# idle_timeout_seconds = 60   # an idle keep-alive connection is closed after this
+# max_connections = 512       # at most this many client connections (lowered to fit the open-file limit)
+# max_body_mb = 64            # a larger request body is refused with 413
 
 # The Anthropic API. With no `keys` the sidecar forwards the client's own credentials
 # (x-api-key or a Claude subscription's Bearer token) untouched.

@@ -11,6 +11,8 @@ Hierarchy::
     │   ├── PermissionDenied          403 permission_error (foreign Host, browser Origin)
     │   │   └── PolicyDenied          403 permission_error (model, tool or guardrail policy)
     │   ├── NotFound                  404 not_found_error (unknown path)
+    │   ├── RequestTimeout            408 timeout_error (the head or body did not arrive in time)
+    │   ├── RequestTooLarge           413 request_too_large (the body is over [server] max_body_mb)
     │   └── RateLimited               429 rate_limit_error, retry-after: the real wait
     │       └── BudgetExhausted       429 rate_limit_error, retry-after: until the budget resets
     ├── StorageError                  the store cannot be opened at start (CLI: one line, exit 1)
@@ -120,6 +122,20 @@ class StorageUnavailable(SidecarError):
 
     def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message, headers={"retry-after": "5", **(headers or {})})
+
+
+class RequestTimeout(ClientError):
+    """The client did not send its request head or body in time ([server] *_timeout_seconds)."""
+
+    status = 408
+    error_type = "timeout_error"
+
+
+class RequestTooLarge(ClientError):
+    """The request body is larger than [server] max_body_mb allows."""
+
+    status = 413
+    error_type = "request_too_large"
 
 
 class UpstreamError(SidecarError):

@@ -34,6 +34,8 @@ def parse_head(body: bytes) -> RequestHead:
         raise InvalidRequest(f"invalid request body: {e}") from None
     except msgspec.DecodeError as e:
         raise InvalidRequest(f"the request body is not valid JSON: {e}") from None
+    except RecursionError:
+        raise InvalidRequest("the request body's JSON is nested too deeply") from None
 
 
 @dataclass

@@ -49,8 +49,6 @@ from sidecar.routing.router import Router
 from sidecar.secrets import ResolvedKey, SecretStore, resolve_keys
 from sidecar.tasks import TaskSet
 
-MAX_BODY = 64 * 1024 * 1024  # Claude Code bodies are ~100 KB; images and PDFs can be large.
-
 
 def create_app(
     cfg: Config,
@@ -61,7 +59,7 @@ def create_app(
 ) -> web.Application:
     """Build the sidecar's app; `keys` are the resolved credentials per provider name. With
     `config_path`, routes and providers reload when that file changes (and on SIGHUP)."""
-    app = web.Application(middlewares=[ingress], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[ingress], client_max_size=cfg.server.max_body_bytes)
     app[CONFIG] = cfg
     app[PATHS] = paths
     app[RUNTIME] = Runtime(token=token, started_at=time.time())

@@ -85,6 +85,8 @@ class RequestContext:
                 obj = msgspec.json.decode(self.body)
             except msgspec.DecodeError as e:
                 raise InvalidRequest(f"the request body is not valid JSON: {e}") from None
+            except RecursionError:
+                raise InvalidRequest("the request body's JSON is nested too deeply") from None
             if not isinstance(obj, dict):
                 raise InvalidRequest("the request body must be a JSON object")
             self._json = obj

@@ -12,7 +12,7 @@ from sidecar import __version__
 from sidecar.errors import SidecarError
 from sidecar.protocol.anthropic import RequestHead, parse_head
 from sidecar.proxy.context import RequestContext
-from sidecar.proxy.ingress import error_response
+from sidecar.proxy.ingress import REQUEST_ID, error_response
 from sidecar.proxy.keys import ROUTER, RUNTIME, STAGES, STORAGE
 from sidecar.proxy.relay import sidecar_headers
 from sidecar.proxy.stages import Reply, Stage
@@ -46,6 +46,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         headers=headers,
     )
     ctx.on_finish = functools.partial(_complete, stages, ctx)
+    request[REQUEST_ID] = ctx.id  # an unexpected error's 500 names it
     in_flight = request.app[RUNTIME].in_flight
     in_flight[ctx.id] = ctx
     try:

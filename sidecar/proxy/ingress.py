@@ -8,15 +8,31 @@ loopback name, is refused before it touches anything.
 from __future__ import annotations
 
 import hmac
+import logging
+import re
 import socket
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.compression_utils import HAS_BROTLI
+from aiohttp.web_protocol import RequestPayloadError
 from multidict import CIMultiDict
 
-from sidecar.errors import AuthenticationFailed, NotFound, PermissionDenied, SidecarError
+from sidecar.errors import (
+    AuthenticationFailed,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    RequestTooLarge,
+    SidecarError,
+)
+from sidecar.ledger.record import new_ulid
 from sidecar.net import host_is_loopback
 from sidecar.proxy.keys import CONFIG, PROVIDERS, RUNTIME
+from sidecar.proxy.listener import BAD_VERSION, Connection
+
+log = logging.getLogger(__name__)
+REQUEST_ID = web.RequestKey("sidecar.request_id", str)  # the id a handler gave the request (for a last-resort 500)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPEN_PATHS = frozenset({"/", "/healthz"})
@@ -78,13 +94,20 @@ def error_response(err: SidecarError) -> web.Response:
 
 @web.middleware
 async def ingress(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse foreign Hosts, browser Origins and missing tokens; map errors to envelopes."""
+    """Refuse malformed requests, foreign peers and Hosts, browser Origins and missing tokens;
+    map every error to an Anthropic envelope (an unexpected one to a 500 naming a request id)."""
+    forwarded: web.Request | None = None
     try:
+        check_request(request)
+        server = request.app[CONFIG].server
+        local = _via_unix_socket(request)
+        if not local and server.loopback and not host_is_loopback(request.remote):
+            raise PermissionDenied(f"connections from {request.remote} are refused; the sidecar serves this machine only")
         if "origin" in request.headers:
             raise PermissionDenied(
                 "requests from a web browser (an Origin header) are refused; the sidecar only serves local programs"
             )
-        if not host_is_loopback(request.host) and not _via_unix_socket(request):
+        if server.loopback and not local and not host_is_loopback(request.host):
             raise PermissionDenied(
                 f"Host {request.host!r} is not a loopback name; use http://127.0.0.1 or http://localhost"
             )
@@ -97,17 +120,98 @@ async def ingress(request: web.Request, handler: Handler) -> web.StreamResponse:
                 )
         elif path not in OPEN_PATHS and _proxy_needs_token(request) and not token_ok(request, request.app[RUNTIME].token):
             raise AuthenticationFailed(
-                "this sidecar injects its own provider keys, so it needs its local token: "
+                "this sidecar needs its local token (it injects its own provider keys, or listens beyond loopback): "
                 'run Claude Code with `claude-sidecar run -- claude` or `eval "$(claude-sidecar env)"`'
             )
-        return await handler(without_local_token(request, request.app[RUNTIME].token))
+        forwarded = without_local_token(request, request.app[RUNTIME].token)
+        return await handler(forwarded)
     except SidecarError as e:
+        if e.status in (408, 413) or isinstance(e, BodyUnreadable):
+            _discard_rest(request)
         return error_response(e)
     except web.HTTPNotFound:
         return error_response(NotFound(f"no such endpoint: {request.method} {request.path}"))
     except web.HTTPMethodNotAllowed:
         return error_response(NotFound(f"{request.method} is not supported on {request.path}"))
+    except web.HTTPRequestEntityTooLarge:
+        _discard_rest(request)
+        limit = request.app[CONFIG].server.max_body_mb
+        return error_response(RequestTooLarge(f"the request body is larger than {limit:g} MB (server.max_body_mb)"))
+    except RequestPayloadError as e:
+        _discard_rest(request)
+        reason = (str(e).strip().splitlines() or ["unreadable"])[-1].strip()
+        return error_response(InvalidRequest(f"the request body could not be read: {reason}"))
+    except (ConnectionError, web.HTTPException):
+        raise  # the client left (aiohttp closes quietly); other HTTP answers are enveloped by the listener
+    except Exception:
+        # Bad input should never get here; if something does, the client gets an envelope
+        # that names the request, and the log has the traceback under the same id.
+        rid = (forwarded if forwarded is not None else request).get(REQUEST_ID) or new_ulid()
+        log.exception("request %s (%s %s) failed unexpectedly", rid, request.method, request.path)
+        resp = error_response(SidecarError(f"internal error in the sidecar (request {rid}); see its log"))
+        resp.headers["x-sidecar-request-id"] = rid
+        return resp
+
+
+class BodyUnreadable(InvalidRequest):
+    """The request's framing or encoding cannot be read (the rest of the body is not drained)."""
+
+
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_VISIBLE = re.compile(r"[\x21-\x7e]{1,256}")
+# Recorded in the ledger, the audit log and the event stream: visible ASCII only.
+ID_HEADERS = ("x-claude-code-session-id", "x-claude-code-agent-id")
+CODINGS = frozenset({"", "identity", "gzip", "deflate", *(("br",) if HAS_BROTLI else ())})
+
+
+def check_request(request: web.Request) -> None:
+    """Refuse what cannot safely travel further: an HTTP version other than 1.0/1.1; a header
+    value with a control byte or bytes that are not UTF-8 (the upstream head, the cache key and
+    the logs need text; valid UTF-8 goes upstream exactly as sent); a session or agent id that
+    is not 1-256 visible ASCII characters (ids are recorded); an undecodable Content-Encoding;
+    a Content-Length over the cap. Percent-encoded URLs go upstream as the client encoded them."""
+    if request.get(BAD_VERSION):
+        raise BodyUnreadable("this HTTP version is not supported; use HTTP/1.1")
+    for name, value in request.raw_headers:
+        if _CONTROL.search(value) or not _utf8(value):
+            shown = name.decode("ascii", "backslashreplace")[:64]
+            raise InvalidRequest(f"header {shown!r} holds a control byte or bytes that are not UTF-8")
+    for name in ID_HEADERS:
+        for v in request.headers.getall(name, ()):
+            if not _VISIBLE.fullmatch(v):
+                raise InvalidRequest(f"header {name!r} must be 1-256 visible ASCII characters")
+    coding = request.headers.get("content-encoding", "").strip().lower()
+    if coding not in CODINGS:
+        raise BodyUnreadable(f"Content-Encoding {coding!r} is not supported (send the body plain, or gzip/deflate)")
+    length = request.content_length
+    limit = request.app[CONFIG].server.max_body_bytes
+    if length is not None and length > limit:
+        raise RequestTooLarge(
+            f"the request body ({length} bytes) is larger than {limit / 1048576:g} MB (server.max_body_mb)"
+        )
+
+
+def _utf8(value: bytes) -> bool:
+    if value.isascii():
+        return True
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _discard_rest(request: web.Request) -> None:
+    """Close after the answer instead of reading the rest of a body nobody will use."""
+    conn = request.protocol
+    if isinstance(conn, Connection):
+        conn.discard_rest()
 
 
 def _proxy_needs_token(request: web.Request) -> bool:
-    return request.app[CONFIG].server.require_token or any(p.injects_keys for p in request.app[PROVIDERS].values())
+    server = request.app[CONFIG].server
+    return (
+        server.require_token
+        or not server.loopback
+        or any(p.injects_keys for p in request.app[PROVIDERS].values())
+    )

@@ -20,11 +20,13 @@ from aiohttp import web
 
 from sidecar import __version__
 from sidecar.config import Config
+from sidecar.config import warnings as config_warnings
 from sidecar.errors import ConfigError
 from sidecar.lifecycle import stop_on_signals
 from sidecar.paths import Paths
 from sidecar.proxy.app import create_app
 from sidecar.proxy.keys import RUNTIME
+from sidecar.proxy.listener import SidecarRunner, drain
 from sidecar.secrets import SecretStore, resolve_keys
 from sidecar.state import load_or_create_token, read_state, write_state
 from sidecar.tasks import TaskSet
@@ -70,9 +72,11 @@ async def serve(cfg: Config, paths: Paths, ready: asyncio.Event | None = None) -
     keys = {p.name: resolve_keys(p, store) for p in cfg.providers}
     app = create_app(cfg, paths, token, keys, config_path=cfg.source or paths.config_file)
     rt = app[RUNTIME]
-    runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=cfg.server.shutdown_grace_seconds
-    )
+    # drain() below spends the shutdown grace; aiohttp's own wait is then only for handlers
+    # of connections already reset.
+    runner = SidecarRunner(app, cfg.server, access_log=None, handle_signals=False, shutdown_timeout=0.5)
+    for warning in config_warnings(cfg):
+        log.warning("%s", warning)
     try:
         await runner.setup()
     except BaseException:
@@ -131,6 +135,7 @@ async def serve(cfg: Config, paths: Paths, ready: asyncio.Event | None = None) -
         t0 = time.monotonic()
         # Stop accepting, let in-flight requests finish within the grace period, close resources.
         await reload_tasks.close()
+        await drain(runner, cfg.server.shutdown_grace_seconds)
         await runner.cleanup()
         current = read_state(paths)
         if current and current.get("pid") == os.getpid():

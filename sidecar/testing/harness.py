@@ -21,6 +21,7 @@ from sidecar.config import Config, parse
 from sidecar.paths import Paths
 from sidecar.proxy.app import create_app
 from sidecar.proxy.keys import RUNTIME
+from sidecar.proxy.listener import SidecarRunner
 from sidecar.proxy.server import bind
 from sidecar.secrets import SecretStore, resolve_keys
 from sidecar.state import load_or_create_token
@@ -51,7 +52,7 @@ async def sidecar_in_process(config_text: str, home: Path) -> AsyncIterator[InPr
     store = SecretStore(p.config_dir / "credentials.json")
     keys = {prov.name: resolve_keys(prov, store) for prov in cfg.providers}
     app = create_app(cfg, p, token, keys)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=cfg.server.shutdown_grace_seconds)
+    runner = SidecarRunner(app, cfg.server, access_log=None, shutdown_timeout=cfg.server.shutdown_grace_seconds)
     await runner.setup()
     sock = bind("127.0.0.1", 0)
     await web.SockSite(runner, sock).start()

@@ -107,7 +107,7 @@ ERRORS = [
     ),
     pytest.param(
         "[server]\nport = 8787\nprot = 8788\n",
-        3, "server.prot", "unknown key (expected one of: host, port, require_token,",
+        3, "server.prot", "unknown key (expected one of: body_timeout_seconds, header_timeout_seconds, host,",
         id="unknown-server-key",
     ),
     pytest.param("[server]\nport = true\n", 2, "server.port", "must be an integer, not a boolean", id="boolean-port"),
