@@ -176,10 +176,10 @@ def check_request(request: web.Request) -> None:
         if _CONTROL.search(value) or not _utf8(value):
             shown = name.decode("ascii", "backslashreplace")[:64]
             raise InvalidRequest(f"header {shown!r} holds a control byte or bytes that are not UTF-8")
-    for name in ID_HEADERS:
-        for v in request.headers.getall(name, ()):
+    for id_header in ID_HEADERS:
+        for v in request.headers.getall(id_header, ()):
             if not _VISIBLE.fullmatch(v):
-                raise InvalidRequest(f"header {name!r} must be 1-256 visible ASCII characters")
+                raise InvalidRequest(f"header {id_header!r} must be 1-256 visible ASCII characters")
     coding = request.headers.get("content-encoding", "").strip().lower()
     if coding not in CODINGS:
         raise BodyUnreadable(f"Content-Encoding {coding!r} is not supported (send the body plain, or gzip/deflate)")
