@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "requests": args.requests,
         "concurrency": args.concurrency,
         "body_bytes": len(make(0)),
-        "bodies": "one repeated" if args.same else "distinct",
+        "bodies": "one body repeated" if args.same else "distinct bodies",
         "stream": args.stream,
         "cache": "off" if args.no_cache else "exact",
         "rss_mb": {"idle": round(idle, 1), "after": round(after, 1), "peak": round(peak, 1)},
@@ -134,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(res, indent=2))
         return 0
     r = res["rss_mb"]
-    print(f"sidecar RSS, {res['requests']:,} requests of {res['body_bytes'] / 1000:.0f} KB ({res['bodies']} bodies, "
+    print(f"sidecar RSS, {res['requests']:,} requests of {res['body_bytes'] / 1000:.0f} KB ({res['bodies']}, "
           f"{'stream' if res['stream'] else 'JSON'}, c={res['concurrency']}, cache {res['cache']})")  # fmt: skip
     print(f"  idle {r['idle']} MB, after {r['after']} MB, peak {r['peak']} MB")
     for m in res["during"]:
