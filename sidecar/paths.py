@@ -7,6 +7,7 @@ names the config file directly.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import platformdirs
 
 APP = "claude-sidecar"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -58,9 +60,25 @@ class Paths:
         return self.log_dir / "sidecar.log"
 
     def ensure(self) -> None:
-        """Create every directory (private to the user)."""
+        """Create every directory, private to the user; an existing one that others may read
+        or write (say 0777) is tightened to 0700, and the log says so."""
         for d in (self.config_dir, self.data_dir, self.state_dir, self.log_dir, self.cache_dir):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_private(d, 0o700)
+
+
+def make_private(path: Path, mode: int) -> bool:
+    """Tighten `path` (ours) to `mode` when group or others have any access; True if it was."""
+    if os.name != "posix":
+        return False  # Windows: the profile directory's ACLs already keep others out
+    st = path.stat()
+    if not st.st_mode & 0o077 or st.st_uid != os.geteuid():
+        return False
+    os.chmod(path, mode)
+    # Others could write (0777, 0666): say so loudly. Only read (a 0755 from an editor): quietly.
+    level = logging.WARNING if st.st_mode & 0o022 else logging.INFO
+    log.log(level, "%s was mode %o (open to other users); tightened to %o", path, st.st_mode & 0o777, mode)
+    return True
 
 
 def resolve(env: dict[str, str] | None = None) -> Paths:

@@ -7,7 +7,7 @@ import os
 import secrets
 from typing import Any
 
-from sidecar.paths import Paths
+from sidecar.paths import Paths, make_private
 
 
 def load_or_create_token(paths: Paths) -> str:
@@ -15,11 +15,13 @@ def load_or_create_token(paths: Paths) -> str:
     try:
         token = paths.token_file.read_text().strip()
         if token:
+            make_private(paths.token_file, 0o600)  # a 0666 token file is tightened (and logged)
             return token
     except FileNotFoundError:
         pass
     token = secrets.token_urlsafe(32)
     paths.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private(paths.state_dir, 0o700)
     fd = os.open(paths.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")

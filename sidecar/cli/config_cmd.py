@@ -9,6 +9,7 @@ import tomli_w
 
 from sidecar.cli.common import context
 from sidecar.config import DEFAULT_CONFIG
+from sidecar.config import warnings as config_warnings
 from sidecar.secrets import SecretStore, resolve_keys
 
 
@@ -39,6 +40,8 @@ def check() -> None:
         keys = resolve_keys(prov, store)
         how = ", ".join(k.source for k in keys) if keys else "forwards the client's credentials"
         click.echo(f"provider {prov.name}: {prov.base_url} ({how})")
+    for warning in config_warnings(cfg):
+        click.secho(f"WARNING: {warning}", fg="yellow", bold=True, err=True)
     where = p.config_file if p.config_file.exists() else f"{p.config_file} (absent: defaults)"
     click.echo(f"ok: {where}")
 

@@ -22,6 +22,16 @@ from sidecar.paths import Paths
 from sidecar.secrets import SecretStore, resolve_keys
 
 START_TIMEOUT = 20.0
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class UTCFormatter(logging.Formatter):
+    """Log lines stamped in ISO-8601 UTC with milliseconds: 2026-12-06T11:04:29.123Z."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """The record's time as ISO-8601 UTC."""
+        t = time.gmtime(record.created)
+        return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{int(record.msecs):03d}Z"
 
 
 def _check_keys(cfg: Any, p: Paths) -> None:
@@ -82,10 +92,12 @@ def start(foreground: bool, port: int | None, config: str | None) -> None:
             raise SidecarError(f"already running at {running.url} (pid {running.state['pid']}); stop it first")
         from sidecar.proxy.server import run_foreground
 
-        # The daemon's log (stderr, or the log file of a background start) says what it does.
+        # The daemon's log (stderr, or the log file of a background start) says what it does, and when.
         sidecar_log = logging.getLogger("sidecar")
         if sidecar_log.getEffectiveLevel() > logging.INFO:
             sidecar_log.setLevel(logging.INFO)
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(UTCFormatter(LOG_FORMAT))
 
         run_foreground(cfg, p)
         return

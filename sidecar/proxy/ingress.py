@@ -32,6 +32,7 @@ from sidecar.proxy.keys import CONFIG, PROVIDERS, RUNTIME
 from sidecar.proxy.listener import BAD_VERSION, Connection
 
 log = logging.getLogger(__name__)
+LINGER_SECONDS = 1.0  # after a 413, how long a client still sending may go on before the close
 REQUEST_ID = web.RequestKey("sidecar.request_id", str)  # the id a handler gave the request (for a last-resort 500)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -126,7 +127,9 @@ async def ingress(request: web.Request, handler: Handler) -> web.StreamResponse:
         forwarded = without_local_token(request, request.app[RUNTIME].token)
         return await handler(forwarded)
     except SidecarError as e:
-        if e.status in (408, 413) or isinstance(e, BodyUnreadable):
+        if isinstance(e, RequestTooLarge):
+            _discard_rest(request, LINGER_SECONDS)
+        elif e.status == 408 or isinstance(e, BodyUnreadable):
             _discard_rest(request)
         return error_response(e)
     except web.HTTPNotFound:
@@ -134,7 +137,7 @@ async def ingress(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPMethodNotAllowed:
         return error_response(NotFound(f"{request.method} is not supported on {request.path}"))
     except web.HTTPRequestEntityTooLarge:
-        _discard_rest(request)
+        _discard_rest(request, LINGER_SECONDS)
         limit = request.app[CONFIG].server.max_body_mb
         return error_response(RequestTooLarge(f"the request body is larger than {limit:g} MB (server.max_body_mb)"))
     except RequestPayloadError as e:
@@ -201,11 +204,11 @@ def _utf8(value: bytes) -> bool:
     return True
 
 
-def _discard_rest(request: web.Request) -> None:
+def _discard_rest(request: web.Request, linger: float = 0.0) -> None:
     """Close after the answer instead of reading the rest of a body nobody will use."""
     conn = request.protocol
     if isinstance(conn, Connection):
-        conn.discard_rest()
+        conn.discard_rest(linger)
 
 
 def _proxy_needs_token(request: web.Request) -> bool:

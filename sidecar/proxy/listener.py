@@ -148,10 +148,11 @@ class Connection(RequestHandler):
         if not payload.is_eof():
             self._arm(self.body_since + min(self.limits.body_timeout, self.limits.request_timeout))
 
-    def discard_rest(self) -> None:
-        """The request's body will not be read: close after the answer instead of draining it."""
-        self._lingering_time = 0.0
-        self._keepalive = False
+    def discard_rest(self, linger: float = 0.0) -> None:
+        """The request's body will not be read: close after the answer, reading and dropping
+        what still arrives for at most `linger` seconds first (so a client still sending gets
+        to read the answer before the close, instead of a reset that may discard it)."""
+        self._lingering_time = linger
 
     # ---- state, as eviction and the deadlines see it
 
