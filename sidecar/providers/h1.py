@@ -18,6 +18,7 @@ connection, so it can never be taken for the answer to the next request.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import time
 import urllib.parse
@@ -292,6 +293,33 @@ class _Conn(asyncio.Protocol):
             self.transport.close()
 
 
+def _unread(transport: asyncio.Transport) -> bool:
+    """True when bytes (or the end) have reached an idle connection's socket that the event
+    loop has not read yet: the loop may run a waiting request before that read, and the bytes
+    would then be taken for its answer."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    try:
+        # A socket object over the same descriptor (uvloop's own does not offer recv), detached
+        # again so that it never closes the descriptor.
+        raw = socket.socket(fileno=sock.fileno())
+    except OSError:
+        return True
+    try:
+        raw.recv(1, socket.MSG_PEEK | _DONTWAIT)  # a byte, or b"" for the end: either way, not reusable
+        return True
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        raw.detach()
+
+
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+
+
 def _chunked(headers: CIMultiDictProxy[str]) -> bool:
     return "chunked" in headers.get("transfer-encoding", "").lower()
 
@@ -342,7 +370,13 @@ class H1Pool:
         now = time.monotonic()
         while self._idle:
             conn = self._idle.pop()
-            if conn.transport is not None and not conn.transport.is_closing() and now - conn.idle_since < IDLE_KEEP_SECONDS:
+            transport = conn.transport
+            if (
+                transport is not None
+                and not transport.is_closing()
+                and now - conn.idle_since < IDLE_KEEP_SECONDS
+                and not _unread(transport)
+            ):
                 return conn, True
             conn._close()
         conn = _Conn(self)
