@@ -47,6 +47,7 @@ class Entries:
         self._served: dict[str, tuple[float, int]] = {}  # key -> (last served, hits) not yet written
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sidecar-cache-db")
         self._writes: set[Future[Any]] = set()
+        self.error: str | None = None  # the last failed store call, until one succeeds (storage health)
 
     def __len__(self) -> int:
         return len(self._meta)
@@ -67,7 +68,10 @@ class Entries:
     def _written(self, fut: Future[Any]) -> None:
         self._writes.discard(fut)
         if not fut.cancelled() and fut.exception() is not None:
+            self.error = f"cache: {fut.exception()}"
             log.error("cache store call failed", exc_info=fut.exception())
+        elif not fut.cancelled():
+            self.error = None
 
     @property
     def busy(self) -> bool:

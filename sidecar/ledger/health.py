@@ -13,7 +13,7 @@ records wait in memory (lost if the process dies before the disk recovers).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sidecar.ledger.journal import Journal
@@ -26,6 +26,10 @@ class _Writer(Protocol):
     error: str | None
 
 
+class _Failing(Protocol):
+    error: str | None
+
+
 @dataclass
 class StorageHealth:
     """The storage state that /healthz, the control API's status and the storage gate read."""
@@ -33,6 +37,9 @@ class StorageHealth:
     journal: Journal | None
     writers: list[_Writer]
     refuse: bool = True  # refuse new requests while degraded
+    # Stores whose failure is reported but refuses nothing (the response cache: losing an
+    # answer costs a later upstream call, not a record).
+    others: list[_Failing] = field(default_factory=list)
 
     @property
     def error(self) -> str | None:
@@ -55,5 +62,6 @@ class StorageHealth:
         return sum(w.pending for w in self.writers)
 
     def state(self) -> dict[str, Any]:
-        """`{"ok", "pending", "error"}` for /healthz and the control API."""
-        return {"ok": self.ok, "pending": self.pending, "error": self.error}
+        """`{"ok", "pending", "error", "warning"}` for /healthz and the control API."""
+        warnings = [o.error for o in self.others if o.error]
+        return {"ok": self.ok, "pending": self.pending, "error": self.error, "warning": "; ".join(warnings) or None}

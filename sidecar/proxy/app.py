@@ -121,7 +121,9 @@ def create_app(
         audit = await open_audit(cfg, paths, led.pricing, gate.policy, journal, recovered)
         cache = app[CACHE] = await open_cache(cfg, paths, led.pricing)
         writers: list[Any] = [led] if audit is None else [led, audit.audit]
-        health = app[STORAGE] = StorageHealth(journal, writers, refuse=cfg.usage.on_storage_failure == "refuse")
+        health = app[STORAGE] = StorageHealth(
+            journal, writers, refuse=cfg.usage.on_storage_failure == "refuse", others=[cache.entries]
+        )
         app[STAGES] = [
             StorageGate(health),
             *default_stages(led, app[BUS], extra=[gate, cache]),

