@@ -18,6 +18,7 @@ connection, so it can never be taken for the answer to the next request.
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import ssl
 import time
@@ -300,14 +301,18 @@ def _unread(transport: asyncio.Transport) -> bool:
     sock = transport.get_extra_info("socket")
     if sock is None:
         return False
-    try:
-        # A socket object over the same descriptor (uvloop's own does not offer recv), detached
-        # again so that it never closes the descriptor.
-        raw = socket.socket(fileno=sock.fileno())
-    except OSError:
+    fd = sock.fileno()
+    if fd < 0:
         return True
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))  # readable, hung up or failed: not reusable either way
+    # Windows: peek through a socket object over the same descriptor (uvloop's own offers no
+    # recv), detached again so that it never closes the descriptor.
+    raw = socket.socket(fileno=fd)
     try:
-        raw.recv(1, socket.MSG_PEEK | _DONTWAIT)  # a byte, or b"" for the end: either way, not reusable
+        raw.recv(1, socket.MSG_PEEK)
         return True
     except BlockingIOError:
         return False
@@ -315,9 +320,6 @@ def _unread(transport: asyncio.Transport) -> bool:
         return True
     finally:
         raw.detach()
-
-
-_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 
 
 def _chunked(headers: CIMultiDictProxy[str]) -> bool:
