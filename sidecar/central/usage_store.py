@@ -9,13 +9,15 @@ the same batch posted concurrently still counts once.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import time
 from datetime import UTC, datetime
 from typing import Any
 
-from sidecar.audit.chain import canonical
+import msgspec
+
 from sidecar.central.db import Row
 from sidecar.central.people_store import BaseStore, Device
 from sidecar.errors import InvalidRequest
@@ -68,8 +70,18 @@ def _record(i: int, raw: Any) -> dict[str, Any]:
 
 
 def content_hash(rec: dict[str, Any]) -> str:
-    """SHA-256 of the record's canonical JSON (what a reused id is compared by)."""
-    return hashlib.sha256(canonical(rec).encode()).hexdigest()
+    """SHA-256 of the record's canonical JSON (what a reused id is compared by): sorted keys,
+    no spaces, UTF-8, the same bytes as `sidecar.audit.chain.canonical`, made by msgspec
+    because ingestion hashes every record."""
+    return hashlib.sha256(_encode(rec)).hexdigest()
+
+
+_encode = msgspec.json.Encoder(order="sorted").encode
+
+
+@functools.lru_cache(maxsize=4096)
+def _utc_day(day_number: int) -> str:
+    return datetime.fromtimestamp(day_number * 86400, UTC).strftime("%Y-%m-%d")
 
 
 class UsageStore(BaseStore):
@@ -95,7 +107,7 @@ class UsageStore(BaseStore):
         now = time.time()
         rows = []
         for r, h in by_id.values():
-            day = datetime.fromtimestamp(r["ts"], UTC).strftime("%Y-%m-%d")
+            day = _utc_day(int(r["ts"] // 86400))
             rows.append((r["id"], h, device.id, device.developer_id, device.team_id, r["ts"], day, r["model"], r["route"],
                          r["provider"], *(r[f] for f in INT_FIELDS), r["cost_usd"], now))  # fmt: skip
         one = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
