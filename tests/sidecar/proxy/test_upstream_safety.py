@@ -443,8 +443,20 @@ async def test_through_a_proxy_a_101_or_a_cut_close_delimited_answer_is_a_502(
     assert [r["outcome"] for r in rows] == ["upstream_error", "upstream_error", "ok"]
 
 
-async def test_a_hostile_upstream_under_concurrency_never_crosses_answers(upstream: RawUpstream, sidecar: InProcessSidecar) -> None:
+@pytest.fixture(params=["direct", "via-proxy"])
+async def either_client(request: pytest.FixtureRequest, upstream: RawUpstream, hermetic_env: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[InProcessSidecar]:
+    """A sidecar on the lean client (direct), or on aiohttp's (through an HTTP proxy)."""
+    base = upstream.url
+    if request.param == "via-proxy":
+        monkeypatch.setenv("HTTP_PROXY", upstream.url)
+        base = "http://upstream.example"
+    async with sidecar_in_process(anthropic_config(base), hermetic_env) as sc:
+        yield sc
+
+
+async def test_a_hostile_upstream_under_concurrency_never_crosses_answers(upstream: RawUpstream, either_client: InProcessSidecar) -> None:
     """8 clients at once; each request's marker picks how the upstream misbehaves (seeded)."""
+    sidecar = either_client
     cut = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n"
     behaviours: dict[str, tuple[int, Callable[[str], bytes], bool]] = {
         # name: (status the client must see, the upstream's bytes, keep the connection open)
