@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,8 +80,15 @@ class ChildSidecar:
         return self.proc.wait(timeout)
 
 
-def start_child(home: Path, config_text: str, env: dict[str, str] | None = None, timeout: float = 20.0) -> ChildSidecar:
-    """Start a foreground daemon in a child process and wait until it is healthy."""
+def start_child(
+    home: Path,
+    config_text: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 20.0,
+    preexec_fn: Callable[[], None] | None = None,
+) -> ChildSidecar:
+    """Start a foreground daemon in a child process and wait until it is healthy
+    (`preexec_fn` runs in the child before the daemon, e.g. to lower its fd limit)."""
     home.mkdir(parents=True, exist_ok=True)
     cfg_file = home / "config.toml"
     cfg_file.write_text(config_text)
@@ -91,7 +98,9 @@ def start_child(home: Path, config_text: str, env: dict[str, str] | None = None,
     with contextlib.suppress(FileNotFoundError):
         p.state_file.unlink()
     log = open(home / "child.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "sidecar", "start", "--foreground"], env=child_env, stdout=log, stderr=log)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sidecar", "start", "--foreground"], env=child_env, stdout=log, stderr=log, preexec_fn=preexec_fn
+    )
     log.close()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
