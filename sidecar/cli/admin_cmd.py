@@ -15,6 +15,8 @@ from typing import Any
 
 import click
 
+from sidecar.audit.chain import Entry
+from sidecar.audit.verify import verify as verify_chain
 from sidecar.central.client import CentralClient
 from sidecar.cli.common import context
 from sidecar.secrets import SecretStore
@@ -334,11 +336,33 @@ def leases(ctx: click.Context, as_json: bool) -> None:
 
 
 @admin.command()
+@click.option("--verify", "check", is_flag=True, help="Check the whole hash chain instead of listing it.")
 @json_option
 @click.pass_context
-def audit(ctx: click.Context, as_json: bool) -> None:
-    """The server's audit log of admin actions."""
-    _print(_client(ctx).call("GET", "/v1/admin/audit"), as_json, "entries", ("seq", "time", "kind", "data"))
+def audit(ctx: click.Context, check: bool, as_json: bool) -> None:
+    """The server's audit log of admin actions (--verify: check its hash chain)."""
+    client = _client(ctx)
+    if not check:
+        _print(client.call("GET", "/v1/admin/audit"), as_json, "entries", ("seq", "time", "kind", "data"))
+        return
+    entries: list[Entry] = []
+    while True:
+        page = client.call("GET", "/v1/admin/audit", query={"after": entries[-1].seq if entries else 0})["entries"]
+        if not page:
+            break
+        try:
+            entries += [Entry.from_json(e) for e in page]
+        except ValueError as e:
+            raise click.ClickException(f"the server sent an entry that is not an audit entry: {e}") from None
+    report = verify_chain(entries)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    elif report.ok:
+        click.echo(f"ok: {report.entries} entries, the chain is intact")
+    else:
+        click.echo(f"BROKEN at #{report.first_bad}: {report.problem}")
+    if not report.ok:
+        sys.exit(1)
 
 
 COMMANDS = [admin]

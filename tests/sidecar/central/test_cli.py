@@ -13,6 +13,7 @@ from sidecar.central import enrollment
 from sidecar.cli import cli
 from sidecar.paths import resolve
 from sidecar.testing.central import CentralProcess
+from tests.sidecar.central.conftest import Central
 
 
 def _run(*args: str, ok: bool = True) -> str:
@@ -54,6 +55,7 @@ async def test_from_empty_database_to_enrolled_sidecar(db_url: str, tmp_path: Pa
         devices = json.loads(_run("admin", "devices", "list", "--json"))["devices"]
         assert [d["name"] for d in devices] == ["ada-laptop"]
         assert "error" in _run("admin", "--token", "csa_wrong", "teams", "list", ok=False)
+        assert "ok:" in _run("admin", "audit", "--verify") and "policy.rollback" in _run("admin", "audit")
 
         assert "unenrolled" in _run("unenroll")
         assert enrollment.load(p) is None and enrollment.secret_store(p).get(enrollment.CREDENTIAL_NAME) is None
@@ -67,3 +69,14 @@ async def test_central_init_prints_a_bootstrap_token_once(db_url: str) -> None:
     assert "already has an admin" in await asyncio.to_thread(_run, "central", "init", "--db", db_url, ok=False)
     async with CentralProcess(db_url) as server:
         assert server.bootstrap_token is None  # serve prints one only for an empty database
+
+
+async def test_audit_verify_names_a_tampered_entry(central: Central) -> None:
+    await central.admin("POST", "/v1/admin/teams", json={"name": "core"})
+    await central.admin("POST", "/v1/admin/policy", json={"document": {"budget": {"daily_usd": 5}}})
+    base = ("admin", "--url", central.url, "--token", central.admin_token, "audit", "--verify")
+    assert "ok: 3 entries" in await asyncio.to_thread(_run, *base)
+    async with central.store.db.tx() as tx:
+        await tx.execute("UPDATE audit SET data = ? WHERE seq = 2", '{"actor":"someone else","name":"core","team":"x"}')
+    out = await asyncio.to_thread(_run, *base, ok=False)
+    assert "BROKEN at #2" in out
