@@ -21,6 +21,7 @@ from sidecar import __version__
 from sidecar.errors import InvalidRequest
 from sidecar.ledger import reports
 from sidecar.ledger.store import open_db
+from sidecar.proxy.ingress import proxy_needs_token
 from sidecar.proxy.keys import BUS, CONFIG, PATHS, PROVIDERS, RUNTIME, STORAGE
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ async def status(request: web.Request) -> web.Response:
             "uptime_s": round(time.time() - rt.started_at, 3),
             "in_flight": len(rt.in_flight),
             "config_file": str(cfg.source) if cfg.source else None,
-            "token_required_on_proxy": cfg.server.require_token or any(p.injects_keys for p in providers.values()),
+            "token_required_on_proxy": proxy_needs_token(cfg, providers),
             "providers": [
                 {
                     "name": p.name,

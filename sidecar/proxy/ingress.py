@@ -18,6 +18,7 @@ from aiohttp.compression_utils import HAS_BROTLI
 from aiohttp.web_protocol import RequestPayloadError
 from multidict import CIMultiDict
 
+from sidecar.config import Config
 from sidecar.errors import (
     AuthenticationFailed,
     InvalidRequest,
@@ -28,6 +29,7 @@ from sidecar.errors import (
 )
 from sidecar.ledger.record import new_ulid
 from sidecar.net import host_is_loopback
+from sidecar.providers.base import Provider
 from sidecar.proxy.keys import CONFIG, PROVIDERS, RUNTIME
 from sidecar.proxy.listener import BAD_VERSION, Connection
 
@@ -212,9 +214,10 @@ def _discard_rest(request: web.Request, linger: float = 0.0) -> None:
 
 
 def _proxy_needs_token(request: web.Request) -> bool:
-    server = request.app[CONFIG].server
-    return (
-        server.require_token
-        or not server.loopback
-        or any(p.injects_keys for p in request.app[PROVIDERS].values())
-    )
+    return proxy_needs_token(request.app[CONFIG], request.app[PROVIDERS])
+
+
+def proxy_needs_token(cfg: Config, providers: dict[str, Provider]) -> bool:
+    """Whether the proxy endpoints need the local token: when asked to, when the listener is
+    reachable beyond loopback, or when the sidecar injects provider keys of its own."""
+    return cfg.server.require_token or not cfg.server.loopback or any(p.injects_keys for p in providers.values())
