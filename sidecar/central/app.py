@@ -170,7 +170,11 @@ def create_app(store: Store, options: Options | None = None) -> web.Application:
         await app[NOTIFIER].attach(store.db)
         yield
 
+    async def release_polls(app: web.Application) -> None:
+        app[NOTIFIER].close()
+
     app.cleanup_ctx.append(listen)
+    app.on_shutdown.append(release_polls)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/openapi.json", openapi.handler)
     device_api.add_routes(app)

@@ -85,7 +85,7 @@ async def policy(request: web.Request) -> web.Response:
         if after is None or version > after:
             break
         left = deadline - time.monotonic()
-        if left <= 0:
+        if left <= 0 or notifier.closing:
             return web.Response(status=304, headers={"etag": f'W/"v{version}"'})
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), min(left, RECHECK_SECONDS))

@@ -24,6 +24,12 @@ class PolicyNotifier:
     def __init__(self) -> None:
         self._event = asyncio.Event()
         self.wakes = 0
+        self.closing = False  # the server is shutting down: held polls answer now
+
+    def close(self) -> None:
+        """Wake every poll for good (shutdown): they answer 304 instead of holding on."""
+        self.closing = True
+        self.wake()
 
     def waiter(self) -> asyncio.Event:
         """The event the next wake sets."""

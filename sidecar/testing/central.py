@@ -19,6 +19,7 @@ class CentralProcess:
         self.db_url, self.extra, self.startup_timeout = db_url, extra, startup_timeout
         self.url = ""
         self.bootstrap_token: str | None = None
+        self.returncode: int | None = None  # after stop(): 0 for a clean exit, -9 when it had to be killed
         self._proc: asyncio.subprocess.Process | None = None
 
     async def __aenter__(self) -> CentralProcess:
@@ -43,15 +44,17 @@ class CentralProcess:
             await self.stop()
             raise
 
-    async def stop(self) -> None:
-        """SIGTERM the server (by pid) and wait for it."""
+    async def stop(self, kill_after: float = 15.0) -> None:
+        """SIGTERM the server (by pid) and wait for it; SIGKILL after `kill_after` seconds."""
         if self._proc is not None and self._proc.returncode is None:
             self._proc.terminate()
             try:
-                await asyncio.wait_for(self._proc.wait(), 15)
+                await asyncio.wait_for(self._proc.wait(), kill_after)
             except TimeoutError:
                 self._proc.kill()
                 await self._proc.wait()
+        if self._proc is not None:
+            self.returncode = self._proc.returncode
         self._proc = None
 
     async def __aexit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:

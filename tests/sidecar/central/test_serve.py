@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 import ssl
@@ -61,3 +62,28 @@ def test_plain_http_on_a_non_loopback_address_warns_and_a_failed_bind_is_one_lin
 def test_loopback_addresses() -> None:
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3") and not is_loopback("example.com")
+
+
+async def test_sigterm_answers_held_long_polls_and_exits_cleanly(tmp_path: Path) -> None:
+    server = await CentralProcess(f"sqlite:///{tmp_path / 'c.db'}").__aenter__()
+    try:
+        async with aiohttp.ClientSession() as http:
+            headers = {"authorization": f"Bearer {server.bootstrap_token}"}
+            async with http.post(server.url + "/v1/admin/developers", json={"email": "a@example.com"}, headers=headers) as r:
+                dev = await r.json()
+            async with http.post(server.url + "/v1/admin/enrollment-tokens", json={"developer": dev["id"]}, headers=headers) as r:
+                token = (await r.json())["token"]
+            async with http.post(server.url + "/v1/enroll", json={"token": token}) as r:
+                cred = (await r.json())["credential"]
+
+            async def poll() -> int:
+                async with http.get(server.url + "/v1/policy", params={"after": "0"}, headers={"authorization": f"Bearer {cred}"}) as r:
+                    return r.status
+
+            held = asyncio.ensure_future(poll())
+            await asyncio.sleep(0.5)
+            await server.stop(kill_after=10)
+            assert await held == 304  # answered "nothing newer", not cut off
+    finally:
+        await server.stop()
+    assert server.returncode == 0  # exited by itself, not killed
