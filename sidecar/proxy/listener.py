@@ -166,7 +166,9 @@ class Connection(RequestHandler):
     def body_stalled(self, now: float) -> bool:
         """A request body is being read and nothing arrived for a while."""
         body = self.body
-        return body is not None and not body.is_eof() and now - self.last_rx >= min(1.0, self.limits.body_timeout)
+        if body is None or body.is_eof() or not self._request_in_progress:
+            return False
+        return now - self.last_rx >= min(1.0, self.limits.body_timeout)
 
     # ---- deadlines
 
@@ -195,7 +197,9 @@ class Connection(RequestHandler):
         body = self.body
         if body is not None and not body.is_eof() and body.exception() is None:
             deadline = min(self.last_rx + self.limits.body_timeout, self.body_since + self.limits.request_timeout)
-            if now >= deadline:
+            if now >= deadline and not self._request_in_progress:
+                self._arm(now + self.limits.body_timeout)  # aiohttp's own bounded drain after an answer
+            elif now >= deadline:
                 self.discard_rest()
                 body.set_exception(
                     RequestTimeout(
@@ -347,6 +351,13 @@ class SidecarRunner(web.AppRunner):
     def __init__(self, app: web.Application, server: ServerConfig, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self.limits = Limits.from_config(server)
+        self._shut_down = False
+
+    async def shutdown(self) -> None:
+        """The app's on_shutdown hooks (they end long-lived streams such as the event feed), once."""
+        if not self._shut_down:
+            self._shut_down = True
+            await super().shutdown()
 
     async def _make_server(self) -> web.Server:
         base = await super()._make_server()
@@ -371,6 +382,7 @@ async def drain(runner: SidecarRunner, grace: float) -> int:
     if not isinstance(server, Listener):
         return 0
     server.pre_shutdown()  # idle keep-alive connections close now; busy ones after their answer
+    await runner.shutdown()  # on_shutdown: the event feed's streams end instead of using up the grace
     # A busy connection's task ends after its answer (pre_shutdown asked it to close).
     tasks = {c._task_handler for c in server.in_progress() if c._task_handler is not None}
     if tasks:

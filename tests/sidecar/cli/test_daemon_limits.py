@@ -146,3 +146,26 @@ def test_an_open_state_dir_and_token_file_are_tightened_and_logged(
     warned = " ".join(r.getMessage() for r in caplog.records)
     assert "was mode 777" in warned and "was mode 666" in warned
 
+
+
+async def test_an_open_event_feed_does_not_hold_up_shutdown(hermetic_env: Path, fake: FakeAnthropic) -> None:
+    grace = 20.0
+    config = anthropic_config(fake.url, f"\n[server]\nshutdown_grace_seconds = {grace}\n")
+    child = await asyncio.to_thread(start_child, hermetic_env, config)
+    try:
+        async with aiohttp.ClientSession() as client:
+            headers = {"Authorization": f"Bearer {child.token}"}
+            async with client.get(child.url + "/sidecar/v1/events", headers=headers) as feed:
+                assert feed.status == 200
+                child.proc.send_signal(signal.SIGTERM)
+                t0 = time.monotonic()
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with asyncio.timeout(grace + 10):
+                        async for _ in feed.content:
+                            pass
+        assert await asyncio.to_thread(child.proc.wait, grace + 10) == 0
+        assert time.monotonic() - t0 < grace / 2  # the feed ended with the shutdown event
+    finally:
+        if child.proc.poll() is None:
+            child.proc.kill()
+            child.proc.wait()
