@@ -17,17 +17,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 GENESIS = "0" * 64
+# json.dumps builds a new encoder for every call with non-default options; the request path
+# chains an entry per request, so the encoders are made once (same output, a third the time).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+_TEXT = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def canonical(obj: Any) -> str:
-    """The one JSON spelling of `obj` that hashes are computed over."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """The one JSON spelling of `obj` that hashes are computed over (`json.dumps(obj,
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False)`)."""
+    return _CANONICAL(obj)
 
 
 def _hash(seq: int, ts: float, kind: str, request_id: str | None, data: str, prev_hash: str) -> str:
     """`Entry.digest` for data already in canonical form: its keys are written in sorted
     order around it, so the data is serialised once, not twice, on the request path."""
-    body = f'{{"data":{data},"kind":{json.dumps(kind, ensure_ascii=False)},"request_id":{json.dumps(request_id, ensure_ascii=False)},"seq":{seq},"ts":{json.dumps(ts)}}}'
+    body = f'{{"data":{data},"kind":{_TEXT(kind)},"request_id":{_TEXT(request_id)},"seq":{seq},"ts":{json.dumps(ts)}}}'
     return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
 
 

@@ -102,7 +102,7 @@ class Journal:
         if segments:
             db = open_db(db_file)
             try:
-                self._replay(db, segments, found)
+                self._load(db, segments, found)
             finally:
                 db.close()
             if found.usage or found.audit or found.bad_lines or found.audit_dropped:
@@ -112,21 +112,26 @@ class Journal:
         self._seg = max((n for n, _ in segments), default=0) + 1
         return found
 
-    def _replay(self, db: sqlite_utils.Database, segments: list[tuple[int, Path]], found: Recovered) -> None:
-        if segments:
-            usage: list[Sequence[Any]] = []
-            audit: list[Sequence[Any]] = []
-            for _, path in segments:
-                for line in path.read_bytes().split(b"\n"):
-                    if not line.strip():
-                        continue
-                    try:
-                        rec = _decode(line)
-                    except msgspec.DecodeError:
-                        found.bad_lines += 1
-                        continue
-                    (usage if rec[:1] == [USAGE] else audit if rec[:1] == [AUDIT] else []).append(rec[1:])
-            _replay(db, usage, audit, found)
+    def _load(self, db: sqlite_utils.Database, segments: list[tuple[int, Path]], found: Recovered) -> None:
+        """Read the segments' records, in order, and replay them into `db`."""
+        usage: list[Sequence[Any]] = []
+        audit: list[Sequence[Any]] = []
+        for _, path in segments:
+            for line in path.read_bytes().split(b"\n"):
+                if not line.strip():
+                    continue
+                try:
+                    rec = _decode(line)
+                except msgspec.DecodeError:
+                    found.bad_lines += 1
+                    continue
+                if rec[:1] == [USAGE]:
+                    usage.append(rec[1:])
+                elif rec[:1] == [AUDIT]:
+                    audit.append(rec[1:])
+                else:
+                    found.bad_lines += 1
+        _replay(db, usage, audit, found)
 
     def _segments(self) -> Iterable[tuple[int, Path]]:
         for path in self.directory.iterdir():

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -96,3 +98,54 @@ async def test_usage_in_another_process_does_not_hide_later_records(
     daemon.proc.kill()
     daemon.proc.wait(10)
     assert ledger_count(p.db_file) == 3
+
+
+async def test_the_daemon_never_opens_a_plain_descriptor_on_its_store(
+    hermetic_env: Path, fake: FakeAnthropic, client: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing any descriptor of the store (or its -wal/-shm) drops the process's sqlite
+    locks: from start to stop, through requests and every control-API read, the daemon's
+    Python code opens none (sqlite opens its files itself, below Python)."""
+    import builtins
+
+    from sidecar.testing.harness import sidecar_in_process
+
+    db_file = paths.resolve({"CLAUDE_SIDECAR_HOME": str(hermetic_env)}).db_file
+    store = {db_file.name, f"{db_file.name}-wal", f"{db_file.name}-shm"}
+    opened: list[str] = []
+    real_os_open, real_open = os.open, builtins.open
+
+    # A descriptor on a file that exists (creating the store, before any connection, is fine;
+    # an O_EXCL open refused because it exists makes no descriptor).
+    def os_open(path: Any, *args: Any, **kwargs: Any) -> int:
+        existed = os.path.exists(path)
+        fd = real_os_open(path, *args, **kwargs)
+        if existed:
+            opened.append(os.fsdecode(path))
+        return fd
+
+    def py_open(file: Any, *args: Any, **kwargs: Any) -> Any:
+        existed = isinstance(file, str | bytes | os.PathLike) and os.path.exists(file)
+        f = real_open(file, *args, **kwargs)
+        if existed:
+            opened.append(os.fsdecode(file))  # type: ignore[arg-type]
+        return f
+
+    monkeypatch.setattr(os, "open", os_open)
+    monkeypatch.setattr(builtins, "open", py_open)
+    probe = hermetic_env.parent / "probe"
+    probe.write_text("")
+    os.close(os.open(probe, os.O_RDONLY))
+    assert opened == [str(probe)]  # the spy sees opens of existing files
+    opened.clear()
+    async with sidecar_in_process(anthropic_config(fake.url), hermetic_env) as sc:
+        auth = {"Authorization": f"Bearer {sc.token}"}
+        for stream in (False, True):
+            async with client.post(sc.url + "/v1/messages", json={**BODY, "stream": stream}) as resp:
+                assert resp.status == 200
+                await resp.read()
+        for path in ("/status", "/usage?group_by=daily", "/usage?group_by=model", "/routes", "/cache", "/policy"):
+            async with client.get(sc.url + "/sidecar/v1" + path, headers=auth) as resp:
+                assert resp.status == 200, path
+    assert db_file.exists()
+    assert [p for p in opened if Path(p).name in store] == []
