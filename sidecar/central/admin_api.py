@@ -22,6 +22,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/v1/admin/teams", create_team)
     r.add_get("/v1/admin/developers", list_developers)
     r.add_post("/v1/admin/developers", create_developer)
+    r.add_patch("/v1/admin/developers/{developer}", move_developer)
     r.add_post("/v1/admin/enrollment-tokens", create_enrollment)
     r.add_get("/v1/admin/devices", list_devices)
     r.add_delete("/v1/admin/devices/{device_id}", revoke_device)
@@ -112,6 +113,17 @@ async def create_developer(request: web.Request) -> web.Response:
     assert email is not None
     row = await request.app[STORE].create_developer(actor, email, _str(body, "name", False), _str(body, "team", False))
     return web.json_response(row, status=201)
+
+
+async def move_developer(request: web.Request) -> web.Response:
+    """Move a developer to another team (``{"team": null}``: no team); a new policy version."""
+    actor = await require_admin(request, write=True)
+    body = await json_body(request)
+    if "team" not in body:
+        raise InvalidRequest("expected {\"team\": \"NAME\"} or {\"team\": null}")
+    row = await request.app[STORE].move_developer(actor, request.match_info["developer"], _str(body, "team", False))
+    request.app[NOTIFIER].wake()
+    return web.json_response(row)
 
 
 async def create_enrollment(request: web.Request) -> web.Response:

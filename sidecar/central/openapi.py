@@ -142,6 +142,11 @@ def document() -> S:
             "post": _op("Create a developer", {"201": _json(_ref("Developer"), "created")}, WRITE_ERRS, "admin",
                         requestBody=_body(_obj({"email": STR, "name": STR, "team": STR}, required=["email"]))),
         },
+        "/v1/admin/developers/{developer}": {"patch": _op(
+            "Move a developer to another team (null: none); a new policy version",
+            {"200": _json(_obj({"id": STR, "team_id": NSTR, "version": INT}), "moved")}, WRITE_ERRS, "admin",
+            parameters=[_p("developer")], requestBody=_body(_obj({"team": NSTR})),
+        )},
         "/v1/admin/enrollment-tokens": {"post": _op(
             "A one-time, expiring enrollment token for a developer (shown once)",
             {"201": _json(_obj({"id": STR, "developer_id": STR, "expires_at": NUM, "token": STR}), "created")},

@@ -70,15 +70,35 @@ class PolicyStore(BaseStore):
             await self._check_affected(tx, scope, doc or {})
         except ConfigError as e:
             raise InvalidRequest(e.message) from None
-        version = int(await tx.fetchval("UPDATE counters SET value = value + 1 WHERE name = 'policy_version' RETURNING value"))
+        version = await self._new_version(tx)
         await tx.execute(
             "INSERT INTO policy_versions (version, scope, document, created_by, created_at, comment) VALUES (?, ?, ?, ?, ?, ?)",
             version, scope, None if doc is None else json.dumps(doc, sort_keys=True), actor.name, time.time(), comment,
         )  # fmt: skip
         await self.audit(tx, actor.name, kind, {"scope": scope, "version": version, "comment": comment})
+        return version
+
+    async def _new_version(self, tx: Tx) -> int:
+        """The next policy version, announced to every replica when `tx` commits."""
+        version = int(await tx.fetchval("UPDATE counters SET value = value + 1 WHERE name = 'policy_version' RETURNING value"))
         if tx.dialect == "postgresql":
             await tx.execute("SELECT pg_notify(?, ?)", CHANNEL, str(version))  # sent at commit
         return version
+
+    async def move_developer(self, actor: Admin, developer: str, team: str | None) -> Row:
+        """Put a developer in another team (or none): their effective policy changes, so
+        this is a new policy version too."""
+        async with self.db.tx() as tx:
+            dev_id = await self.developer_id(tx, developer)
+            team_id = await self.team_id(tx, team) if team else None
+            await tx.execute("UPDATE developers SET team_id = ? WHERE id = ?", team_id, dev_id)
+            try:
+                policy_doc.check(await self._chain(tx, "developer:" + dev_id), "developer:" + dev_id, ceilings=False)
+            except ConfigError as e:
+                raise InvalidRequest(e.message) from None
+            version = await self._new_version(tx)
+            await self.audit(tx, actor.name, "developer.move", {"developer": dev_id, "team": team_id, "version": version})
+        return {"id": dev_id, "team_id": team_id, "version": version}
 
     async def _check_affected(self, tx: Tx, scope: str, doc: dict[str, Any]) -> None:
         """The new document must combine validly with every narrower scope stored under it."""

@@ -157,6 +157,19 @@ def developers_create(ctx: click.Context, email: str, name: str | None, team: st
     _print(_client(ctx).call("POST", "/v1/admin/developers", {"email": email, "name": name, "team": team}), as_json)
 
 
+@developers.command("move")
+@click.argument("email")
+@click.option("--team", help="The new team (name or id).")
+@click.option("--no-team", is_flag=True, help="Take the developer out of any team.")
+@click.pass_context
+def developers_move(ctx: click.Context, email: str, team: str | None, no_team: bool) -> None:
+    """Move a developer to another team; their sidecars get the new effective policy."""
+    if bool(team) == no_team:
+        raise click.UsageError("pass --team NAME or --no-team")
+    row = _client(ctx).call("PATCH", f"/v1/admin/developers/{email}", {"team": team})
+    click.echo(f"moved {email} to {team or 'no team'} (policy version {row['version']})")
+
+
 @admin.group()
 def tokens() -> None:
     """Enrollment tokens."""

@@ -55,6 +55,7 @@ async def test_from_empty_database_to_enrolled_sidecar(db_url: str, tmp_path: Pa
         devices = json.loads(_run("admin", "devices", "list", "--json"))["devices"]
         assert [d["name"] for d in devices] == ["ada-laptop"]
         assert "error" in _run("admin", "--token", "csa_wrong", "teams", "list", ok=False)
+        assert "policy version 4" in _run("admin", "developers", "move", "ada@example.com", "--no-team")
         assert "ok:" in _run("admin", "audit", "--verify") and "policy.rollback" in _run("admin", "audit")
 
         assert "unenrolled" in _run("unenroll")

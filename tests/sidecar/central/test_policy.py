@@ -250,3 +250,27 @@ async def test_a_dropped_listen_connection_is_re_established(pg_cluster: Any) ->
             await post(a.url, "/v1/admin/policy", {"document": ORG})
             status, at = await asyncio.wait_for(held, 4.0)
             assert status == 200 and at - pushed < 1.0  # woken by NOTIFY, not by the 5 s re-read
+
+
+async def test_moving_a_developer_to_another_team_is_a_new_version(central: Central) -> None:
+    dev = await central.enroll_device("ada@example.com", team="core")
+    await central.admin("POST", "/v1/admin/teams", json={"name": "infra"})
+    await _push(central, {"budget": {"daily_usd": 10}}, "team:core")
+    await _push(central, {"budget": {"daily_usd": 99}}, "team:infra")
+    _, env = await _policy(central, dev["credential"])
+    held = verify_envelope(env, dev["public_key"], dev["device_id"])
+    assert held["policy"]["budget"]["daily_usd"] == 10
+    poll = asyncio.ensure_future(_policy(central, dev["credential"], after=held["version"]))
+    await asyncio.sleep(0.3)
+    moved = await central.admin("PATCH", "/v1/admin/developers/ada@example.com", json={"team": "infra"})
+    assert moved["team_id"] and moved["version"] == held["version"] + 1
+    status, env = await asyncio.wait_for(poll, 2)
+    assert status == 200
+    now = verify_envelope(env, dev["public_key"], dev["device_id"], held["version"])
+    assert now["policy"]["budget"]["daily_usd"] == 99
+    developers = (await central.admin("GET", "/v1/admin/developers"))["developers"]
+    assert developers[0]["team"] == "infra"
+    moved = await central.admin("PATCH", "/v1/admin/developers/ada@example.com", json={"team": None})
+    assert moved["team_id"] is None
+    status, _ = await central.call("PATCH", "/v1/admin/developers/nobody@example.com", central.admin_token, json={"team": None})
+    assert status == 404
