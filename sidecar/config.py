@@ -318,6 +318,21 @@ def _governance_data(sections: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class ClaudeCodeConfig:
+    """[claude_code]: what the sidecar serves Claude Code as its gateway. `settings` is the
+    managed-settings.json for /managed/settings (permissions, env, model choices, ...); None
+    means no managed policy (a 404), which differs from an empty table (an empty policy)."""
+
+    settings: dict[str, Any] | None = None
+
+
+def _claude_code(r: _Reader, data: Any) -> ClaudeCodeConfig:
+    d = r.table(data, "claude_code", {"settings"})
+    settings = r.get(d, "claude_code", "settings", dict, None)
+    return ClaudeCodeConfig(settings=settings)
+
+
+@dataclass(frozen=True)
 class Config:
     """The effective configuration of one sidecar."""
 
@@ -331,6 +346,7 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     routes: tuple[RouteConfig, ...] = ()
     routing: RoutingConfig = field(default_factory=RoutingConfig)
+    claude_code: ClaudeCodeConfig = field(default_factory=ClaudeCodeConfig)
     source: Path | None = None
 
     def provider(self, name: str) -> ProviderConfig:
@@ -354,6 +370,8 @@ class Config:
             m: {k: v for k, v in p.items() if v is not None} for m, p in data["pricing"].items()
         }
         data.update(_governance_data(data.pop("governance")))
+        if data["claude_code"]["settings"] is None:
+            del data["claude_code"]
         return data
 
 
@@ -452,7 +470,7 @@ def parse(text: str, path: Path | None = None, env: dict[str, str] | None = None
     for section in PLANNED_SECTIONS:
         if section in raw:
             raise r.fail(section, f"the [{section}] section is not supported by this version of claude-sidecar yet")
-    r.table(raw, "", {"server", "providers", "pricing", "usage", "cache", "routes", "routing", *GOVERNANCE_SECTIONS})
+    r.table(raw, "", {"server", "providers", "pricing", "usage", "cache", "routes", "routing", "claude_code", *GOVERNANCE_SECTIONS})
 
     server = _server(r, raw.get("server", {}))
     if env.get("CLAUDE_SIDECAR_PORT"):
@@ -482,6 +500,7 @@ def parse(text: str, path: Path | None = None, env: dict[str, str] | None = None
         server=server, providers=providers, pricing=pricing, usage=UsageConfig(timezone=tz, on_storage_failure=on_storage_failure), governance=governance,
         cache=_cache(r, raw.get("cache", {})), source=path,
         routes=read_routes(r, raw.get("routes"), providers), routing=read_routing(r, raw.get("routing")),
+        claude_code=_claude_code(r, raw.get("claude_code", {})),
     )
 
 

@@ -9,12 +9,18 @@ Hierarchy::
     │   ├── AuthenticationFailed      401 authentication_error (missing or wrong local token),
     │   │                             x-should-retry: false
     │   ├── PermissionDenied          403 permission_error (foreign Host, browser Origin)
-    │   │   └── PolicyDenied          403 permission_error (model, tool or guardrail policy)
+    │   ├── PolicyDenied              400 invalid_request_error (a model, tool or provider the policy
+    │   │   │                         denies; never a 403, which Claude Code reads as a failed login)
+    │   │   └── PolicyBlocked         400 policy_blocked (a guardrail block), x-should-retry: false,
+    │   │                             the audit entry's id as request_id
     │   ├── NotFound                  404 not_found_error (unknown path)
     │   ├── RequestTimeout            408 timeout_error (the head or body did not arrive in time)
     │   ├── RequestTooLarge           413 request_too_large (the body is over [server] max_body_mb)
+    │   ├── NotSupported              501 not_supported, x-should-retry: false (an endpoint this
+    │   │                             sidecar does not serve)
     │   └── RateLimited               429 rate_limit_error, retry-after: the real wait
-    │       └── BudgetExhausted       429 rate_limit_error, retry-after: until the budget resets
+    │       └── BudgetExhausted       429 billing_error, x-should-retry: false, retry-after: until
+    │                                 the budget resets, with the unified rejection headers
     ├── StorageError                  the store cannot be opened at start (CLI: one line, exit 1)
     ├── StorageUnavailable            503 api_error, retry-after: usage cannot be recorded
     │                                 (full disk, read-only store); see sidecar.ledger.health
@@ -45,11 +51,14 @@ class SidecarError(Exception):
         self.message = message
         self.headers = headers or {}
 
+    request_id: str | None = None  # set where the request's id is known; sent as the envelope's request_id
+
     def envelope(self) -> bytes:
         """The Anthropic error body for this error."""
-        return json.dumps(
-            {"type": "error", "error": {"type": self.error_type, "message": f"claude-sidecar: {self.message}"}}
-        ).encode()
+        body: dict[str, object] = {"type": "error", "error": {"type": self.error_type, "message": f"claude-sidecar: {self.message}"}}
+        if self.request_id is not None:
+            body["request_id"] = self.request_id
+        return json.dumps(body).encode()
 
 
 class ConfigError(SidecarError):
@@ -87,8 +96,33 @@ class PermissionDenied(ClientError):
     error_type = "permission_error"
 
 
-class PolicyDenied(PermissionDenied):
-    """The policy forbids this request (a model, a tool, a guardrail block); retrying won't help."""
+class PolicyDenied(ClientError):
+    """The policy forbids this request (a model, a tool, a provider); retrying won't help.
+
+    A 400 `invalid_request_error`, as Claude Code's gateway protocol has it for a denied
+    model or a policy violation: a 403 would read to the client as a failed login."""
+
+
+class PolicyBlocked(PolicyDenied):
+    """A guardrail blocked the request's content: 400 `policy_blocked` with `x-should-retry:
+    false`; the client shows the message and does not retry or fall back to another model.
+    The handler sets `request_id` to the request's (and its audit entry's) id."""
+
+    error_type = "policy_blocked"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, headers={"x-should-retry": "false", **(headers or {})})
+
+
+class NotSupported(ClientError):
+    """An endpoint this sidecar does not serve: 501 `not_supported` with `x-should-retry:
+    false`, so the client falls back at once (e.g. counts tokens locally)."""
+
+    status = 501
+    error_type = "not_supported"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, headers={"x-should-retry": "false", **(headers or {})})
 
 
 class RateLimited(ClientError):
@@ -99,7 +133,14 @@ class RateLimited(ClientError):
 
 
 class BudgetExhausted(RateLimited):
-    """A spending budget cannot fit the request until it resets (`retry-after` names the reset)."""
+    """A spending budget cannot fit the request until it resets: 429 `billing_error` with
+    `x-should-retry: false`, `retry-after` to the reset and the protocol's
+    `anthropic-ratelimit-unified-*` rejection headers (sidecar.gateway.unified)."""
+
+    error_type = "billing_error"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, headers={"x-should-retry": "false", **(headers or {})})
 
 
 class NotFound(ClientError):

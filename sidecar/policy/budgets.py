@@ -15,9 +15,12 @@ Monday, a month on the 1st (like `claude-sidecar usage`). Spend is attributed to
 period in which the request started, as the ledger does, so the two always agree; at
 start the spend so far is read from the ledger.
 
-A request that cannot fit until a period resets gets 429 with `retry-after` set to the
-reset: over 60 s, so Claude Code stops at once and shows the message. A request that would
-fit once requests in flight settle gets a short `retry-after` instead.
+A request that cannot fit until a period resets, or that alone is larger than a budget,
+gets Claude Code's gateway-protocol refusal: 429 `billing_error`, `x-should-retry: false`,
+`retry-after` set to the reset, the unified rejection headers (sidecar.gateway.unified) and
+one sentence saying which budget, when it resets and what to do; Claude Code stops at once
+and prints it. A request that would fit once requests in flight settle gets a short
+`retry-after` (429 `rate_limit_error`) instead.
 """
 
 from __future__ import annotations
@@ -32,14 +35,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sidecar.config import BudgetConfig
-from sidecar.errors import BudgetExhausted, PolicyDenied, RateLimited
+from sidecar.errors import BudgetExhausted, RateLimited
+from sidecar.gateway.unified import Cap, rejection
 
 PERIODS = ("day", "week", "month")
 _LIMIT_KEY = {"day": "daily_usd", "week": "weekly_usd", "month": "monthly_usd"}
 _ADJECTIVE = {"day": "daily", "week": "weekly", "month": "monthly"}
 _SO_FAR = {"day": "today", "week": "this week", "month": "this month"}
 SETTLE_RETRY_SECONDS = 5  # retry-after while requests in flight hold the room
-CLAUDE_CODE_MAX_WAIT = 60  # Claude Code gives up at once on a longer retry-after
 
 Clock = Callable[[], float]
 ThresholdHook = Callable[[dict[str, Any]], None]
@@ -154,10 +157,7 @@ class Budgets:
         self._roll(now)
         for w in self.windows:
             if amount > w.limit:
-                raise PolicyDenied(
-                    f"this request needs about {usd(amount)}, more than the whole {_ADJECTIVE[w.period]} "
-                    f"budget of {usd(w.limit)}; lower max_tokens or raise budget.{_LIMIT_KEY[w.period]}"
-                )
+                raise self._too_large(w, amount, now)
         exhausted = [w for w in self.windows if w.spent + amount > w.limit]
         if exhausted:
             raise self._exhausted(max(exhausted, key=lambda w: w.end), amount, now)
@@ -207,6 +207,11 @@ class Budgets:
             w.spent += cost
             self._announce(w)
 
+    def caps(self) -> list[Cap]:
+        """Each budget's standing for the unified headers and /api/oauth/usage."""
+        self._roll(self.clock())
+        return [Cap(w.period, w.limit, w.spent, w.end) for w in self.windows]
+
     def state(self) -> list[dict[str, Any]]:
         """Each budget's limit, spend, reservations and reset (for the control API)."""
         self._roll(self.clock())
@@ -247,14 +252,25 @@ class Budgets:
                     )
 
     def _exhausted(self, w: Window, amount: float, now: float) -> BudgetExhausted:
-        wait = max(1, math.ceil(w.end - now))
-        reset = datetime.fromtimestamp(w.end, self.tz)
         state = "is used up" if w.spent >= w.limit else f"cannot fit this request (about {usd(amount)})"
         message = (
-            f"the {_ADJECTIVE[w.period]} budget of {usd(w.limit)} {state}: {usd(w.spent)} spent {_SO_FAR[w.period]}. "
-            f"It resets at {reset:%Y-%m-%d %H:%M} {self.tz.key} (in {duration(wait)})."
+            f"the {_ADJECTIVE[w.period]} budget of {usd(w.limit)} {state} ({usd(w.spent)} spent {_SO_FAR[w.period]}); "
+            f"{self._resets(w, now)}, so wait until then or raise budget.{_LIMIT_KEY[w.period]} in the sidecar's config."
         )
-        headers = {"retry-after": str(wait)}
-        if wait > CLAUDE_CODE_MAX_WAIT:
-            headers["x-should-retry"] = "false"
-        return BudgetExhausted(message, headers=headers)
+        return BudgetExhausted(message, headers=rejection(self._cap(w), now))
+
+    def _too_large(self, w: Window, amount: float, now: float) -> BudgetExhausted:
+        message = (
+            f"this request needs about {usd(amount)}, more than the whole {_ADJECTIVE[w.period]} budget of "
+            f"{usd(w.limit)}, so it cannot run even after the budget {self._resets(w, now)[3:]}; lower max_tokens, "
+            f"shorten the conversation (/compact) or raise budget.{_LIMIT_KEY[w.period]} in the sidecar's config."
+        )
+        return BudgetExhausted(message, headers=rejection(self._cap(w), now))
+
+    def _resets(self, w: Window, now: float) -> str:
+        """`it resets at 2026-11-26 00:00 Asia/Kolkata (in 5 h 13 min)`."""
+        reset = datetime.fromtimestamp(w.end, self.tz)
+        return f"it resets at {reset:%Y-%m-%d %H:%M} {self.tz.key} (in {duration(w.end - now)})"
+
+    def _cap(self, w: Window) -> Cap:
+        return Cap(w.period, w.limit, w.spent, w.end)

@@ -2,15 +2,19 @@
 
 In order, cheapest refusal first:
 
-1. the model allow/deny lists (403 `permission_error`);
-2. rate limits and budgets (429 `rate_limit_error` with `retry-after`), admitted
+1. the model allow/deny lists (400 `invalid_request_error`);
+2. rate limits (429 `rate_limit_error` with `retry-after`) and budgets (429
+   `billing_error` until the reset, see sidecar.policy.budgets), admitted
    atomically: a concurrency slot, then every bucket and every budget, or nothing. A
    budget reserves the worst case (input at the dearest rate plus `max_tokens` of
    output); when only less fits, `max_tokens` is lowered to what fits (a `clamp`
    decision, thinking kept valid), down to MIN_OUTPUT_TOKENS;
 3. tool rules: denied tools leave the `tools` array, and a response filter turns any call
    of a denied tool into a refusal the model can read;
-4. guardrails: block (403), redact (the body is rewritten), or warn.
+4. guardrails: block (400 `policy_blocked`), redact (the body is rewritten), or warn.
+
+An admitted request under a budget carries the budget's standing to the client as Claude
+Code's unified headers (sidecar.gateway.unified), in place of the upstream's own.
 
 After the response (`on_complete`) the reservations are settled with the reported usage.
 Every decision is recorded on the request (`ctx.decide`) for the audit log. With no policy
@@ -34,7 +38,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sidecar.config import BudgetConfig, Config
-from sidecar.errors import PolicyDenied, SidecarError
+from sidecar.errors import PolicyBlocked, PolicyDenied, SidecarError
+from sidecar.gateway import unified
 from sidecar.ledger import reports
 from sidecar.ledger.pricing import Pricing
 from sidecar.ledger.store import open_db
@@ -125,6 +130,8 @@ class PolicyGate:
         held = _Held()
         if self._metered and not ctx.count_tokens:
             await self._admit(ctx, held)
+            if held.reservation is not None and (cap := unified.fullest(self.budgets.caps())) is not None:
+                ctx.unified_headers = unified.standing(cap)
         self._held[ctx.id] = held
         if self._rewrites:
             self._rewrite(ctx, held)
@@ -236,7 +243,7 @@ class PolicyGate:
             reason = _findings(out.blocked)
             ctx.decide("guardrail", "deny", reason)
             first = out.blocked[0]
-            raise PolicyDenied(
+            raise PolicyBlocked(
                 f"the prompt holds {first.rule.detector.label} ({first.where}), which the guardrail policy blocks "
                 f"({reason}). Remove it from the conversation (e.g. with /rewind) and try again."
             )

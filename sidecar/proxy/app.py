@@ -18,6 +18,7 @@ from sidecar.cache.control import CACHE
 from sidecar.cache.stage import open_cache
 from sidecar.config import Config
 from sidecar.errors import StorageError
+from sidecar.gateway import routes as gateway_routes
 from sidecar.ledger.health import StorageHealth
 from sidecar.ledger.journal import JOURNAL_DIR, Journal
 from sidecar.ledger.pricing import Pricing
@@ -143,6 +144,7 @@ def create_app(
     app.cleanup_ctx.extend([http_session, ledger])
     app.on_shutdown.append(announce_shutdown)
     handlers.add_routes(app)
+    gateway_routes.add_routes(app)
     control.add_routes(app)
     routes_control.add_routes(app)
     policy_control.add_routes(app)

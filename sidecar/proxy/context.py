@@ -63,6 +63,9 @@ class RequestContext:
     decisions: list[Decision] = field(default_factory=list)
     # Extra response headers a stage wants the client to see (e.g. x-sidecar-cache).
     response_headers: dict[str, str] = field(default_factory=dict)
+    # The budget's standing as Claude Code's unified headers (sidecar.gateway.unified): sent on
+    # a successful answer in place of the upstream's own `anthropic-ratelimit-*` headers.
+    unified_headers: dict[str, str] | None = None
     record: bool = True  # False: neither metered nor audited (refused because storage is down)
     # Runs the stages' on_complete once (see finish()); set by the handler.
     on_finish: Callable[[], None] | None = None

@@ -9,7 +9,7 @@ import time
 from aiohttp import web
 
 from sidecar import __version__
-from sidecar.errors import SidecarError
+from sidecar.errors import PolicyBlocked, SidecarError
 from sidecar.protocol.anthropic import RequestHead, parse_head
 from sidecar.proxy.context import RequestContext
 from sidecar.proxy.ingress import REQUEST_ID, error_response
@@ -64,6 +64,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
                 resp = await request.app[ROUTER].handle(ctx, request)
         except SidecarError as e:
             _fail(ctx, e)
+            if isinstance(e, PolicyBlocked):
+                e.request_id = ctx.id  # the audit entry's id: one the user can quote
             resp = error_response(e)
             resp.headers["x-sidecar-request-id"] = ctx.id
         finally:

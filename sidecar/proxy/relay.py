@@ -19,6 +19,7 @@ import msgspec
 from aiohttp import web
 from multidict import CIMultiDict
 
+from sidecar.gateway.unified import UPSTREAM_PREFIX
 from sidecar.protocol import sse
 from sidecar.protocol.anthropic import SSETap
 from sidecar.providers.base import Call, StreamBroken
@@ -54,12 +55,18 @@ def sidecar_headers(ctx: RequestContext) -> dict[str, str]:
     if ctx.route:
         out["x-sidecar-route"] = ctx.route
     out.update(ctx.response_headers)
+    if ctx.unified_headers is not None and 0 < ctx.status < 400:
+        out.update(ctx.unified_headers)
     return out
 
 
 def response_headers(call: Call, ctx: RequestContext) -> CIMultiDict[str]:
     """The headers the client gets for `call`."""
     out: CIMultiDict[str] = CIMultiDict(call.headers)
+    if ctx.unified_headers is not None and call.status < 400:
+        # The sidecar's budget is what this user should see, not the upstream's own quota.
+        for k in [k for k in out if k.lower().startswith(UPSTREAM_PREFIX)]:
+            out.popall(k, None)
     if "content-type" not in out:
         out["content-type"] = "text/event-stream; charset=utf-8" if call.stream else "application/json"
     if call.stream:

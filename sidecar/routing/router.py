@@ -24,7 +24,6 @@ from aiohttp import web
 
 from sidecar.config import Config
 from sidecar.errors import (
-    PermissionDenied,
     PolicyDenied,
     SidecarError,
     UpstreamError,
@@ -252,7 +251,7 @@ class Router:
             prov, found, name = model.partition(sep)
             if found and prov in self.providers and name:
                 if not self._explicit_allowed(prov, name):
-                    raise PermissionDenied(
+                    raise PolicyDenied(
                         f"the model name {model!r} names provider {prov!r} directly, which this sidecar does not allow "
                         f"(add '{prov}/{name}' or '{prov}/*' to [routing] allow_explicit)"
                     )

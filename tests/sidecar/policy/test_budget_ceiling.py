@@ -182,7 +182,7 @@ async def test_a_request_that_does_not_fit_whole_gets_a_lower_max_tokens_and_a_v
     assert 1024 <= b["max_tokens"] < 2048 and "thinking" not in b
     assert third[0] == 429 and third[1].get("x-should-retry") == "false"
     assert re.match(r"claude-sidecar: the daily budget of \$1\.00 (is used up|cannot fit this request)", error_message(third[2]))
-    assert "It resets at" in error_message(third[2]) and len(up.received) == 2
+    assert "it resets at" in error_message(third[2]) and len(up.received) == 2
     assert sum(float(r["cost_usd"]) for r in rows) <= 1.0 + 0.001  # type: ignore[arg-type]
 
 

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from sidecar.config import BudgetConfig
-from sidecar.errors import BudgetExhausted, PolicyDenied, RateLimited
+from sidecar.errors import BudgetExhausted, RateLimited
 from sidecar.policy.budgets import Budgets, duration, period_bounds, usd
 
 KOLKATA = ZoneInfo("Asia/Kolkata")  # UTC+5:30: a local day starts at 18:30 UTC
@@ -58,20 +58,20 @@ def test_exhausted_budget_refuses_until_the_reset_with_its_message_and_headers()
     with pytest.raises(BudgetExhausted) as err:
         b.reserve(0.21)
     e = err.value
-    assert (e.status, e.error_type) == (429, "rate_limit_error")
+    assert (e.status, e.error_type) == (429, "billing_error")
     assert e.message == (
-        "the daily budget of $10.00 is used up: $10.03 spent today. "
-        "It resets at 2026-11-26 00:00 Asia/Kolkata (in 5 h 13 min)."
+        "the daily budget of $10.00 is used up ($10.03 spent today); it resets at 2026-11-26 00:00 Asia/Kolkata "
+        "(in 5 h 13 min), so wait until then or raise budget.daily_usd in the sidecar's config."
     )
-    assert e.headers == {"retry-after": str(5 * 3600 + 12 * 60 + 30), "x-should-retry": "false"}
-    assert e.envelope().startswith(b'{"type": "error", "error": {"type": "rate_limit_error", "message": "claude-sidecar: the daily')
+    assert e.headers["retry-after"] == str(5 * 3600 + 12 * 60 + 30) and e.headers["x-should-retry"] == "false"
+    assert e.envelope().startswith(b'{"type": "error", "error": {"type": "billing_error", "message": "claude-sidecar: the daily')
 
 
 def test_a_request_that_does_not_fit_what_is_left_is_refused_until_the_reset() -> None:
     clock = Clock(local(BERLIN, 2026, 11, 25, 9, 0))
     b, _ = budgets(clock, BERLIN, daily_usd=25.0)
     b.settle(b.reserve(1.0), 24.90)
-    with pytest.raises(BudgetExhausted, match=r"the daily budget of \$25.00 cannot fit this request \(about \$0.21\): \$24.90 spent today"):
+    with pytest.raises(BudgetExhausted, match=r"the daily budget of \$25.00 cannot fit this request \(about \$0.21\) \(\$24.90 spent today\)"):
         b.reserve(0.21)
     b.reserve(0.05)  # a smaller one still fits
 
@@ -82,17 +82,18 @@ def test_the_latest_reset_of_the_exhausted_budgets_is_named() -> None:
     b.settle(b.reserve(1.0), 20.0)
     with pytest.raises(BudgetExhausted) as err:
         b.reserve(0.5)
-    assert "weekly budget of $20.00 is used up: $20.00 spent this week" in err.value.message
+    assert "weekly budget of $20.00 is used up ($20.00 spent this week)" in err.value.message
     assert "resets at 2026-11-30 00:00 Europe/Berlin (in 4 d 15 h)" in err.value.message
 
 
-def test_a_short_wait_for_the_reset_lets_claude_code_wait() -> None:
+def test_a_short_wait_for_the_reset_is_still_a_billing_error_that_is_not_retried() -> None:
     clock = Clock(local(KOLKATA, 2026, 11, 25, 23, 59, 30))
     b, _ = budgets(clock, daily_usd=1.0)
     b.settle(b.reserve(0.5), 1.0)
     with pytest.raises(BudgetExhausted) as err:
         b.reserve(0.1)
-    assert err.value.headers == {"retry-after": "30"}  # no x-should-retry: waiting is right
+    # The protocol's billing_error always says x-should-retry: false; retry-after says when.
+    assert (err.value.headers["retry-after"], err.value.headers["x-should-retry"]) == ("30", "false")
 
 
 def test_requests_in_flight_make_a_request_wait_not_stop() -> None:
@@ -113,7 +114,7 @@ def test_requests_in_flight_make_a_request_wait_not_stop() -> None:
 
 def test_a_request_bigger_than_the_whole_budget_is_denied_for_good() -> None:
     b, _ = budgets(Clock(local(KOLKATA, 2026, 11, 25, 12, 0)), daily_usd=1.0)
-    with pytest.raises(PolicyDenied, match=r"needs about \$1.75, more than the whole daily budget of \$1.00; lower max_tokens or raise budget.daily_usd"):
+    with pytest.raises(BudgetExhausted, match=r"needs about \$1.75, more than the whole daily budget of \$1.00, .*; lower max_tokens"):
         b.reserve(1.75)
 
 

@@ -51,18 +51,19 @@ async def test_an_exhausted_budget_is_refused_with_which_budget_what_was_spent_a
         rows = await ledger_rows(sc)
     assert first[0] == 200
     assert status == 429 and len(fake.requests) == 1
-    assert json.loads(raw)["error"]["type"] == "rate_limit_error"
+    assert json.loads(raw)["error"]["type"] == "billing_error"
     wait = int(headers["Retry-After"])
     reset = next_local_midnight(KOLKATA)
     assert abs(wait - (reset.timestamp() - time.time())) < 30
     assert error_message(raw) == (
-        "claude-sidecar: the daily budget of $1.00 is used up: $1.00 spent today. "
-        f"It resets at {reset:%Y-%m-%d} 00:00 Asia/Kolkata (in {duration(wait)})."
+        "claude-sidecar: the daily budget of $1.00 is used up ($1.00 spent today); "
+        f"it resets at {reset:%Y-%m-%d} 00:00 Asia/Kolkata (in {duration(wait)}), "
+        "so wait until then or raise budget.daily_usd in the sidecar's config."
     )
-    # Over 60 s: Claude Code gives up at once; x-should-retry says the same to any SDK.
-    assert headers.get("x-should-retry") == ("false" if wait > 60 else None)
+    # Claude Code stops at once and prints the message; x-should-retry says the same to any SDK.
+    assert headers.get("x-should-retry") == "false"
     assert headers["x-sidecar-request-id"] == rows[1]["id"]
-    assert [(r["status"], r["outcome"], r["error_type"]) for r in rows] == [(200, "ok", None), (429, "rejected", "rate_limit_error")]
+    assert [(r["status"], r["outcome"], r["error_type"]) for r in rows] == [(200, "ok", None), (429, "rejected", "billing_error")]
 
 
 GOV_MODEL = '[pricing."gov-model"]\ninput = 0.0\noutput = 25.0\n'
@@ -105,7 +106,7 @@ async def test_twenty_concurrent_streams_overshoot_by_no_more_than_what_was_rese
     assert day["spent_usd"] == pytest.approx(1.20)
     overshoot = day["spent_usd"] - 1.0
     assert overshoot == pytest.approx(10 * (0.12 - 0.10)) and overshoot <= 1.0
-    assert late[0] == 429 and "the daily budget of $1.00 is used up: $1.20 spent today" in error_message(late[2])
+    assert late[0] == 429 and "the daily budget of $1.00 is used up ($1.20 spent today)" in error_message(late[2])
 
 
 async def test_settlement_uses_the_reported_usage_priced_like_the_ledger(
@@ -192,7 +193,7 @@ async def test_a_refused_request_does_not_use_up_the_rate(fake: FakeAnthropic, h
     policy = '[limits]\nrequests_per_minute = 2\n[policy]\nmodels = ["claude-*"]\n'
     async with governed(fake.url, hermetic_env, policy) as sc:
         for _ in range(3):
-            assert (await post(client, sc, body(model="gpt-5")))[0] == 403
+            assert (await post(client, sc, body(model="gpt-5")))[0] == 400
         assert [(await post(client, sc, body()))[0] for _ in range(3)] == [200, 200, 429]
 
 
@@ -231,7 +232,7 @@ async def test_a_model_outside_the_policy_is_refused(fake: FakeAnthropic, hermet
     async with governed(fake.url, hermetic_env, policy) as sc:
         status, _, raw = await post(client, sc, body(model="claude-opus-4-8"))
         ok = await post(client, sc, body(model="claude-sonnet-5"))
-    assert status == 403 and json.loads(raw)["error"]["type"] == "permission_error"
+    assert status == 400 and json.loads(raw)["error"]["type"] == "invalid_request_error"
     assert error_message(raw) == "claude-sidecar: the model 'claude-opus-4-8' is not allowed by the policy (allowed: claude-*)"
     assert ok[0] == 200 and [r.json()["model"] for r in fake.requests] == ["claude-sonnet-5"]
 
@@ -254,8 +255,9 @@ async def test_a_blocking_guardrail_refuses_and_nothing_leaves(fake: FakeAnthrop
             {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "Read", "input": {"file_path": ".env"}}]},
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": f"GH_TOKEN={GITHUB}"}]},
         ]
-        status, _, raw = await post(client, sc, payload)
-    assert status == 403 and fake.requests == []
+        status, headers, raw = await post(client, sc, payload)
+    assert status == 400 and fake.requests == []
+    assert json.loads(raw)["error"]["type"] == "policy_blocked" and headers["x-should-retry"] == "false"
     assert error_message(raw) == (
         "claude-sidecar: the prompt holds a GitHub token (messages[2].content[0]), which the guardrail policy blocks "
         "(github_token in messages[2].content[0]). Remove it from the conversation (e.g. with /rewind) and try again."

@@ -305,7 +305,7 @@ async def test_explicit_provider_model_names_need_the_allow_list(fakes: list[Fak
         status, h, _ = await post(client, sc, model="b,claude-sonnet-5")
         assert status == 200 and len(b.requests) == 2
         status, _, raw = await post(client, sc, model="b/claude-opus-4-8")
-        assert status == 403 and "allow_explicit" in json.loads(raw)["error"]["message"]
+        assert status == 400 and "allow_explicit" in json.loads(raw)["error"]["message"]
     assert len(a.requests) == 0
 
 
@@ -319,5 +319,5 @@ async def test_the_policy_provider_allow_list_steers_the_route(fakes: list[FakeA
     cfg = providers(fakes, "ab") + route('{ provider = "a" }') + '[policy]\nproviders = ["b"]\n'
     async with routed(cfg) as sc:
         status, _, raw = await post(client, sc)
-    assert status == 403 and "allows none of the providers route 'main' sends to (a)" in json.loads(raw)["error"]["message"]
+    assert status == 400 and "allows none of the providers route 'main' sends to (a)" in json.loads(raw)["error"]["message"]
     assert len(a.requests) == 0

@@ -1,0 +1,59 @@
+"""The gateway protocol's endpoints on the sidecar's app, next to the proxied ones.
+
+- `/managed/settings` and `/api/oauth/usage` (sidecar.gateway.settings, .usage);
+- the Anthropic endpoints again under a base-URL path prefix (`/anthropic/v1/messages`, as
+  Bifrost users are used to): the prefix is taken off before anything else sees the path;
+- `501 not_supported` with `x-should-retry: false` for any other `/v1/...` path, so the
+  client falls back at once instead of asking again.
+
+Register them after the proxied endpoints: aiohttp matches the more specific routes first.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from yarl import URL
+
+from sidecar.errors import NotSupported
+from sidecar.gateway.settings import managed_settings
+from sidecar.gateway.usage import oauth_usage
+from sidecar.proxy import handlers
+from sidecar.proxy.ingress import error_response
+
+PREFIXES = ("/anthropic",)
+
+
+def _unprefixed(request: web.Request) -> web.Request:
+    """`request` with its base-URL prefix taken off the path (the query string kept)."""
+    raw = request.rel_url.raw_path_qs
+    for prefix in PREFIXES:
+        if raw.startswith(prefix + "/"):
+            return request.clone(rel_url=URL(raw[len(prefix):], encoded=True))
+    return request
+
+
+async def prefixed_messages(request: web.Request) -> web.StreamResponse:
+    """`POST /anthropic/v1/messages` (and count_tokens): the same as without the prefix."""
+    return await handlers.messages(_unprefixed(request))
+
+
+async def prefixed_models(request: web.Request) -> web.StreamResponse:
+    """`GET /anthropic/v1/models`."""
+    return await handlers.models(_unprefixed(request))
+
+
+async def not_supported(request: web.Request) -> web.Response:
+    """Any other Anthropic API path: 501 not_supported, never retried."""
+    return error_response(NotSupported(f"{request.method} {request.path} is not served by claude-sidecar"))
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the gateway endpoints on `app` (after sidecar.proxy.handlers.add_routes)."""
+    app.router.add_get("/managed/settings", managed_settings)
+    app.router.add_get("/api/oauth/usage", oauth_usage)
+    for prefix in PREFIXES:
+        app.router.add_post(prefix + "/v1/messages", prefixed_messages)
+        app.router.add_post(prefix + "/v1/messages/count_tokens", prefixed_messages)
+        app.router.add_get(prefix + "/v1/models", prefixed_models)
+        app.router.add_route("*", prefix + "/v1/{tail:.*}", not_supported)
+    app.router.add_route("*", "/v1/{tail:.*}", not_supported)
