@@ -78,6 +78,7 @@ class Case:
     half_close: bool = False  # shut our write side after sending
     endless: bytes = b""  # keep sending this until the sidecar answers
     may_drop: bool = False  # the sidecar may close without answering (we hung up first)
+    expect: list[int] | None = None  # exactly these statuses, in order (2xx ones echo `markers` in order)
 
 
 @dataclass
@@ -418,6 +419,37 @@ class Gen:
             return Case("keepalive-pipelined", [b"".join(pieces)], markers, False)
         return Case("keepalive-serial", pieces, markers, False, pause=0.01)
 
+    def mixed_keepalive(self) -> Case:
+        """Good requests and refused ones that keep the connection, on one connection."""
+        r = self.r
+        n = r.randint(2, 6)
+        pieces, markers, expect = [], [], []
+        for i in range(n):
+            m = self.marker()
+            close = i == n - 1
+            kind = r.choice(["good", "good", "bad-session", "bad-body", "no-route", "healthz"])
+            if kind == "good":
+                pieces.append(self.request(m, close=close, stream=r.random() < 0.4))
+                markers.append(m)
+                expect.append(200)
+            elif kind == "bad-session":
+                hs = [(k, b"s p a c e" if k == b"x-claude-code-session-id" else v) for k, v in self.headers(m)]
+                pieces.append(self.request(m, headers=hs, close=close))
+                expect.append(400)
+            elif kind == "bad-body":
+                pieces.append(self.request(m, body=self.body(m, extra={"stream": "yes"}), close=close))
+                expect.append(400)
+            elif kind == "no-route":
+                pieces.append(self.request(m, target=b"/v1/nothing", close=close))
+                expect.append(404)
+            else:
+                pieces.append(self.request(m, method=b"GET", target=b"/healthz", body=b"", close=close))
+                expect.append(200)
+                markers.append("")  # answered by the sidecar itself: no marker
+        pipelined = r.random() < 0.5
+        data = [b"".join(pieces)] if pipelined else pieces
+        return Case("keepalive-mixed", data, markers, False, pause=0.01, expect=expect)
+
     def flips(self) -> Case:
         """A good request with a few random bytes changed (never inside the marker)."""
         m = self.marker()
@@ -449,7 +481,7 @@ class Gen:
         kinds = [
             (self.good, 6), (self.header_value, 14), (self.header_name, 4), (self.header_line, 4), (self.query, 8),
             (self.request_line, 8), (self.framing, 8), (self.expect, 4), (self.bad_body, 10), (self.encoding, 4),
-            (self.sizes, 3), (self.slow, 2), (self.keepalive, 8), (self.flips, 8), (self.host_origin, 3),
+            (self.sizes, 3), (self.slow, 2), (self.keepalive, 6), (self.mixed_keepalive, 6), (self.flips, 8), (self.host_origin, 3),
         ]
         make = self.r.choices([k for k, _ in kinds], [w for _, w in kinds])[0]
         return make()
@@ -573,6 +605,14 @@ def echoed(a: Answer) -> str | None:
     return header
 
 
+def refusal(a: Answer) -> bool:
+    """A 4xx envelope, or the sidecar's deliberate 501 `not_supported` for an endpoint it
+    does not serve (the one 5xx it gives on purpose: it tells clients not to retry)."""
+    if 400 <= a.status < 500:
+        return True
+    return a.status == 501 and is_envelope(a) and json.loads(a.body)["error"]["type"] == "not_supported"
+
+
 def check(case: Case, out: Outcome) -> list[tuple[str, str]]:
     """What is wrong with `out` as the answer to `case`: (short tag, detail) pairs."""
     problems = []
@@ -583,17 +623,23 @@ def check(case: Case, out: Outcome) -> list[tuple[str, str]]:
         problems.append(("unparsable", f"answer bytes {out.trailing[:60]!r}"))
     for a in finals:
         upstream = a.headers.get(UPSTREAM_HEADER) == "1"
-        if a.status >= 500 and not upstream:
+        if a.status >= 500 and not upstream and not refusal(a):
             problems.append((f"sidecar {a.status}", repr(a.body[:160])))
-        elif a.status >= 400 and not upstream and not is_envelope(a):
+        if a.status >= 400 and not upstream and not is_envelope(a):
             problems.append((f"{a.status} not an envelope", repr(a.body[:160])))
     got = [echoed(a) for a in finals if a.headers.get(UPSTREAM_HEADER) == "1" and ECHO_HEADER in a.headers]
     own = {m.decode() for p in case.pieces for m in MARKER_RE.findall(p)}
     stray = [g for g in got if g is not None and g not in own]
     if stray:
         problems.append(("cross-talk", f"answers carry {stray}, the requests were {case.markers}"))
+    if case.expect is not None:
+        statuses = [404 if a.status == 501 and refusal(a) else a.status for a in finals]
+        echoes = [echoed(a) or "" for a in finals if a.status < 300]
+        if statuses != case.expect or echoes != case.markers:
+            problems.append(("mixed keep-alive misanswered", f"{case.expect} / {case.markers}: got {statuses} / {echoes}"))
+        return problems
     if case.bad is True:
-        if finals and not 400 <= finals[0].status < 500:
+        if finals and not refusal(finals[0]):
             problems.append((f"bad input answered {finals[0].status}", ""))
         if not finals and not case.may_drop:
             problems.append(("bad input not answered", ""))
