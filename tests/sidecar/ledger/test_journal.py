@@ -8,14 +8,19 @@ import asyncio
 import shutil
 from pathlib import Path
 
+import aiohttp
+
 from sidecar.audit.chain import GENESIS, Entry
 from sidecar.audit.log import HEAD_FILE, AuditLog
 from sidecar.audit.verify import entries_in_db, verify
-from sidecar.ledger.journal import Journal, audit_line
+from sidecar.ledger.journal import JOURNAL_DIR, Journal, audit_line
 from sidecar.ledger.pricing import Pricing
 from sidecar.ledger.store import open_db
 from sidecar.ledger.writer import Ledger
 from sidecar.testing.factories import usage_record
+from sidecar.testing.fake_anthropic import FakeAnthropic
+from sidecar.testing.fake_behaviours import Text
+from sidecar.testing.harness import anthropic_config, sidecar_in_process
 
 
 def store_rows(db_file: Path) -> dict[str, tuple[int, str | None]]:
@@ -156,3 +161,31 @@ async def test_the_ledger_journal_holds_each_record_until_it_is_committed(tmp_pa
     journal.close()
     assert segments(jdir) == []
     assert len(store_rows(db_file)) == records
+
+
+def journaled(jdir: Path) -> str:
+    return "".join(p.read_text() for p in sorted(jdir.glob("*.journal")))
+
+
+async def test_an_answer_is_journaled_before_its_final_byte_reaches_the_client(
+    hermetic_env: Path, fake: FakeAnthropic, client: aiohttp.ClientSession
+) -> None:
+    """The usage row and the audit entry are in the journal (so they survive a SIGKILL)
+    when the client has only just received message_stop, or a whole JSON answer."""
+    fake.default = Text("one two three", delay_between_events=0.01)
+    async with sidecar_in_process(anthropic_config(fake.url), hermetic_env) as sc:
+        jdir = sc.paths.data_dir / JOURNAL_DIR
+        body = {"model": "claude-opus-4-8", "max_tokens": 32, "messages": [{"role": "user", "content": "hi"}]}
+        async with client.post(sc.url + "/v1/messages", json={**body, "stream": True}) as resp:
+            rid = resp.headers["x-sidecar-request-id"]
+            async for line in resp.content:
+                if line.startswith(b"event: message_stop"):
+                    break
+                assert rid not in journaled(jdir)  # not before the answer is complete
+            text = journaled(jdir)
+            assert f'["u","{rid}"' in text and f'"request","{rid}"' in text
+        async with client.post(sc.url + "/v1/messages", json=body) as resp:
+            rid = resp.headers["x-sidecar-request-id"]
+            text = journaled(jdir)  # the body has not been read yet
+            assert f'["u","{rid}"' in text and f'"request","{rid}"' in text
+            await resp.read()
