@@ -30,6 +30,7 @@ of the effective policy (`budget.*` there is each sidecar's own local limit).
 from __future__ import annotations
 
 import copy
+import itertools
 import re
 from typing import Any
 
@@ -51,7 +52,11 @@ OFF_TIGHTER = ("policy.log_content",)
 ON_TIGHTER = ("policy.audit",)
 MODES = ("off", "warn", "redact", "block")
 DOC_KEYS = {*GOVERNANCE_SECTIONS, "routes", "providers", "ceilings", "pools"}
-_SECRET_WORD = re.compile(r"secret|password|passwd|token|api_?key|credential|private", re.I)
+_SECRET_WORDS = {"secret", "password", "passwd", "token", "apikey", "credential", "credentials", "private",
+                 "authorization", "cookie", "bearer"}  # fmt: skip
+_SECRET_PAIRS = {("api", "key"), ("access", "key"), ("private", "key"), ("session", "key")}
+_NOT_SECRET = {"keys", "credentials_file"}  # keyring:/env: references, and a path
+_SECRET_VALUE = re.compile(r"^(sk-|sk_|Bearer\s|Basic\s|AKIA|ghp_|xox[bp]-)")
 
 
 def parse_scope(scope: str) -> tuple[str, str | None]:
@@ -105,15 +110,22 @@ def _pools(pools: Any, scope: str, where: str) -> None:
             raise ConfigError(f"{where}: pools.{k} must be a positive number of US dollars")
 
 
+def _looks_secret(key: str) -> bool:
+    words = [w for w in re.split(r"[^a-z0-9]+", key.lower()) if w]
+    return any(w in _SECRET_WORDS for w in words) or any(p in _SECRET_PAIRS for p in itertools.pairwise(words))
+
+
 def _no_secrets(value: Any, where: str) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
-            if k != "keys" and _SECRET_WORD.search(str(k)):
+            if k not in _NOT_SECRET and _looks_secret(str(k)):
                 raise ConfigError(f"{where}: {k!r} looks like a secret; policies carry no secrets (use keys = ['keyring:NAME'])")
             _no_secrets(v, where)
     elif isinstance(value, list):
         for v in value:
             _no_secrets(v, where)
+    elif isinstance(value, str) and _SECRET_VALUE.match(value):
+        raise ConfigError(f"{where}: a value looks like a credential ({value[:6]}...); policies carry no secrets")
 
 
 def _routes_and_providers(doc: dict[str, Any], where: str) -> None:

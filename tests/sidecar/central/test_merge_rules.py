@@ -89,8 +89,19 @@ def test_merge_rules_by_example() -> None:
         ({"pools": {"daily_usd": 5}}, "developer:d", "not of a developer"),
         ({"pools": {"weekly_usd": 5}}, "org", "pools takes"),
         ({"providers": [{"name": "x", "type": "openai-compatible", "base_url": "http://h", "headers": {"token": "t"}}]}, "org", "secret"),
+        ({"providers": [{"name": "x", "type": "openai-compatible", "base_url": "http://h", "headers": {"Authorization": "x"}}]}, "org", "secret"),
+        ({"providers": [{"name": "x", "type": "openai-compatible", "base_url": "http://h", "headers": {"X-Api-Key": "x"}}]}, "org", "secret"),
+        ({"providers": [{"name": "x", "type": "openai-compatible", "base_url": "http://h", "headers": {"X-Org": "sk-abc"}}]}, "org", "credential"),
     ],
 )
 def test_scope_rules(doc: dict[str, Any], scope: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         policy_doc.validate(doc, scope)
+
+
+def test_provider_options_that_only_sound_like_secrets_are_accepted() -> None:
+    doc = {"providers": [
+        {"name": "local", "type": "openai-compatible", "base_url": "http://127.0.0.1:8000/v1", "keys": ["env:LOCAL_KEY"],
+         "quirks": {"max_tokens_field": "max_completion_tokens"}, "headers": {"HTTP-Referer": "https://example.com"}},
+    ]}  # fmt: skip
+    assert policy_doc.validate(doc, "org") is doc
