@@ -33,7 +33,7 @@ from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.web_protocol import RequestHandler
 
 from sidecar.config import ServerConfig
-from sidecar.errors import InvalidRequest, NotFound, RequestTimeout, SidecarError
+from sidecar.errors import InvalidRequest, NotFound, RequestTimeout, RequestTooLarge, SidecarError
 from sidecar.ledger.record import new_ulid
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ class Limits:
     request_timeout: float = 300.0
     idle_timeout: float = 60.0
     max_connections: int = 512
+    max_body: int = 64 * 1024 * 1024
 
     @classmethod
     def from_config(cls, server: ServerConfig) -> Limits:
@@ -64,6 +65,7 @@ class Limits:
             request_timeout=server.request_timeout_seconds,
             idle_timeout=server.idle_timeout_seconds,
             max_connections=fit_to_fd_limit(server.max_connections),
+            max_body=server.max_body_bytes,
         )
 
 
@@ -263,7 +265,7 @@ class Listener(web.Server):
 
     def __init__(self, handler: Any, *, limits: Limits, **kwargs: Any) -> None:
         kwargs["keepalive_timeout"] = limits.idle_timeout
-        super().__init__(_enveloped(handler), **kwargs)
+        super().__init__(_enveloped(handler, limits), **kwargs)
         self.limits = limits
         self.refused = 0
         self.evicted = 0
@@ -327,11 +329,17 @@ class Listener(web.Server):
         return [c for c in self._connections if isinstance(c, Connection) and c._request_in_progress]
 
 
-def _enveloped(handler: Any) -> Any:
+def _enveloped(handler: Any, limits: Limits) -> Any:
     """Wrap the app's handler: what aiohttp raises before the middlewares run (an Expect it
-    cannot meet, a method or path it cannot route) becomes an envelope too."""
+    cannot meet, a method or path it cannot route) becomes an envelope too, and a client that
+    asks `Expect: 100-continue` for a body over the cap gets the 413 instead of the go-ahead."""
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        if "expect" in request.headers and (request.content_length or 0) > limits.max_body:
+            if isinstance(request.protocol, Connection):
+                request.protocol.discard_rest()
+            mb = limits.max_body / 1048576
+            return envelope_response(RequestTooLarge(f"the request body is larger than {mb:g} MB (server.max_body_mb)"))
         try:
             result: web.StreamResponse = await handler(request)
             return result

@@ -154,6 +154,18 @@ async def test_a_content_length_over_the_cap_is_413_before_the_body_is_sent(limi
     assert a.status == 413 and error_type(a) == "request_too_large"
 
 
+async def test_expect_100_continue_with_a_body_over_the_cap_gets_413_not_the_go_ahead(limited: InProcessSidecar) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(limited))
+    try:
+        writer.write(head(b"Expect: 100-continue\r\n", length=2 * 1024 * 1024, close=False))
+        async with asyncio.timeout(10):
+            raw = await reader.read()
+    finally:
+        writer.close()
+    [a] = parse_answers(raw)[0]  # no interim 100 before it
+    assert a.status == 413 and error_type(a) == "request_too_large"
+
+
 async def test_a_chunked_body_over_the_cap_is_413(limited: InProcessSidecar) -> None:
     start = head(close=False).replace(b"Content-Length: %d" % len(BODY), b"Transfer-Encoding: chunked")
     chunk = b"10000\r\n" + b" " * 0x10000 + b"\r\n"
