@@ -56,8 +56,9 @@ async def test_an_exhausted_budget_stops_claude_code_at_once_with_the_sidecars_m
 
     result = claude_result(done)
     assert done.rc == 1 and result["is_error"] is True, done.describe()
-    message = "claude-sidecar: the daily budget of $1.00 is used up: $1.25 spent today. It resets at "
+    message = "claude-sidecar: the daily budget of $1.00 is used up ($1.25 spent today); it resets at "
     assert message in result["result"], result
+    assert "raise budget.daily_usd in the sidecar's config." in result["result"], result
     assert "Asia/Kolkata" in result["result"], result
 
     # No retry storm: Claude Code sent two model calls in all, the second one refused.
@@ -65,7 +66,8 @@ async def test_an_exhausted_budget_stops_claude_code_at_once_with_the_sidecars_m
     assert [resp.status for _, resp in exchanges] == [200, 429], exchanges
     refusal = exchanges[1][1]
     assert int(refusal.header("retry-after") or 0) > 60 and refusal.header("x-should-retry") == "false"
-    assert json.loads(refusal.body)["error"]["type"] == "rate_limit_error"
+    assert json.loads(refusal.body)["error"]["type"] == "billing_error"
+    assert refusal.header("anthropic-ratelimit-unified-status") == "rejected"
     assert len(posts(s.fake)) == 1  # nothing after the budget ran out reached the upstream
     rows = await settled_ledger_rows(s.db_file, 2)
     assert [(r["status"], r["outcome"]) for r in rows] == [(200, "ok"), (429, "rejected")]
