@@ -23,7 +23,9 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/v1/admin/developers", list_developers)
     r.add_post("/v1/admin/developers", create_developer)
     r.add_patch("/v1/admin/developers/{developer}", move_developer)
+    r.add_get("/v1/admin/enrollment-tokens", list_enrollments)
     r.add_post("/v1/admin/enrollment-tokens", create_enrollment)
+    r.add_delete("/v1/admin/enrollment-tokens/{enrollment_id}", revoke_enrollment)
     r.add_get("/v1/admin/devices", list_devices)
     r.add_delete("/v1/admin/devices/{device_id}", revoke_device)
     r.add_get("/v1/admin/policy", show_policy)
@@ -137,6 +139,19 @@ async def create_enrollment(request: web.Request) -> web.Response:
         raise InvalidRequest("ttl_seconds must be a number")
     row = await request.app[STORE].create_enrollment(actor, developer, float(ttl))
     return web.json_response(row, status=201)
+
+
+async def list_enrollments(request: web.Request) -> web.Response:
+    """Outstanding enrollment tokens (ids, never the tokens)."""
+    await require_admin(request)
+    return web.json_response({"tokens": await request.app[STORE].list_enrollments()})
+
+
+async def revoke_enrollment(request: web.Request) -> web.Response:
+    """Make an outstanding enrollment token unusable."""
+    actor = await require_admin(request, write=True)
+    await request.app[STORE].revoke_enrollment(actor, request.match_info["enrollment_id"])
+    return web.json_response({"revoked": request.match_info["enrollment_id"]})
 
 
 async def list_devices(request: web.Request) -> web.Response:

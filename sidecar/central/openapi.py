@@ -147,10 +147,18 @@ def document() -> S:
             {"200": _json(_obj({"id": STR, "team_id": NSTR, "version": INT}), "moved")}, WRITE_ERRS, "admin",
             parameters=[_p("developer")], requestBody=_body(_obj({"team": NSTR})),
         )},
-        "/v1/admin/enrollment-tokens": {"post": _op(
-            "A one-time, expiring enrollment token for a developer (shown once)",
-            {"201": _json(_obj({"id": STR, "developer_id": STR, "expires_at": NUM, "token": STR}), "created")},
-            WRITE_ERRS, "admin", requestBody=_body(_obj({"developer": STR, "ttl_seconds": NUM}, required=["developer"])),
+        "/v1/admin/enrollment-tokens": {
+            "get": _op("Outstanding enrollment tokens (never the tokens themselves)",
+                       {"200": _json(_obj({"tokens": _ROWS}), "list")}, ADMIN_ERRS, "admin"),
+            "post": _op(
+                "A one-time, expiring enrollment token for a developer (shown once)",
+                {"201": _json(_obj({"id": STR, "developer_id": STR, "expires_at": NUM, "token": STR}), "created")},
+                WRITE_ERRS, "admin", requestBody=_body(_obj({"developer": STR, "ttl_seconds": NUM}, required=["developer"])),
+            ),
+        },
+        "/v1/admin/enrollment-tokens/{enrollment_id}": {"delete": _op(
+            "Revoke an outstanding enrollment token", {"200": _json(_obj({"revoked": STR}), "revoked")}, WRITE_ERRS, "admin",
+            parameters=[_p("enrollment_id")],
         )},
         "/v1/admin/devices": {"get": _op("Devices", {"200": _json(_obj({"devices": _ROWS}), "list")}, ADMIN_ERRS, "admin")},
         "/v1/admin/devices/{device_id}": {"delete": _op("Revoke a device (its next call is refused)",

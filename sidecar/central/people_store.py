@@ -252,6 +252,27 @@ class BaseStore:
             await self.audit(tx, actor.name, "enrollment.create", {"enrollment": row["id"], "developer": dev_id})
         return {**row, "token": token}
 
+    async def list_enrollments(self) -> list[Row]:
+        """Enrollment tokens not used and not expired (never the token itself)."""
+        async with self.db.tx() as tx:
+            return await tx.fetch(
+                "SELECT e.id, e.developer_id, p.email, e.created_by, e.created_at, e.expires_at FROM enrollment_tokens e"
+                " JOIN developers p ON p.id = e.developer_id WHERE e.used_at IS NULL AND e.expires_at > ? ORDER BY e.created_at",
+                time.time(),
+            )
+
+    async def revoke_enrollment(self, actor: Admin, enrollment_id: str) -> None:
+        """Make an outstanding enrollment token unusable (it expires now)."""
+        now = time.time()
+        async with self.db.tx() as tx:
+            row = await tx.fetchone(
+                "UPDATE enrollment_tokens SET expires_at = ? WHERE id = ? AND used_at IS NULL AND expires_at > ? RETURNING id",
+                now, enrollment_id, now,
+            )  # fmt: skip
+            if row is None:
+                raise NotFound(f"no outstanding enrollment token {enrollment_id!r}")
+            await self.audit(tx, actor.name, "enrollment.revoke", {"enrollment": enrollment_id})
+
     async def enroll(self, token: str, device_name: str) -> tuple[Device, str]:
         """Exchange a one-time enrollment token for a device and its credential (shown once).
 

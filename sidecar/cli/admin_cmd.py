@@ -198,6 +198,23 @@ def tokens_create(ctx: click.Context, developer: str, ttl: str, as_json: bool) -
     click.echo(f"on the developer's machine: claude-sidecar enroll {client.url} --token {row['token']}")
 
 
+@tokens.command("list")
+@json_option
+@click.pass_context
+def tokens_list(ctx: click.Context, as_json: bool) -> None:
+    """Outstanding enrollment tokens (their ids; the tokens were shown once)."""
+    _print(_client(ctx).call("GET", "/v1/admin/enrollment-tokens"), as_json, "tokens", ("id", "email", "created_by", "expires_at"))
+
+
+@tokens.command("revoke")
+@click.argument("enrollment_id")
+@click.pass_context
+def tokens_revoke(ctx: click.Context, enrollment_id: str) -> None:
+    """Make an outstanding enrollment token unusable."""
+    _client(ctx).call("DELETE", f"/v1/admin/enrollment-tokens/{enrollment_id}")
+    click.echo(f"revoked {enrollment_id}")
+
+
 @admin.group()
 def devices() -> None:
     """Enrolled devices."""

@@ -37,6 +37,7 @@ async def test_from_empty_database_to_enrolled_sidecar(db_url: str, tmp_path: Pa
         cred = enrollment.secret_store(p).get(enrollment.CREDENTIAL_NAME)
         assert cred and cred.startswith("csd_")
         assert oct(os.stat(enrollment.enrollment_file(p)).st_mode & 0o777) == "0o600"
+        assert json.loads(_run("admin", "tokens", "list", "--json"))["tokens"] == []  # used up
         # the token was single-use, and a second enrollment needs --force
         assert "already enrolled" in _run("enroll", server.url, "--token", token, ok=False)
 

@@ -163,3 +163,17 @@ async def test_a_device_revoked_while_its_long_poll_is_held_gets_no_policy(centr
     await central.admin("POST", "/v1/admin/policy", json={"document": {"budget": {"daily_usd": 1}}})
     status, body = await asyncio.wait_for(poll, 5)
     assert status == 401 and body["error"]["type"] == "authentication_error"
+
+
+async def test_outstanding_enrollment_tokens_are_listed_and_can_be_revoked(central: Central) -> None:
+    await central.admin("POST", "/v1/admin/developers", json={"email": "jo@example.com"})
+    enr = await central.admin("POST", "/v1/admin/enrollment-tokens", json={"developer": "jo@example.com"})
+    listed = (await central.admin("GET", "/v1/admin/enrollment-tokens"))["tokens"]
+    assert [t["id"] for t in listed] == [enr["id"]] and listed[0]["email"] == "jo@example.com"
+    assert "token" not in listed[0] and "token_hash" not in listed[0]
+    await central.admin("DELETE", f"/v1/admin/enrollment-tokens/{enr['id']}")
+    assert (await central.admin("GET", "/v1/admin/enrollment-tokens"))["tokens"] == []
+    status, _ = await central.call("POST", "/v1/enroll", json={"token": enr["token"]})
+    assert status == 401
+    status, _ = await central.call("DELETE", f"/v1/admin/enrollment-tokens/{enr['id']}", central.admin_token)
+    assert status == 404
