@@ -69,7 +69,7 @@ async def test_every_request_and_decision_is_chained_without_bodies(
     assert mine[2]["reason"] == "aws_access_key in messages[0]"
     assert mine[3]["reason"] == "refused 1 call(s) of denied tools in the response: WebFetch"
 
-    assert (second["status"], second["outcome"], second["error_type"]) == (429, "rejected", "rate_limit_error")
+    assert (second["status"], second["outcome"], second["error_type"]) == (429, "rejected", "billing_error")
     [deny] = [d for d in second["decisions"] if d["stage"] in GATE_STAGES]
     assert (deny["stage"], deny["action"]) == ("budget", "deny") and deny["reason"].startswith("the daily budget of $1.00 is used up")
     assert third["endpoint"] == "/v1/messages/count_tokens"
