@@ -27,6 +27,7 @@ from sidecar.errors import (
     RequestTooLarge,
     SidecarError,
 )
+from sidecar.gateway import bearer, oauth
 from sidecar.ledger.record import new_ulid
 from sidecar.net import host_is_loopback
 from sidecar.providers.base import Provider
@@ -38,7 +39,7 @@ LINGER_SECONDS = 1.0  # after a 413, how long a client still sending may go on b
 REQUEST_ID = web.RequestKey("sidecar.request_id", str)  # the id a handler gave the request (for a last-resort 500)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-OPEN_PATHS = frozenset({"/", "/healthz"})
+OPEN_PATHS = frozenset({"/", "/healthz", *oauth.OPEN_PATHS})  # sign-in is how a client gets a token
 
 
 def _via_unix_socket(request: web.Request) -> bool:
@@ -121,12 +122,17 @@ async def ingress(request: web.Request, handler: Handler) -> web.StreamResponse:
                     "the control API needs the local token (Authorization: Bearer <token>); "
                     "it is in the file shown by `claude-sidecar config path`"
                 )
-        elif path not in OPEN_PATHS and _proxy_needs_token(request) and not token_ok(request, request.app[RUNTIME].token):
+        elif (
+            path not in OPEN_PATHS
+            and not bearer.signed_in(request)
+            and _proxy_needs_token(request)
+            and not token_ok(request, request.app[RUNTIME].token)
+        ):
             raise AuthenticationFailed(
                 "this sidecar needs its local token (it injects its own provider keys, or listens beyond loopback): "
                 'run Claude Code with `claude-sidecar run -- claude` or `eval "$(claude-sidecar env)"`'
             )
-        forwarded = without_local_token(request, request.app[RUNTIME].token)
+        forwarded = bearer.without_gateway_token(without_local_token(request, request.app[RUNTIME].token))
         return await handler(forwarded)
     except SidecarError as e:
         if isinstance(e, RequestTooLarge):
@@ -177,10 +183,12 @@ def check_request(request: web.Request) -> None:
     a Content-Length over the cap. Percent-encoded URLs go upstream as the client encoded them."""
     if request.get(BAD_VERSION):
         raise BodyUnreadable("this HTTP version is not supported; use HTTP/1.1")
-    for name, value in request.raw_headers:
-        if _CONTROL.search(value) or not _utf8(value):
-            shown = name.decode("ascii", "backslashreplace")[:64]
-            raise InvalidRequest(f"header {shown!r} holds a control byte or bytes that are not UTF-8")
+    raw = request.raw_headers
+    values = b"\t".join(v for _, v in raw)  # one scan for all (a tab is allowed, and breaks no UTF-8 sequence)
+    if _CONTROL.search(values) or not _utf8(values):
+        name = next(n for n, v in raw if _CONTROL.search(v) or not _utf8(v))
+        shown = name.decode("ascii", "backslashreplace")[:64]
+        raise InvalidRequest(f"header {shown!r} holds a control byte or bytes that are not UTF-8")
     for id_header in ID_HEADERS:
         for v in request.headers.getall(id_header, ()):
             if not _VISIBLE.fullmatch(v):
