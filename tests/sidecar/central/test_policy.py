@@ -6,6 +6,9 @@ import asyncio
 import base64
 import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -181,75 +184,73 @@ async def test_long_poll_ends_with_304_when_nothing_changes(central: Central) ->
     assert status == 304
 
 
-async def test_long_poll_wakes_across_two_server_processes_on_one_postgresql(pg_cluster: Any) -> None:
+@dataclass
+class Replicas:
+    """Two server processes on one PostgreSQL, a client, and a device enrolled on `b`."""
+
+    a: str
+    b: str
+    http: aiohttp.ClientSession
+    admin: dict[str, str]
+    dev: dict[str, Any]
+
+    async def post(self, base: str, path: str, body: Any, headers: dict[str, str] | None = None) -> Any:
+        """POST that must succeed (as the admin unless `headers` say otherwise)."""
+        async with self.http.post(base + path, json=body, headers=self.admin if headers is None else headers) as r:
+            assert r.status < 300, await r.text()
+            return await r.json()
+
+    async def poll(self) -> tuple[int, Any, float]:
+        """A long-poll on replica b for anything newer than version 0; (status, body, when)."""
+        cred = {"authorization": f"Bearer {self.dev['credential']}"}
+        async with self.http.get(self.b + "/v1/policy", params={"after": "0"}, headers=cred) as r:
+            return r.status, await r.json(content_type=None), time.monotonic()
+
+
+@asynccontextmanager
+async def _replicas(pg_cluster: Any) -> AsyncIterator[Replicas]:
     url = await pg_cluster.new_database()
     async with CentralProcess(url, "--max-wait", "20") as a, CentralProcess(url, "--max-wait", "20") as b:
         token = a.bootstrap_token or b.bootstrap_token
         assert token and a.url != b.url
-        auth = {"authorization": f"Bearer {token}"}
         async with aiohttp.ClientSession() as http:
-            async def post(base: str, path: str, body: Any, headers: dict[str, str] = auth) -> Any:
-                async with http.post(base + path, json=body, headers=headers) as r:
-                    assert r.status < 300, await r.text()
-                    return await r.json()
+            r = Replicas(a.url, b.url, http, {"authorization": f"Bearer {token}"}, {})
+            await r.post(a.url, "/v1/admin/developers", {"email": "ada@example.com"})
+            enr = await r.post(a.url, "/v1/admin/enrollment-tokens", {"developer": "ada@example.com"})
+            r.dev = await r.post(b.url, "/v1/enroll", {"token": enr["token"]}, {})
+            yield r
 
-            await post(a.url, "/v1/admin/developers", {"email": "ada@example.com"})
-            enr = await post(a.url, "/v1/admin/enrollment-tokens", {"developer": "ada@example.com"})
-            dev = await post(b.url, "/v1/enroll", {"token": enr["token"]}, {})
-            cred = {"authorization": f"Bearer {dev['credential']}"}
 
-            async def poll() -> tuple[int, Any, float]:
-                async with http.get(b.url + "/v1/policy", params={"after": "0"}, headers=cred) as r:
-                    return r.status, await r.json(content_type=None), time.monotonic()
-
-            polls = [asyncio.ensure_future(poll()) for _ in range(3)]
-            await asyncio.sleep(0.5)
-            assert not any(p.done() for p in polls)
-            pushed = time.monotonic()
-            await post(a.url, "/v1/admin/policy", {"document": ORG})  # lands on replica a
-            for status, env, at in await asyncio.wait_for(asyncio.gather(*polls), 2.0):
-                assert status == 200 and at - pushed < 1.0
-                assert verify_envelope(env, dev["public_key"], dev["device_id"])["version"] == 1
+async def test_long_poll_wakes_across_two_server_processes_on_one_postgresql(pg_cluster: Any) -> None:
+    async with _replicas(pg_cluster) as r:
+        polls = [asyncio.ensure_future(r.poll()) for _ in range(3)]
+        await asyncio.sleep(0.5)
+        assert not any(p.done() for p in polls)
+        pushed = time.monotonic()
+        await r.post(r.a, "/v1/admin/policy", {"document": ORG})  # lands on replica a
+        for status, env, at in await asyncio.wait_for(asyncio.gather(*polls), 2.0):
+            assert status == 200 and at - pushed < 1.0
+            assert verify_envelope(env, r.dev["public_key"], r.dev["device_id"])["version"] == 1
 
 
 async def test_a_dropped_listen_connection_is_re_established(pg_cluster: Any) -> None:
     import asyncpg
 
-    url = await pg_cluster.new_database()
-    async with CentralProcess(url, "--max-wait", "20") as a, CentralProcess(url, "--max-wait", "20") as b:
-        token = a.bootstrap_token or b.bootstrap_token
-        auth = {"authorization": f"Bearer {token}"}
-        async with aiohttp.ClientSession() as http:
-            async def post(base: str, path: str, body: Any, headers: dict[str, str] = auth) -> Any:
-                async with http.post(base + path, json=body, headers=headers) as r:
-                    assert r.status < 300, await r.text()
-                    return await r.json()
-
-            await post(a.url, "/v1/admin/developers", {"email": "ada@example.com"})
-            enr = await post(a.url, "/v1/admin/enrollment-tokens", {"developer": "ada@example.com"})
-            dev = await post(b.url, "/v1/enroll", {"token": enr["token"]}, {})
-            # cut every LISTEN connection, as a database restart or a proxy timeout would
-            conn = await asyncpg.connect(url)
-            try:
-                killed = await conn.fetch(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND datname = current_database()"
-                )
-            finally:
-                await conn.close()
-            assert len(killed) == 2
-            await asyncio.sleep(1.5)  # the replicas reconnect
-
-            async def poll() -> tuple[int, float]:
-                async with http.get(b.url + "/v1/policy", params={"after": "0"},
-                                    headers={"authorization": f"Bearer {dev['credential']}"}) as r:  # fmt: skip
-                    return r.status, time.monotonic()
-
-            held = asyncio.ensure_future(poll())
-            await asyncio.sleep(0.5)
-            pushed = time.monotonic()
-            await post(a.url, "/v1/admin/policy", {"document": ORG})
-            status, at = await asyncio.wait_for(held, 4.0)
-            assert status == 200 and at - pushed < 1.0  # woken by NOTIFY, not by the 5 s re-read
+    async with _replicas(pg_cluster) as r:
+        # cut every LISTEN connection, as a database restart or a proxy timeout would
+        conn = await asyncpg.connect(pg_cluster.url())
+        try:
+            killed = await conn.fetch("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'")
+        finally:
+            await conn.close()
+        assert len(killed) >= 2
+        await asyncio.sleep(1.5)  # the replicas reconnect
+        held = asyncio.ensure_future(r.poll())
+        await asyncio.sleep(0.5)
+        pushed = time.monotonic()
+        await r.post(r.a, "/v1/admin/policy", {"document": ORG})
+        status, _, at = await asyncio.wait_for(held, 4.0)
+        assert status == 200 and at - pushed < 1.0  # woken by NOTIFY, not by the 5 s re-read
 
 
 async def test_moving_a_developer_to_another_team_is_a_new_version(central: Central) -> None:
