@@ -209,6 +209,7 @@ async def test_sigkill_under_load_loses_no_answered_request(hermetic_env: Path, 
             # A clean stop after the crashes: still intact, still KILLS unclean shutdowns.
             assert await asyncio.to_thread(child.stop) == 0
             await asyncio.to_thread(check, home, tally, KILLS)
+            assert await asyncio.to_thread(lambda: list((home / "data" / "journal").iterdir())) == []  # all committed
         finally:
             child.proc.kill()
             stop_file.touch()
