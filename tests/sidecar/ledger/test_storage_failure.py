@@ -11,12 +11,15 @@ allowed)."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import os
 import resource
 import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -161,3 +164,72 @@ async def test_a_read_only_data_dir_at_start_is_one_clear_line(hermetic_env: Pat
     assert "Traceback" not in text, text
     last = text.splitlines()[-1]
     assert last.startswith(f"error: cannot open the usage store in {data}: ") and "Read-only file system" in last, text
+
+
+def _can_mount() -> bool:
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    probe = Path(tempfile.mkdtemp())
+    try:
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(probe)], capture_output=True).returncode:
+            return False
+        subprocess.run(["umount", str(probe)], capture_output=True)
+        return True
+    finally:
+        probe.rmdir()
+
+
+def fill(directory: Path) -> Path:
+    """Write a file until the file system is full; return it."""
+    filler = directory / "filler"
+    with filler.open("wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError as e:
+            assert e.errno == errno.ENOSPC, e
+    return filler
+
+
+@pytest.mark.skipif(not _can_mount(), reason="needs root to mount a tiny tmpfs")
+async def test_a_really_full_file_system(hermetic_env: Path, fake: FakeAnthropic, client: aiohttp.ClientSession) -> None:
+    """The data dir on a 2 MB tmpfs, filled up under the running daemon: ENOSPC as a user
+    meets it. Degraded is reported, new requests are refused, nothing answered is lost."""
+    data = private_data_dir(hermetic_env)
+    await asyncio.to_thread(subprocess.run, ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(data)], check=True)
+    child = None
+    try:
+        child = await asyncio.to_thread(start_child, hermetic_env, anthropic_config(fake.url))
+        served: list[str] = []
+
+        async def post() -> int:
+            async with client.post(child.url + "/v1/messages", json=BODY) as resp:
+                await resp.read()
+                if resp.status == 200:
+                    served.append(resp.headers["x-sidecar-request-id"])
+                return resp.status
+
+        assert await post() == 200
+        await until(client, child.url, ok=True, pending=0)
+        filler = await asyncio.to_thread(fill, data)
+        for _ in range(200):  # the last pages of the journal and the WAL still take a few
+            if await post() == 503:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("requests were never refused on a full file system")
+        storage = (await healthz(client, child.url))["storage"]
+        assert storage["ok"] is False and storage["pending"] >= 1, storage
+        assert "No space left on device" in storage["error"] or "full" in storage["error"], storage
+
+        await asyncio.to_thread(filler.unlink)
+        await until(client, child.url, ok=True, pending=0)
+        assert await post() == 200
+        await until(client, child.url, ok=True, pending=0)
+        assert rows(data / "sidecar.db") == set(served)
+    finally:
+        if child is not None:
+            child.proc.kill()
+            await asyncio.to_thread(child.proc.wait)
+        await asyncio.to_thread(subprocess.run, ["umount", "-l", str(data)], capture_output=True)
