@@ -27,6 +27,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from sidecar.config import parse
+from sidecar.errors import ConfigError
 from sidecar.testing.fake_anthropic import FakeAnthropic
 from sidecar.testing.harness import ChildSidecar, anthropic_config, start_child
 
@@ -233,3 +235,35 @@ async def test_a_really_full_file_system(hermetic_env: Path, fake: FakeAnthropic
             child.proc.kill()
             await asyncio.to_thread(child.proc.wait)
         await asyncio.to_thread(subprocess.run, ["umount", "-l", str(data)], capture_output=True)
+
+
+async def test_serve_mode_serves_through_a_full_disk_and_writes_later(
+    hermetic_env: Path, fake: FakeAnthropic, client: aiohttp.ClientSession
+) -> None:
+    config = anthropic_config(fake.url) + '\n[usage]\non_storage_failure = "serve"\n'
+    child = await asyncio.to_thread(start_child, hermetic_env, config)
+    try:
+        served: list[str] = []
+        hard = resource.prlimit(child.proc.pid, resource.RLIMIT_FSIZE)[1]
+        resource.prlimit(child.proc.pid, resource.RLIMIT_FSIZE, (0, hard))
+        try:
+            for _ in range(3):
+                async with client.post(child.url + "/v1/messages", json=BODY) as resp:
+                    assert resp.status == 200  # degraded, and served all the same
+                    served.append(resp.headers["x-sidecar-request-id"])
+            storage = await until(client, child.url, ok=False)
+            assert storage["pending"] >= 1
+        finally:
+            resource.prlimit(child.proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, hard))
+        await until(client, child.url, ok=True, pending=0)
+        assert rows(hermetic_env / "data" / "sidecar.db") == set(served)
+    finally:
+        child.proc.kill()
+        await asyncio.to_thread(child.proc.wait)
+
+
+def test_on_storage_failure_takes_refuse_or_serve() -> None:
+    assert parse("").usage.on_storage_failure == "refuse"
+    assert parse('[usage]\non_storage_failure = "serve"\n').usage.on_storage_failure == "serve"
+    with pytest.raises(ConfigError, match=r"usage\.on_storage_failure: 'maybe' is not one of refuse, serve"):
+        parse('[usage]\non_storage_failure = "maybe"\n')
