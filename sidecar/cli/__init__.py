@@ -49,13 +49,14 @@ def _register() -> None:
         enroll_cmd,
         keys,
         routes_cmd,
+        service_cmd,
         tray_cmd,
         tui_cmd,
         usage,
     )
 
     for mod in (daemon, config_cmd, keys, usage, routes_cmd, tray_cmd, tui_cmd, audit_cmd, cache_cmd,
-                enroll_cmd, central_cmd, admin_cmd):
+                enroll_cmd, central_cmd, admin_cmd, service_cmd):
         for command in mod.COMMANDS:
             cli.add_command(command)
 
