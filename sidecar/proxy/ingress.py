@@ -32,7 +32,7 @@ from sidecar.ledger.record import new_ulid
 from sidecar.net import host_is_loopback
 from sidecar.providers.base import Provider
 from sidecar.proxy.keys import CONFIG, PROVIDERS, RUNTIME
-from sidecar.proxy.listener import BAD_VERSION, Connection
+from sidecar.proxy.listener import BAD_VERSION, Connection, check_header_bytes
 
 log = logging.getLogger(__name__)
 LINGER_SECONDS = 1.0  # after a 413, how long a client still sending may go on before the close
@@ -168,7 +168,6 @@ class BodyUnreadable(InvalidRequest):
     """The request's framing or encoding cannot be read (the rest of the body is not drained)."""
 
 
-_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _VISIBLE = re.compile(r"[\x21-\x7e]{1,256}")
 # Recorded in the ledger, the audit log and the event stream: visible ASCII only.
 ID_HEADERS = ("x-claude-code-session-id", "x-claude-code-agent-id")
@@ -183,12 +182,8 @@ def check_request(request: web.Request) -> None:
     a Content-Length over the cap. Percent-encoded URLs go upstream as the client encoded them."""
     if request.get(BAD_VERSION):
         raise BodyUnreadable("this HTTP version is not supported; use HTTP/1.1")
-    raw = request.raw_headers
-    values = b"\t".join(v for _, v in raw)  # one scan for all (a tab is allowed, and breaks no UTF-8 sequence)
-    if _CONTROL.search(values) or not _utf8(values):
-        name = next(n for n, v in raw if _CONTROL.search(v) or not _utf8(v))
-        shown = name.decode("ascii", "backslashreplace")[:64]
-        raise InvalidRequest(f"header {shown!r} holds a control byte or bytes that are not UTF-8")
+    if not isinstance(request.protocol, Connection):  # the listener has checked them already
+        check_header_bytes(request.raw_headers)
     for id_header in ID_HEADERS:
         for v in request.headers.getall(id_header, ()):
             if not _VISIBLE.fullmatch(v):
@@ -202,16 +197,6 @@ def check_request(request: web.Request) -> None:
         raise RequestTooLarge(
             f"the request body ({length} bytes) is larger than {limit / 1048576:g} MB (server.max_body_mb)"
         )
-
-
-def _utf8(value: bytes) -> bool:
-    if value.isascii():
-        return True
-    try:
-        value.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def _discard_rest(request: web.Request, linger: float = 0.0) -> None:

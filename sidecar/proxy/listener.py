@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import resource
 import socket
 import struct
@@ -82,12 +83,37 @@ def fit_to_fd_limit(cap: int) -> int:
     return fitted
 
 
-def envelope_response(err: SidecarError, request_id: str | None = None) -> web.Response:
-    """The Anthropic envelope for `err`, on a connection that is closed afterwards."""
+def envelope_response(err: SidecarError, request_id: str | None = None, *, close: bool = True) -> web.Response:
+    """The Anthropic envelope for `err`, on a connection that is closed afterwards (`close`)."""
     headers = {**err.headers, "x-sidecar-request-id": request_id or new_ulid()}
     resp = web.Response(status=err.status, body=err.envelope(), content_type="application/json", headers=headers)
-    resp.force_close()
+    if close:
+        resp.force_close()
     return resp
+
+
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def check_header_bytes(raw: tuple[tuple[bytes, bytes], ...]) -> None:
+    """Refuse a header value with a control byte or bytes that are not UTF-8: the upstream
+    head, the cache key, the ledger and the logs need text (valid UTF-8 goes upstream exactly
+    as sent). Checked before aiohttp routes the request or answers its Expect."""
+    values = b"\t".join(v for _, v in raw)  # one scan for all (a tab is allowed, and breaks no UTF-8 sequence)
+    if _CONTROL.search(values) or not _utf8(values):
+        name = next(n for n, v in raw if _CONTROL.search(v) or not _utf8(v))
+        shown = name.decode("ascii", "backslashreplace")[:64]
+        raise InvalidRequest(f"header {shown!r} holds a control byte or bytes that are not UTF-8")
+
+
+def _utf8(value: bytes) -> bool:
+    if value.isascii():
+        return True
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def raw_envelope(err: SidecarError, reason: str, extra: str = "") -> bytes:
@@ -335,6 +361,10 @@ def _enveloped(handler: Any, limits: Limits) -> Any:
     asks `Expect: 100-continue` for a body over the cap gets the 413 instead of the go-ahead."""
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        try:
+            check_header_bytes(request.raw_headers)
+        except InvalidRequest as e:
+            return envelope_response(e, close=False)  # the body is drained; the connection stays usable
         if "expect" in request.headers and (request.content_length or 0) > limits.max_body:
             if isinstance(request.protocol, Connection):
                 request.protocol.discard_rest()

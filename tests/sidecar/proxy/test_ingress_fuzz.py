@@ -63,6 +63,8 @@ LATIN1 = ["é", "ñ", "ü", "ß"]
 FUZZED_HEADERS = [
     b"x-claude-code-session-id", b"x-claude-code-agent-id", b"anthropic-version", b"anthropic-beta",
     b"user-agent", b"x-api-key", b"x-note", b"content-type", b"accept", b"x-stainless-lang", b"authorization",
+    b"Host", b"connection", b"expect", b"x-sidecar-token", b"accept-encoding", b"content-encoding",
+    b"transfer-encoding", b"origin", MARKER_HEADER.encode(), b"cache-control", b"x-sidecar-cache",
 ]
 
 

@@ -100,6 +100,7 @@ async def test_a_bad_session_id_is_refused_and_usage_keeps_being_recorded(
         pytest.param(head(b"Content-Encoding: gzip\r\n") + BODY, 400, id="gzip-label-on-a-plain-body"),
         pytest.param(head(b"Content-Encoding: zstd\r\n") + BODY, 400, id="unsupported-encoding"),
         pytest.param(head(b"Expect: 200-ok\r\n") + BODY, 417, id="unmeetable-expect"),
+        pytest.param(head(b"Expect: v\xd8x\r\n") + BODY, 400, id="expect-not-utf8"),
         pytest.param(b"GARBAGE\r\n\r\n", 400, id="malformed-head"),
         pytest.param(b"POST /v1/messages HTTP/0.9\r\nHost: 127.0.0.1\r\n\r\n", 400, id="http-0.9"),
         pytest.param(head(b"Transfer-Encoding: chunked\r\n") + BODY, 400, id="cl-and-te"),
