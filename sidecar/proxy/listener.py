@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import logging
 import re
-import resource
 import socket
 import struct
 from dataclasses import dataclass
@@ -72,6 +71,10 @@ class Limits:
 
 def fit_to_fd_limit(cap: int) -> int:
     """`cap`, lowered so that cap + RESERVED_FDS fits the soft RLIMIT_NOFILE (logged when lowered)."""
+    try:
+        import resource  # POSIX only; Windows has no per-process descriptor limit to fit
+    except ImportError:
+        return cap
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft - RESERVED_FDS >= cap:
         return cap
