@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from sidecar import __version__
+from sidecar.cli import gateway_cmd
 from sidecar.cli.common import Daemon, context, find_daemon, pid_alive
 from sidecar.errors import SidecarError
 from sidecar.paths import Paths
@@ -237,7 +238,8 @@ def env(shell: str) -> None:
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(cmd: tuple[str, ...]) -> None:
-    """Run a command such as `claude` pointed at the sidecar (started if needed)."""
+    """Run a command such as `claude` pointed at the sidecar (started if needed); a Claude Code
+    that supports it is signed in to the sidecar as its gateway."""
     d, started = ensure_running()
     if started:
         click.echo(f"claude-sidecar started at {d.url}", err=True)
@@ -247,6 +249,8 @@ def run(cmd: tuple[str, ...]) -> None:
             child_env.pop(k, None)
         else:
             child_env[k] = v
+    if gateway_cmd.wants_gateway(cmd, d.call("GET", "/sidecar/v1/status"), os.environ):
+        child_env, _ = gateway_cmd.gateway_env(d, child_env)  # the token's descriptor is inherited
     if sys.platform == "win32":
         sys.exit(subprocess.call(list(cmd), env=child_env))
     try:
@@ -255,4 +259,4 @@ def run(cmd: tuple[str, ...]) -> None:
         raise SidecarError(f"command not found: {cmd[0]}") from None
 
 
-COMMANDS = [start, stop, status, env, run]
+COMMANDS = [start, stop, status, env, run, *gateway_cmd.COMMANDS]

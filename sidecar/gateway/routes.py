@@ -1,5 +1,6 @@
 """The gateway protocol's endpoints on the sidecar's app, next to the proxied ones.
 
+- gateway sign-in (sidecar.gateway.oauth);
 - `/managed/settings` and `/api/oauth/usage` (sidecar.gateway.settings, .usage);
 - the Anthropic endpoints again under a base-URL path prefix (`/anthropic/v1/messages`, as
   Bifrost users are used to): the prefix is taken off before anything else sees the path;
@@ -15,10 +16,12 @@ from aiohttp import web
 from yarl import URL
 
 from sidecar.errors import NotSupported
+from sidecar.gateway import oauth
 from sidecar.gateway.settings import managed_settings
 from sidecar.gateway.usage import oauth_usage
 from sidecar.proxy import handlers
 from sidecar.proxy.ingress import error_response
+from sidecar.proxy.keys import PATHS
 
 PREFIXES = ("/anthropic",)
 
@@ -49,6 +52,7 @@ async def not_supported(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     """Register the gateway endpoints on `app` (after sidecar.proxy.handlers.add_routes)."""
+    oauth.add_routes(app, app[PATHS].state_dir)
     app.router.add_get("/managed/settings", managed_settings)
     app.router.add_get("/api/oauth/usage", oauth_usage)
     for prefix in PREFIXES:

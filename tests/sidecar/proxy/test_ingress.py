@@ -99,9 +99,13 @@ async def test_health_and_preconnect_need_no_token(sidecar: InProcessSidecar, cl
 
 
 async def test_unknown_path_is_an_anthropic_404(sidecar: InProcessSidecar, client: aiohttp.ClientSession) -> None:
-    async with client.get(sidecar.url + "/v1/nothing") as resp:
+    async with client.get(sidecar.url + "/nothing") as resp:
         assert resp.status == 404
         assert (await error_of(resp))["type"] == "not_found_error"
+    # Under the API's /v1/ it is the gateway protocol's 501, which the client does not retry.
+    async with client.get(sidecar.url + "/v1/nothing") as resp:
+        assert resp.status == 501 and resp.headers["x-should-retry"] == "false"
+        assert (await error_of(resp))["type"] == "not_supported"
 
 
 async def test_injected_keys_require_the_local_token(

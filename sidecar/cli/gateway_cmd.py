@@ -1,0 +1,116 @@
+"""Gateway sign-in from the command line: `login-approve`, and how `run` hands Claude Code a
+gateway token (sidecar.gateway.oauth has the server side).
+
+`claude-sidecar run -- claude` starts a Claude Code that supports gateway sign-in
+(2.1.225 or later) signed in to this sidecar: `CLAUDE_CODE_USE_GATEWAY=1`, the sidecar as
+`ANTHROPIC_BASE_URL`, and a token the sidecar minted for it on an inherited socket named by
+`CLAUDE_CODE_GATEWAY_TOKEN_FILE_DESCRIPTOR` (Claude Code reads it once and unsets the
+variable; the token is never in the environment). That needs every provider to hold its own
+key, since a signed-in client sends no Anthropic credential; otherwise, for older CLIs and
+for other commands, `run` uses ANTHROPIC_BASE_URL alone. `CLAUDE_SIDECAR_CONNECT=gateway`
+or `base-url` forces one mode.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import urllib.error
+from collections.abc import Mapping
+from pathlib import Path
+
+import click
+
+from sidecar.cli.common import Daemon, context, find_daemon
+from sidecar.errors import SidecarError
+
+MIN_GATEWAY_VERSION = (2, 1, 225)  # the first Claude Code that shows a gateway's spend cap
+MODES = ("auto", "gateway", "base-url")
+
+
+def cli_version(executable: str) -> tuple[int, ...] | None:
+    """`claude --version` as numbers (2.1.332), or None when it does not answer like Claude Code."""
+    try:
+        out = subprocess.run([executable, "--version"], capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.match(r"\s*(\d+)\.(\d+)\.(\d+)", out.stdout)
+    return tuple(int(x) for x in m.groups()) if m else None
+
+
+def wants_gateway(cmd: tuple[str, ...], status: Mapping[str, object], environ: Mapping[str, str]) -> bool:
+    """Whether `run` should sign `cmd` in to the sidecar as its gateway (see the module docstring)."""
+    mode = environ.get("CLAUDE_SIDECAR_CONNECT", "auto")
+    if mode not in MODES:
+        raise SidecarError(f"CLAUDE_SIDECAR_CONNECT must be one of {', '.join(MODES)}, not {mode!r}")
+    if mode == "base-url":
+        return False
+    providers = status.get("providers")
+    own_keys = isinstance(providers, list) and all(p.get("credentials") != "client" for p in providers)
+    if mode == "gateway":
+        if not own_keys:
+            raise SidecarError(
+                "gateway sign-in needs every provider to hold its own key (set one with `claude-sidecar keys set`); "
+                "a signed-in Claude Code sends no Anthropic credential"
+            )
+        return True
+    if not own_keys or Path(cmd[0]).name not in ("claude", "claude.exe"):
+        return False
+    version = cli_version(cmd[0])
+    return version is not None and version >= MIN_GATEWAY_VERSION
+
+
+def token_socket(token: str) -> int:
+    """An inheritable socket holding `token` and a newline, for CLAUDE_CODE_GATEWAY_TOKEN_FILE_DESCRIPTOR
+    (Claude Code reads a token only from a socket there)."""
+    ours, theirs = socket.socketpair()
+    with ours:
+        ours.sendall(token.encode() + b"\n")
+        ours.shutdown(socket.SHUT_WR)
+    fd = theirs.detach()
+    os.set_inheritable(fd, True)
+    return fd
+
+
+def gateway_env(d: Daemon, child_env: dict[str, str]) -> tuple[dict[str, str], list[int]]:
+    """`child_env` signed in to the sidecar as Claude Code's gateway, and the descriptors to keep."""
+    answer = d.call("POST", "/sidecar/v1/gateway/token")
+    env = {k: v for k, v in child_env.items() if k not in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_CUSTOM_HEADERS")}
+    env["CLAUDE_CODE_USE_GATEWAY"] = "1"
+    env["ANTHROPIC_BASE_URL"] = d.url
+    if sys.platform == "win32":
+        env["ANTHROPIC_AUTH_TOKEN"] = answer["access_token"]  # no descriptor hand-over there
+        return env, []
+    fd = token_socket(answer["access_token"])
+    env["CLAUDE_CODE_GATEWAY_TOKEN_FILE_DESCRIPTOR"] = str(fd)
+    return env, [fd]
+
+
+@click.command("login-approve")
+@click.argument("code", required=False)
+def login_approve(code: str | None) -> None:
+    """Approve a Claude Code /login to this sidecar by the code it shows (no CODE: list them)."""
+    _, p = context()
+    d = find_daemon(p)
+    if not d:
+        raise SidecarError("claude-sidecar is not running; start it with: claude-sidecar start")
+    if code is None:
+        waiting = d.call("GET", "/sidecar/v1/gateway/pending")["pending"]
+        if not waiting:
+            click.echo("no sign-in is waiting for approval")
+        for w in waiting:
+            click.echo(f"{w['user_code']}  ({w['surface'] or 'unknown client'}, expires in {w['expires_in']} s)")
+        return
+    try:
+        d.call("POST", "/sidecar/v1/gateway/approve/" + re.sub(r"[^A-Za-z-]", "", code))
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            raise SidecarError(f"no sign-in is waiting with code {code!r}; check the code Claude Code shows (or run /login again)") from None
+        raise
+    click.echo(f"approved: Claude Code signed in with code {code.upper()} can now use this sidecar")
+
+
+COMMANDS = [login_approve]
