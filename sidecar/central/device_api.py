@@ -91,7 +91,7 @@ async def policy(request: web.Request) -> web.Response:
             await asyncio.wait_for(event.wait(), min(left, RECHECK_SECONDS))
     if after is not None:  # held a while: a device revoked meanwhile gets nothing more
         device = await store.device_for(bearer(request))
-    envelope = await store.device_policy(device)
+    version, envelope = await store.device_policy(device)
     return web.json_response(envelope, headers={"etag": f'W/"v{version}"', "cache-control": "no-store"})
 
 

@@ -126,8 +126,12 @@ class BaseStore:
                 " JOIN developers p ON p.id = d.developer_id WHERE d.token_hash = ? AND d.revoked_at IS NULL",
                 digest,
             )
-            if row is not None:
-                await tx.execute("UPDATE devices SET last_seen_at = ? WHERE id = ?", time.time(), row["id"])
+            if row is not None:  # at most once a minute: most calls stay read-only
+                now = time.time()
+                await tx.execute(
+                    "UPDATE devices SET last_seen_at = ? WHERE id = ? AND (last_seen_at IS NULL OR last_seen_at < ?)",
+                    now, row["id"], now - 60,
+                )  # fmt: skip
         if row is None or not tokens.matches(token, row["token_hash"]):
             raise AuthenticationFailed("unknown or revoked device credential: enroll this sidecar again")
         return Device(row["id"], row["name"], row["developer_id"], row["team_id"])

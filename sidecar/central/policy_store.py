@@ -158,11 +158,11 @@ class PolicyStore(BaseStore):
                 )
         return rows
 
-    async def device_policy(self, device: Device) -> dict[str, Any]:
-        """The signed effective policy for `device` at the current version."""
+    async def device_policy(self, device: Device) -> tuple[int, dict[str, Any]]:
+        """The current version and the signed effective policy for `device` at it."""
         async with self.db.tx() as tx:
             version = int(await tx.fetchval("SELECT value FROM counters WHERE name = 'policy_version'"))
             effective, _ = policy_doc.merge(await self._chain(tx, "developer:" + device.developer_id))
         key = await self.signing_key()
         payload = {"device_id": device.id, "version": version, "issued_at": time.time(), "policy": effective}
-        return key.sign(payload)
+        return version, key.sign(payload)
