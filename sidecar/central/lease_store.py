@@ -1,7 +1,8 @@
 """Budget leases: slices of the org's and the team's shared pools, granted to devices.
 
 A pool is the `pools.daily_usd` / `pools.monthly_usd` of the org or team policy document,
-for one UTC period (``2026-12-06`` or ``2026-12``). Granting locks the pool rows (org
+for one period (``2026-12-06`` or ``2026-12``), cut in the org's `pools.timezone` (UTC by
+default). Granting locks the pool rows (org
 first, then team, so two grants never deadlock): ``SELECT ... FOR UPDATE`` on PostgreSQL,
 the ``BEGIN IMMEDIATE`` write lock on SQLite. Inside that lock it closes expired leases,
 counting as spent only what the device's usage records show it spent during the lease,
@@ -16,8 +17,9 @@ so the grants of any number of concurrent devices never exceed a pool.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sidecar.central import tokens
 from sidecar.central.db import Row, Tx
@@ -29,15 +31,22 @@ PERIODS = {"day": "daily_usd", "month": "monthly_usd"}
 MAX_TTL = 86400.0
 
 
-def period_key(period: str, now: float) -> tuple[str, float]:
-    """The UTC period's name and the time it ends."""
-    t = datetime.fromtimestamp(now, UTC)
+def period_key(period: str, now: float, tz: tzinfo = UTC) -> tuple[str, float]:
+    """The name of the day or month that `now` falls in, in zone `tz`, and when it ends."""
+    t = datetime.fromtimestamp(now, tz)
     if period == "day":
         start = t.replace(hour=0, minute=0, second=0, microsecond=0)
-        return start.strftime("%Y-%m-%d"), start.timestamp() + 86400
+        nxt = (start + timedelta(days=1)).replace(hour=0)
+        return start.strftime("%Y-%m-%d"), _midnight(nxt, tz)
     start = t.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
-    return start.strftime("%Y-%m"), end.timestamp()
+    nxt = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+    return start.strftime("%Y-%m"), _midnight(nxt, tz)
+
+
+def _midnight(local: datetime, tz: tzinfo) -> float:
+    # Wall-clock arithmetic, then re-attached to the zone: a DST change in between moves
+    # the UTC offset of midnight, not the date.
+    return datetime(local.year, local.month, local.day, tzinfo=tz).timestamp()
 
 
 _MIN_USED = "CASE WHEN amount_usd < {used} THEN amount_usd ELSE {used} END"
@@ -66,9 +75,10 @@ class LeaseStore(PolicyStore):
             if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < 1e9:
                 raise InvalidRequest(f"{name} must be a positive number")
         now = time.time()
-        key, period_end = period_key(period, now)
-        expires = min(now + min(float(ttl_seconds), MAX_TTL), period_end)
         async with self.db.tx() as tx:
+            tz_name = ((await self._doc(tx, "org")).get("pools") or {}).get("timezone")
+            key, period_end = period_key(period, now, ZoneInfo(tz_name) if tz_name else UTC)
+            expires = min(now + min(float(ttl_seconds), MAX_TTL), period_end)
             pools = await self._pools(tx, device, PERIODS[period])
             granted = float(amount_usd)
             remaining: dict[str, float] = {}

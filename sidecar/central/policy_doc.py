@@ -22,7 +22,8 @@ Merge rules, applied org first, then the developer's team, then the developer:
   clamps as well, so lowering an org ceiling later also binds the narrower scopes.
 - `routes` and `providers` replace wholesale.
 
-`pools` (org and team scopes: ``{"daily_usd": 500, "monthly_usd": 8000}``) are the shared
+`pools` (org and team scopes: ``{"daily_usd": 500, "monthly_usd": 8000}``, and at the org
+``"timezone": "Europe/Berlin"`` where days and months are cut, UTC by default) are the shared
 budgets that budget leases split between devices; they stay on the server and are not part
 of the effective policy (`budget.*` there is each sidecar's own local limit).
 """
@@ -33,6 +34,7 @@ import copy
 import itertools
 import re
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import tomli_w
 
@@ -103,9 +105,21 @@ def _pools(pools: Any, scope: str, where: str) -> None:
         return
     if scope.startswith("developer:"):
         raise ConfigError(f"{where}: pools are shared budgets of the org or a team, not of a developer")
-    if not isinstance(pools, dict) or set(pools) - {"daily_usd", "monthly_usd"}:
-        raise ConfigError(f"{where}: pools takes daily_usd and monthly_usd")
+    if not isinstance(pools, dict) or set(pools) - {"daily_usd", "monthly_usd", "timezone"}:
+        raise ConfigError(f"{where}: pools takes daily_usd, monthly_usd and (org only) timezone")
+    if "timezone" in pools:
+        tz = pools["timezone"]
+        if scope != "org":
+            raise ConfigError(f"{where}: pools.timezone is the org's (team pools follow it)")
+        try:
+            ZoneInfo(tz) if isinstance(tz, str) and tz else None
+        except (ZoneInfoNotFoundError, ValueError):
+            tz = None
+        if not tz:
+            raise ConfigError(f"{where}: pools.timezone must be an IANA time zone (e.g. 'Europe/Berlin')")
     for k, v in pools.items():
+        if k == "timezone":
+            continue
         if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
             raise ConfigError(f"{where}: pools.{k} must be a positive number of US dollars")
 

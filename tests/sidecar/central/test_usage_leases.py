@@ -148,3 +148,28 @@ async def test_without_pools_a_lease_is_unlimited(central: Central) -> None:
     cred = (await central.enroll_device("ada@example.com"))["credential"]
     status, answer = await central.call("POST", "/v1/leases", cred, json={"amount_usd": 5})
     assert status == 200 and answer["granted_usd"] is None and answer["lease_id"] is None
+
+
+def test_periods_are_cut_in_the_pools_time_zone() -> None:
+    from zoneinfo import ZoneInfo
+
+    from sidecar.central.lease_store import period_key
+
+    # 2026-12-07 03:00 UTC is still 2026-12-06 in New York (UTC-5)
+    at = 1796612400.0
+    assert period_key("day", at) == ("2026-12-07", 1796688000.0)
+    ny = ZoneInfo("America/New_York")
+    day, end = period_key("day", at, ny)
+    assert day == "2026-12-06" and end == 1796619600.0  # midnight in New York, 05:00 UTC
+    month, end = period_key("month", 1798772400.0, ny)  # 2027-01-01 03:00 UTC: still December there
+    assert month == "2026-12" and end == 1798779600.0
+
+
+async def test_pools_timezone_is_validated_and_used(central: Central) -> None:
+    status, body = await central.call("POST", "/v1/admin/policy", central.admin_token,
+                                      json={"document": {"pools": {"daily_usd": 5, "timezone": "Mars/Olympus"}}})  # fmt: skip
+    assert status == 400 and "time zone" in body["error"]["message"]
+    await central.admin("POST", "/v1/admin/policy", json={"document": {"pools": {"daily_usd": 5, "timezone": "Pacific/Kiritimati"}}})
+    cred = (await central.enroll_device("ada@example.com"))["credential"]
+    _, lease = await central.call("POST", "/v1/leases", cred, json={"amount_usd": 1})
+    assert lease["period"] == time.strftime("%Y-%m-%d", time.gmtime(time.time() + 14 * 3600))  # UTC+14
