@@ -79,7 +79,20 @@ SCHEMAS: dict[str, S] = {
     ),
 }
 # fmt: on
-_ROWS = {"type": "array", "items": {"type": "object"}}
+def _rows(**props: S) -> S:
+    return {"type": "array", "items": _obj(props)}
+
+
+ADMINS = _rows(id=STR, name=STR, role=STR, created_at=NUM, revoked_at=NNUM)
+TEAMS = _rows(id=STR, name=STR, created_at=NUM, developers=INT)
+DEVELOPERS = _rows(id=STR, email=STR, name=STR, team_id=NSTR, team=NSTR, created_at=NUM, devices=INT)
+TOKENS = _rows(id=STR, developer_id=STR, email=STR, created_by=STR, created_at=NUM, expires_at=NUM)
+DEVICES = _rows(id=STR, name=STR, developer_id=STR, email=STR, created_at=NUM, last_seen_at=NNUM, revoked_at=NNUM)
+VERSIONS = _rows(version=INT, scope=STR, created_by=STR, created_at=NUM, comment=NSTR)
+USAGE = _rows(key=NSTR, requests=INT, input_tokens=INT, output_tokens=INT, cache_read_tokens=INT,
+              cache_write_tokens=INT, cost_usd=NUM)  # fmt: skip
+POOLS = _rows(pool=STR, period=STR, limit_usd=NUM, outstanding_usd=NUM, used_usd=NUM, leases=INT)
+AUDIT = _rows(seq=INT, ts=NUM, time=STR, kind=STR, request_id=NSTR, data={"type": "object"}, prev_hash=STR, hash=STR)
 
 
 def document() -> S:
@@ -125,7 +138,7 @@ def document() -> S:
                                      {"200": _json(_obj({"revoked": STR}), "revoked")}, (401, 404, 429), "device")},
         "/v1/admin/whoami": {"get": _op("The calling admin", {"200": _json(_obj({"id": STR, "name": STR, "role": STR}), "me")}, ADMIN_ERRS, "admin")},
         "/v1/admin/admins": {
-            "get": _op("Admin users", {"200": _json(_obj({"admins": _ROWS}), "list")}, ADMIN_ERRS, "admin"),
+            "get": _op("Admin users", {"200": _json(_obj({"admins": ADMINS}), "list")}, ADMIN_ERRS, "admin"),
             "post": _op("Create an admin user (token shown once)",
                         {"201": _json(_obj({"name": STR, "role": STR, "token": STR}), "created")}, WRITE_ERRS, "admin",
                         requestBody=_body(_obj({"name": STR, "role": {"type": "string", "enum": ["admin", "viewer"]}}, required=["name"]))),
@@ -133,12 +146,12 @@ def document() -> S:
         "/v1/admin/admins/{name}": {"delete": _op("Revoke an admin user", {"200": _json(_obj({"revoked": STR}), "revoked")},
                                                   WRITE_ERRS, "admin", parameters=[_p("name")])},
         "/v1/admin/teams": {
-            "get": _op("Teams", {"200": _json(_obj({"teams": _ROWS}), "list")}, ADMIN_ERRS, "admin"),
+            "get": _op("Teams", {"200": _json(_obj({"teams": TEAMS}), "list")}, ADMIN_ERRS, "admin"),
             "post": _op("Create a team", {"201": _json(_ref("Team"), "created")}, WRITE_ERRS, "admin",
                         requestBody=_body(_obj({"name": STR}))),
         },
         "/v1/admin/developers": {
-            "get": _op("Developers", {"200": _json(_obj({"developers": _ROWS}), "list")}, ADMIN_ERRS, "admin"),
+            "get": _op("Developers", {"200": _json(_obj({"developers": DEVELOPERS}), "list")}, ADMIN_ERRS, "admin"),
             "post": _op("Create a developer", {"201": _json(_ref("Developer"), "created")}, WRITE_ERRS, "admin",
                         requestBody=_body(_obj({"email": STR, "name": STR, "team": STR}, required=["email"]))),
         },
@@ -149,7 +162,7 @@ def document() -> S:
         )},
         "/v1/admin/enrollment-tokens": {
             "get": _op("Outstanding enrollment tokens (never the tokens themselves)",
-                       {"200": _json(_obj({"tokens": _ROWS}), "list")}, ADMIN_ERRS, "admin"),
+                       {"200": _json(_obj({"tokens": TOKENS}), "list")}, ADMIN_ERRS, "admin"),
             "post": _op(
                 "A one-time, expiring enrollment token for a developer (shown once)",
                 {"201": _json(_obj({"id": STR, "developer_id": STR, "expires_at": NUM, "token": STR}), "created")},
@@ -160,7 +173,7 @@ def document() -> S:
             "Revoke an outstanding enrollment token", {"200": _json(_obj({"revoked": STR}), "revoked")}, WRITE_ERRS, "admin",
             parameters=[_p("enrollment_id")],
         )},
-        "/v1/admin/devices": {"get": _op("Devices", {"200": _json(_obj({"devices": _ROWS}), "list")}, ADMIN_ERRS, "admin")},
+        "/v1/admin/devices": {"get": _op("Devices", {"200": _json(_obj({"devices": DEVICES}), "list")}, ADMIN_ERRS, "admin")},
         "/v1/admin/devices/{device_id}": {"delete": _op("Revoke a device (its next call is refused)",
                                                         {"200": _json(_obj({"revoked": STR}), "revoked")}, WRITE_ERRS, "admin",
                                                         parameters=[_p("device_id")])},
@@ -176,7 +189,7 @@ def document() -> S:
                                                required=["document"]))),
         },
         "/v1/admin/policy/history": {"get": _op(
-            "Policy versions, newest first", {"200": _json(_obj({"versions": _ROWS}), "history")}, (*ADMIN_ERRS, 404), "admin",
+            "Policy versions, newest first", {"200": _json(_obj({"versions": VERSIONS}), "history")}, (*ADMIN_ERRS, 404), "admin",
             parameters=[_q("scope", STR), _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000})],
         )},
         "/v1/admin/policy/rollback": {"post": _op(
@@ -185,12 +198,12 @@ def document() -> S:
             requestBody=_body(_obj({"scope": STR, "version": {"type": "integer", "minimum": 1}}, required=["version"])),
         )},
         "/v1/admin/usage": {"get": _op(
-            "Usage totals", {"200": _json(_obj({"by": STR, "rows": _ROWS}), "report")}, ADMIN_ERRS, "admin",
+            "Usage totals", {"200": _json(_obj({"by": STR, "rows": USAGE}), "report")}, ADMIN_ERRS, "admin",
             parameters=[_q("by", {"type": "string", "enum": ["developer", "team", "model", "route", "day"]}),
                         _q("since", {"type": "string", "format": "date"}), _q("until", {"type": "string", "format": "date"})],
         )},
-        "/v1/admin/leases": {"get": _op("Budget pools and their leases", {"200": _json(_obj({"pools": _ROWS}), "pools")}, ADMIN_ERRS, "admin")},
-        "/v1/admin/audit": {"get": _op("The server's hash-chained audit log", {"200": _json(_obj({"entries": _ROWS}), "entries")},
+        "/v1/admin/leases": {"get": _op("Budget pools and their leases", {"200": _json(_obj({"pools": POOLS}), "pools")}, ADMIN_ERRS, "admin")},
+        "/v1/admin/audit": {"get": _op("The server's hash-chained audit log", {"200": _json(_obj({"entries": AUDIT}), "entries")},
                                        ADMIN_ERRS, "admin", parameters=[_q("after", {"type": "integer", "minimum": 0})])},
     }
     # fmt: on

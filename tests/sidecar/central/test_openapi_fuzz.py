@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.request
 from typing import Any
 
@@ -22,6 +23,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from sidecar.ledger.record import new_ulid
 from sidecar.testing.central import CentralProcess
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -34,6 +36,18 @@ def _post(url: str, body: Any, token: str | None = None) -> Any:
         req.add_header("authorization", f"Bearer {token}")
     with urllib.request.urlopen(req, timeout=10) as r:
         return json.loads(r.read())
+
+
+def _populate(base: str, admin: str, device: str) -> None:
+    """Something in every list, so the fuzzed answers are checked against full row schemas."""
+    _post(base + "/v1/admin/teams", {"name": "core"}, admin)
+    _post(base + "/v1/admin/developers", {"email": "two@example.com", "team": "core"}, admin)
+    _post(base + "/v1/admin/policy", {"document": {"pools": {"daily_usd": 50}, "budget": {"daily_usd": 5}}, "comment": "x"}, admin)
+    now = time.time()
+    records = [{"id": new_ulid(now), "ts": now, "model": "claude-haiku-4-5", "route": "default", "input_tokens": 10,
+                "output_tokens": 5, "cost_usd": 0.01}, {"id": new_ulid(now), "ts": now, "model": "m"}]  # fmt: skip
+    _post(base + "/v1/usage", {"records": records}, device)
+    _post(base + "/v1/leases", {"amount_usd": 1}, device)
 
 
 def _runner(op: Any, base: str, session: requests.Session, headers: dict[str, str]) -> Any:
@@ -78,5 +92,6 @@ async def test_the_served_openapi_document_holds_under_fuzzing(db_url: str) -> N
         dev = await asyncio.to_thread(_post, base + "/v1/admin/developers", {"email": "fuzz@example.com"}, admin)
         enr = await asyncio.to_thread(_post, base + "/v1/admin/enrollment-tokens", {"developer": dev["id"]}, admin)
         device = (await asyncio.to_thread(_post, base + "/v1/enroll", {"token": enr["token"]}))["credential"]
+        await asyncio.to_thread(_populate, base, admin, device)
         ran = await asyncio.to_thread(_fuzz, base, admin, device)
         assert ran >= 20
