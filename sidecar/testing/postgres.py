@@ -82,7 +82,10 @@ class PgCluster:
         """initdb and start the server; return once it accepts connections."""
         if not available():
             raise RuntimeError(f"PostgreSQL 15 is not installed ({PG_BIN}/initdb missing): apt-get install postgresql")
-        self.root = root = Path(tempfile.mkdtemp(prefix="sidecar-pg-"))
+        # As root the cluster runs as `nobody`, who must be able to reach it: /tmp, not a
+        # TMPDIR that may sit in root's private directories.
+        where = "/tmp" if os.geteuid() == 0 and os.path.isdir("/tmp") else None
+        self.root = root = Path(tempfile.mkdtemp(prefix="sidecar-pg-", dir=where))
         data, sock = root / "data", root / "sock"
         sock.mkdir()
         if os.geteuid() == 0:
