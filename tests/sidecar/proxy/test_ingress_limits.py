@@ -305,3 +305,18 @@ async def test_a_listener_beyond_loopback_requires_the_token_everywhere() -> Non
     assert (await _through_ingress(config, "10.1.2.3", {"Host": "10.0.0.9:8787"})).status == 401
     ok = await _through_ingress(config, "10.1.2.3", {"Host": "10.0.0.9:8787", "x-sidecar-token": "tok"})
     assert ok.status == 200
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["header_timeout_seconds = 0", "body_timeout_seconds = -1", "max_connections = 0", "max_body_mb = true",
+     "idle_timeout_seconds = \"60\"", "request_timeout_seconds = -0.5"],
+)
+def test_limits_must_be_positive_numbers(line: str) -> None:
+    from sidecar.errors import ConfigError
+
+    key = line.split(" =")[0]
+    with pytest.raises(ConfigError, match=f"server.{key}"):
+        parse(f"[server]\n{line}\n", None, {})
+    cfg = parse("[server]\nmax_body_mb = 0.5\nmax_connections = 7\n", None, {})
+    assert cfg.server.max_body_bytes == 512 * 1024 and cfg.server.max_connections == 7
