@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sidecar.errors import ConfigError
 from sidecar.net import host_is_loopback
+from sidecar.observability.settings import ObservabilityConfig, read_observability
 from sidecar.providers import registry
 from sidecar.routing.config import RouteConfig, RoutingConfig, read_routes, read_routing
 
@@ -347,6 +348,7 @@ class Config:
     routes: tuple[RouteConfig, ...] = ()
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     claude_code: ClaudeCodeConfig = field(default_factory=ClaudeCodeConfig)
+    observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
     source: Path | None = None
 
     def provider(self, name: str) -> ProviderConfig:
@@ -366,6 +368,7 @@ class Config:
         ]
         data["server"] = {k: v for k, v in data["server"].items() if v is not None}
         data["usage"] = {k: v for k, v in data["usage"].items() if v is not None}
+        data["observability"] = {k: v for k, v in data["observability"].items() if v is not None}
         data["pricing"] = {
             m: {k: v for k, v in p.items() if v is not None} for m, p in data["pricing"].items()
         }
@@ -470,7 +473,7 @@ def parse(text: str, path: Path | None = None, env: dict[str, str] | None = None
     for section in PLANNED_SECTIONS:
         if section in raw:
             raise r.fail(section, f"the [{section}] section is not supported by this version of claude-sidecar yet")
-    r.table(raw, "", {"server", "providers", "pricing", "usage", "cache", "routes", "routing", "claude_code", *GOVERNANCE_SECTIONS})
+    r.table(raw, "", {"server", "providers", "pricing", "usage", "cache", "routes", "routing", "claude_code", "observability", *GOVERNANCE_SECTIONS})
 
     server = _server(r, raw.get("server", {}))
     if env.get("CLAUDE_SIDECAR_PORT"):
@@ -501,6 +504,7 @@ def parse(text: str, path: Path | None = None, env: dict[str, str] | None = None
         cache=_cache(r, raw.get("cache", {})), source=path,
         routes=read_routes(r, raw.get("routes"), providers), routing=read_routing(r, raw.get("routing")),
         claude_code=_claude_code(r, raw.get("claude_code", {})),
+        observability=read_observability(r, raw.get("observability", {})),
     )
 
 

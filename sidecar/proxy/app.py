@@ -23,6 +23,7 @@ from sidecar.ledger.health import StorageHealth
 from sidecar.ledger.journal import JOURNAL_DIR, Journal
 from sidecar.ledger.pricing import Pricing
 from sidecar.ledger.writer import Ledger
+from sidecar.observability import metrics as observe_metrics
 from sidecar.paths import Paths
 from sidecar.policy import control as policy_control
 from sidecar.policy.control import POLICY
@@ -66,6 +67,7 @@ def create_app(
     app[RUNTIME] = Runtime(token=token, started_at=time.time())
     app[BUS] = EventBus()
     resolved = keys or {}
+    stats = observe_metrics.install(app) if cfg.observability.metrics else None
 
     async def http_session(app: web.Application) -> AsyncIterator[None]:
         connector = aiohttp.TCPConnector(limit=256, ttl_dns_cache=300, keepalive_timeout=60)
@@ -127,7 +129,7 @@ def create_app(
         )
         app[STAGES] = [
             StorageGate(health),
-            *default_stages(led, app[BUS], extra=[gate, cache]),
+            *default_stages(led, app[BUS], extra=[gate, cache], metrics=stats),
             *([audit] if audit else []),
             JournalSync(journal),  # last: the request's records reach the disk before its final byte
         ]

@@ -50,6 +50,7 @@ class RequestContext:
     fallback: str | None = None
     cache_outcome: str | None = None
     saved_usd: float = 0.0
+    cost_usd: float = 0.0  # priced by the meter (for the metrics stage after it)
     provider_allowed: Callable[[str], bool] | None = None  # set by the policy gate; the router obeys it
     translated: bool = False  # the upstream spoke another protocol (its answer echoes the client's model)
     status: int = 0

@@ -4,7 +4,7 @@ Each stage is a small object with named hooks; `default_stages()` is the one pla
 says which stages run and in what order:
 
     StorageGate -> Announce -> policy gate -> cache -> (router and provider, in the handler)
-    -> Meter -> (audit) -> JournalSync
+    -> Meter -> (Metrics) -> (audit) -> JournalSync
 
 Hooks:
 
@@ -103,6 +103,7 @@ class Meter:
         if not ctx.record:
             return
         rec = self.ledger.record(ctx.to_record())
+        ctx.cost_usd = rec.cost_usd
         if self.bus.subscribers:
             self.bus.publish("request", rec.to_dict())
 
@@ -143,7 +144,9 @@ class JournalSync:
         self.journal.sync()
 
 
-def default_stages(ledger: Ledger, bus: EventBus, extra: list[Stage] | None = None) -> list[Stage]:
+def default_stages(
+    ledger: Ledger, bus: EventBus, extra: list[Stage] | None = None, metrics: Stage | None = None
+) -> list[Stage]:
     """The stages of the request path, in order: `extra` (policy gate, cache) run between the
-    announcement and the meter."""
-    return [Announce(bus), *(extra or []), Meter(ledger, bus)]
+    announcement and the meter; `metrics` (sidecar.observability.metrics) counts after the meter priced."""
+    return [Announce(bus), *(extra or []), Meter(ledger, bus), *([metrics] if metrics else [])]
