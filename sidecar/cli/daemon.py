@@ -251,6 +251,7 @@ def run(cmd: tuple[str, ...]) -> None:
             child_env[k] = v
     if gateway_cmd.wants_gateway(cmd, d.call("GET", "/sidecar/v1/status"), os.environ):
         child_env, _ = gateway_cmd.gateway_env(d, child_env)  # the token's descriptor is inherited
+    cmd = gateway_cmd.with_settings(cmd, d)
     if sys.platform == "win32":
         sys.exit(subprocess.call(list(cmd), env=child_env))
     try:

@@ -8,11 +8,13 @@ gateway token (sidecar.gateway.oauth has the server side).
 variable; the token is never in the environment). That needs every provider to hold its own
 key, since a signed-in client sends no Anthropic credential; otherwise, for older CLIs and
 for other commands, `run` uses ANTHROPIC_BASE_URL alone. `CLAUDE_SIDECAR_CONNECT=gateway`
-or `base-url` forces one mode.
+or `base-url` forces one mode. In both modes `run` passes the config's [claude_code.settings]
+to Claude Code as `--settings` (see `with_settings`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -87,6 +89,24 @@ def gateway_env(d: Daemon, child_env: dict[str, str]) -> tuple[dict[str, str], l
     fd = token_socket(answer["access_token"])
     env["CLAUDE_CODE_GATEWAY_TOKEN_FILE_DESCRIPTOR"] = str(fd)
     return env, [fd]
+
+
+def with_settings(cmd: tuple[str, ...], d: Daemon) -> tuple[str, ...]:
+    """`cmd` with the sidecar's [claude_code.settings] as `--settings JSON` when it runs Claude Code.
+
+    Claude Code reads a gateway's /managed/settings only after a `/login` over https, never
+    with a handed-over token or ANTHROPIC_BASE_URL; so `run` passes the same document on the
+    command line, where it applies like a settings file of the user's.
+    """
+    if Path(cmd[0]).name not in ("claude", "claude.exe") or "--settings" in cmd:
+        return cmd
+    try:
+        doc = d.call("GET", "/managed/settings")
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            return cmd  # no [claude_code.settings]
+        raise
+    return (cmd[0], "--settings", json.dumps(doc["settings"], separators=(",", ":")), *cmd[1:])
 
 
 @click.command("login-approve")

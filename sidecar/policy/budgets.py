@@ -252,9 +252,10 @@ class Budgets:
                     )
 
     def _exhausted(self, w: Window, amount: float, now: float) -> BudgetExhausted:
-        state = "is used up" if w.spent >= w.limit else f"cannot fit this request (about {usd(amount)})"
+        spent = f"{usd(w.spent)} spent {_SO_FAR[w.period]}"
+        state = f"is used up ({spent})" if w.spent >= w.limit else f"cannot fit this request (about {usd(amount)}, with {spent})"
         message = (
-            f"the {_ADJECTIVE[w.period]} budget of {usd(w.limit)} {state} ({usd(w.spent)} spent {_SO_FAR[w.period]}); "
+            f"the {_ADJECTIVE[w.period]} budget of {usd(w.limit)} {state}; "
             f"{self._resets(w, now)}, so wait until then or raise budget.{_LIMIT_KEY[w.period]} in the sidecar's config."
         )
         return BudgetExhausted(message, headers=rejection(self._cap(w), now))

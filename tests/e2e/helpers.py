@@ -32,6 +32,9 @@ REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CLAUDE_BIN = REPO / ".cache" / "npm" / "node_modules" / ".bin" / "claude"
 # Read at import, before any fixture touches the environment.
 CLAUDE_BIN_ENV = os.environ.get("CLAUDE_SIDECAR_CLAUDE_BIN")
+# The newest Claude Code the gateway-protocol tests use (pinned in scripts/test).
+DEFAULT_CLAUDE_LATEST_BIN = REPO / ".cache" / "npm-latest" / "node_modules" / ".bin" / "claude"
+CLAUDE_LATEST_BIN_ENV = os.environ.get("CLAUDE_SIDECAR_CLAUDE_LATEST_BIN")
 CLAUDE_TIMEOUT = 120.0
 CLI_TIMEOUT = 60.0
 LEDGER_WAIT = 10.0  # seconds for the daemon's ledger writer to commit a row
@@ -55,6 +58,19 @@ def claude_bin() -> Path:
             f"Claude Code CLI not found at {path} (from {source}). Install it with the repo's "
             "test script (npm install --prefix .cache/npm @anthropic-ai/claude-code@<pinned>) "
             "or set CLAUDE_SIDECAR_CLAUDE_BIN to its path.",
+            pytrace=False,
+        )
+    return path
+
+
+def claude_latest_bin() -> Path:
+    """The newest pinned Claude Code (gateway sign-in); fails the test (never skips) when missing."""
+    path = Path(CLAUDE_LATEST_BIN_ENV) if CLAUDE_LATEST_BIN_ENV else DEFAULT_CLAUDE_LATEST_BIN
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        pytest.fail(
+            f"the newest pinned Claude Code CLI is not at {path}: install it with the repo's test script "
+            "(npm install --prefix .cache/npm-latest @anthropic-ai/claude-code@<pinned>) or set "
+            "CLAUDE_SIDECAR_CLAUDE_LATEST_BIN to its path.",
             pytrace=False,
         )
     return path

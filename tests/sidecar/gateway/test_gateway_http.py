@@ -98,6 +98,9 @@ async def test_unserved_endpoints_are_501_not_supported(fake: FakeAnthropic, her
                 assert json.loads(raw)["error"]["type"] == "not_supported"
         async with client.get(sc.url + "/nowhere") as resp:
             assert resp.status == 404  # outside the API: still a plain 404
+        for signal in ("metrics", "logs", "traces"):  # the client's OTLP: 200, or it logs every flush
+            async with client.post(f"{sc.url}/v1/{signal}", data=b"\x0a\x00", headers={"content-type": "application/x-protobuf"}) as resp:
+                assert resp.status == 200
     assert fake.requests == []
 
 

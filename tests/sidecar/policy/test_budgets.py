@@ -71,7 +71,7 @@ def test_a_request_that_does_not_fit_what_is_left_is_refused_until_the_reset() -
     clock = Clock(local(BERLIN, 2026, 11, 25, 9, 0))
     b, _ = budgets(clock, BERLIN, daily_usd=25.0)
     b.settle(b.reserve(1.0), 24.90)
-    with pytest.raises(BudgetExhausted, match=r"the daily budget of \$25.00 cannot fit this request \(about \$0.21\) \(\$24.90 spent today\)"):
+    with pytest.raises(BudgetExhausted, match=r"the daily budget of \$25.00 cannot fit this request \(about \$0.21, with \$24.90 spent today\)"):
         b.reserve(0.21)
     b.reserve(0.05)  # a smaller one still fits
 
