@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shlex
 import signal
@@ -23,16 +22,6 @@ from sidecar.paths import Paths
 from sidecar.secrets import SecretStore, resolve_keys
 
 START_TIMEOUT = 20.0
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-class UTCFormatter(logging.Formatter):
-    """Log lines stamped in ISO-8601 UTC with milliseconds: 2026-12-06T11:04:29.123Z."""
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        """The record's time as ISO-8601 UTC."""
-        t = time.gmtime(record.created)
-        return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{int(record.msecs):03d}Z"
 
 
 def _check_keys(cfg: Any, p: Paths) -> None:
@@ -91,14 +80,14 @@ def start(foreground: bool, port: int | None, config: str | None) -> None:
         running = find_daemon(p)
         if running and running.state.get("pid") != os.getpid():
             raise SidecarError(f"already running at {running.url} (pid {running.state['pid']}); stop it first")
+        from sidecar.observability import logs
         from sidecar.proxy.server import run_foreground
 
-        # The daemon's log (stderr, or the log file of a background start) says what it does, and when.
-        sidecar_log = logging.getLogger("sidecar")
-        if sidecar_log.getEffectiveLevel() > logging.INFO:
-            sidecar_log.setLevel(logging.INFO)
-        for handler in logging.getLogger().handlers:
-            handler.setFormatter(UTCFormatter(LOG_FORMAT))
+        # The daemon's log says what it does, and when: stderr and the rotating file in the log
+        # dir, text or JSON, every line redacted (sidecar.observability.logs).
+        redact = logs.redactor_for(cfg.governance.guardrails, logs.known_secrets(cfg, p))
+        debug = bool(click.get_current_context().find_root().params.get("debug"))
+        logs.configure(cfg.observability, p, redact, debug=debug)
 
         run_foreground(cfg, p)
         return

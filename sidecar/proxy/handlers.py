@@ -9,10 +9,10 @@ import time
 from aiohttp import web
 
 from sidecar import __version__
-from sidecar.errors import PolicyBlocked, SidecarError
+from sidecar.errors import PolicyBlocked, PolicyDenied, SidecarError
 from sidecar.protocol.anthropic import RequestHead, parse_head
 from sidecar.proxy.context import RequestContext
-from sidecar.proxy.ingress import REQUEST_ID, error_response
+from sidecar.proxy.ingress import REFUSALS, REQUEST_ID, error_response
 from sidecar.proxy.keys import ROUTER, RUNTIME, STAGES, STORAGE
 from sidecar.proxy.relay import sidecar_headers
 from sidecar.proxy.stages import Reply, Stage
@@ -101,6 +101,8 @@ def _fail(ctx: RequestContext, e: SidecarError) -> None:
     ctx.outcome = "rejected" if e.status < 500 else "upstream_error"
     ctx.summary.error_type = e.error_type
     ctx.summary.error_message = e.message
+    if e.status in REFUSALS or isinstance(e, PolicyDenied):
+        log.warning("refused request %s (%s): %d %s: %s", ctx.id, ctx.head.model, e.status, e.error_type, e.message)
 
 
 def _complete(stages: list[Stage], ctx: RequestContext) -> None:

@@ -40,6 +40,7 @@ REQUEST_ID = web.RequestKey("sidecar.request_id", str)  # the id a handler gave 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPEN_PATHS = frozenset({"/", "/healthz", *oauth.OPEN_PATHS})  # sign-in is how a client gets a token
+REFUSALS = frozenset({401, 403, 429})  # the sidecar's own refusals, each logged with its reason
 
 
 def _via_unix_socket(request: web.Request) -> bool:
@@ -135,6 +136,8 @@ async def ingress(request: web.Request, handler: Handler) -> web.StreamResponse:
         forwarded = bearer.without_gateway_token(without_local_token(request, request.app[RUNTIME].token))
         return await handler(forwarded)
     except SidecarError as e:
+        if e.status in REFUSALS:  # the user can see why a client was turned away
+            log.warning("refused %s %s: %d %s: %s", request.method, request.path, e.status, e.error_type, e.message)
         if isinstance(e, RequestTooLarge):
             _discard_rest(request, LINGER_SECONDS)
         elif e.status == 408 or isinstance(e, BodyUnreadable):

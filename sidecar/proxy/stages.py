@@ -24,6 +24,7 @@ with no filters is relayed byte for byte without being parsed.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,6 +34,8 @@ from sidecar.ledger.journal import Journal
 from sidecar.ledger.writer import Ledger
 from sidecar.proxy.context import RequestContext
 from sidecar.proxy.events import EventBus
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -104,6 +107,12 @@ class Meter:
             return
         rec = self.ledger.record(ctx.to_record())
         ctx.cost_usd = rec.cost_usd
+        if log.isEnabledFor(logging.DEBUG):  # header names only: their values may be credentials
+            log.debug(
+                "request %s %s model=%s -> %s route=%s status=%d outcome=%s cache=%s %.1f ms; headers: %s",
+                rec.id, rec.endpoint, rec.requested_model, rec.provider or "-", rec.route, rec.status, rec.outcome,
+                rec.cache_outcome, rec.latency_ms, ", ".join(sorted({k.lower() for k in ctx.headers})),
+            )
         if self.bus.subscribers:
             self.bus.publish("request", rec.to_dict())
 

@@ -86,9 +86,11 @@ def start_child(
     env: dict[str, str] | None = None,
     timeout: float = 20.0,
     preexec_fn: Callable[[], None] | None = None,
+    cli_args: tuple[str, ...] = (),
 ) -> ChildSidecar:
     """Start a foreground daemon in a child process and wait until it is healthy
-    (`preexec_fn` runs in the child before the daemon, e.g. to lower its fd limit)."""
+    (`preexec_fn` runs in the child before the daemon, e.g. to lower its fd limit;
+    `cli_args` go before `start`, e.g. ("--debug",))."""
     home.mkdir(parents=True, exist_ok=True)
     cfg_file = home / "config.toml"
     cfg_file.write_text(config_text)
@@ -99,7 +101,7 @@ def start_child(
         p.state_file.unlink()
     log = open(home / "child.log", "ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sidecar", "start", "--foreground"], env=child_env, stdout=log, stderr=log, preexec_fn=preexec_fn
+        [sys.executable, "-m", "sidecar", *cli_args, "start", "--foreground"], env=child_env, stdout=log, stderr=log, preexec_fn=preexec_fn
     )
     log.close()
     deadline = time.monotonic() + timeout
