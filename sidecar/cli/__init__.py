@@ -46,6 +46,7 @@ def _register() -> None:
         central_cmd,
         config_cmd,
         daemon,
+        doctor_cmd,
         enroll_cmd,
         keys,
         routes_cmd,
@@ -56,7 +57,7 @@ def _register() -> None:
     )
 
     for mod in (daemon, config_cmd, keys, usage, routes_cmd, tray_cmd, tui_cmd, audit_cmd, cache_cmd,
-                enroll_cmd, central_cmd, admin_cmd, service_cmd):
+                enroll_cmd, central_cmd, admin_cmd, service_cmd, doctor_cmd):
         for command in mod.COMMANDS:
             cli.add_command(command)
 
