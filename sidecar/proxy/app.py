@@ -24,6 +24,7 @@ from sidecar.ledger.journal import JOURNAL_DIR, Journal
 from sidecar.ledger.pricing import Pricing
 from sidecar.ledger.writer import Ledger
 from sidecar.observability import metrics as observe_metrics
+from sidecar.observability import tracing as observe_tracing
 from sidecar.paths import Paths
 from sidecar.policy import control as policy_control
 from sidecar.policy.control import POLICY
@@ -44,7 +45,7 @@ from sidecar.proxy.keys import (
     STORAGE,
     Runtime,
 )
-from sidecar.proxy.stages import JournalSync, StorageGate, default_stages
+from sidecar.proxy.stages import JournalSync, Stage, StorageGate, default_stages
 from sidecar.routing import control as routes_control
 from sidecar.routing.reload import Reloader
 from sidecar.routing.router import Router
@@ -127,13 +128,20 @@ def create_app(
         health = app[STORAGE] = StorageHealth(
             journal, writers, refuse=cfg.usage.on_storage_failure == "refuse", others=[cache.entries]
         )
+        tracer = observe_tracing.build(cfg.observability, {p.name: p.type for p in cfg.providers})
+        opens: list[Stage] = [tracer] if tracer else []  # first: the span covers every refusal too
+        ends: list[Stage] = [tracer.ender] if tracer else []  # after the meter priced the request
         app[STAGES] = [
+            *opens,
             StorageGate(health),
             *default_stages(led, app[BUS], extra=[gate, cache], metrics=stats),
+            *ends,
             *([audit] if audit else []),
             JournalSync(journal),  # last: the request's records reach the disk before its final byte
         ]
         yield
+        if tracer is not None:
+            await asyncio.to_thread(tracer.close)  # exports what is left, off the loop
         if audit is not None:
             await audit.close()
         await cache.close()

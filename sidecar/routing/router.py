@@ -431,7 +431,7 @@ class Router:
         ctx.upstream_model = slot.model or ctx.head.model
         # The target as the client encoded it: decoding it (path_qs) would turn %0D%0A into a
         # line break in the upstream request head.
-        attempt = Attempt(ctx, request.method, request.rel_url.raw_path_qs, request.headers, model=slot.model, key=slot.key)
+        attempt = Attempt(ctx, request.method, request.rel_url.raw_path_qs, ctx.headers, model=slot.model, key=slot.key)
         call: Call | None = None
         try:
             async with asyncio.timeout(first_byte):
