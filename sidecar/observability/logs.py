@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from sidecar.config import Config, GuardrailsConfig
 from sidecar.observability.settings import ObservabilityConfig
@@ -132,13 +133,19 @@ def _same_file(stream: object, path: Path) -> bool:
     return (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino)
 
 
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating log whose every file is created private to the user (0600)."""
+
+    def _open(self) -> Any:
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
 def configure(cfg: ObservabilityConfig, paths: Paths, redact: Redactor, debug: bool = False) -> logging.Handler:
     """Set up the daemon's logging: level, format, redaction, and the rotating file in the log
     dir. Standard error keeps a copy unless it already is that file (a background start) or
     CLAUDE_SIDECAR_LOG_STDERR=0 says not to. Returns the file handler."""
     paths.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if not paths.log_file.exists():
-        os.close(os.open(paths.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
     inner: logging.Formatter = JSONFormatter() if cfg.log_format == "json" else UTCFormatter(LOG_FORMAT)
     formatter = RedactingFormatter(inner, redact)
     root = logging.getLogger()
@@ -148,7 +155,7 @@ def configure(cfg: ObservabilityConfig, paths: Paths, redact: Redactor, debug: b
             root.removeHandler(h)  # the file handler below writes there already
         else:
             h.setFormatter(formatter)
-    file_handler = logging.handlers.RotatingFileHandler(
+    file_handler = PrivateRotatingFileHandler(
         paths.log_file, maxBytes=int(cfg.log_max_mb * 1024 * 1024), backupCount=cfg.log_backups, encoding="utf-8"
     )
     file_handler.setFormatter(formatter)
