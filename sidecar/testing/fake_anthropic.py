@@ -119,7 +119,8 @@ class FakeAnthropic:
         self._reset_second = -1
         self._reset_at = ""
         self._models_body = sse.encode_json(self._models_json())
-        self.app = web.Application()
+        # The real API takes request bodies up to 32 MB (images, PDFs); aiohttp's default is 1 MiB.
+        self.app = web.Application(client_max_size=32 * 1024 * 1024)
         routes: list[tuple[str, str, _Handler]] = [
             ("POST", "/v1/messages", self._messages),
             ("POST", "/v1/messages/count_tokens", self._count_tokens),
