@@ -768,4 +768,13 @@ type = "anthropic"
 # deny_models = []
 # log_content = false             # keep prompt and response bodies in the audit log
 # audit = true                    # the hash-chained audit log (`claude-sidecar audit verify`)
+
+# Metrics, traces and logs (docs/operations.md).
+# [observability]
+# metrics = true                  # GET /metrics for Prometheus (needs the local token)
+# otlp_endpoint = "http://127.0.0.1:4318/v1/traces"   # OpenTelemetry spans over OTLP/HTTP; unset: off
+# log_format = "text"             # text | json
+# log_level = "info"              # debug | info | warning | error
+# log_max_mb = 10                 # the log file rotates at this size, keeping log_backups old files
+# log_backups = 5
 '''
