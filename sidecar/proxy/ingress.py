@@ -11,6 +11,7 @@ import hmac
 import logging
 import re
 import socket
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -28,10 +29,10 @@ from sidecar.errors import (
     SidecarError,
 )
 from sidecar.gateway import bearer, oauth
-from sidecar.ledger.record import new_ulid
+from sidecar.ledger.record import UsageRecord, new_ulid
 from sidecar.net import host_is_loopback
 from sidecar.providers.base import Provider
-from sidecar.proxy.keys import CONFIG, PROVIDERS, RUNTIME
+from sidecar.proxy.keys import BUS, CONFIG, LEDGER, PROVIDERS, RUNTIME
 from sidecar.proxy.listener import BAD_VERSION, Connection, check_header_bytes
 
 log = logging.getLogger(__name__)
@@ -136,8 +137,12 @@ async def ingress(request: web.Request, handler: Handler) -> web.StreamResponse:
         forwarded = bearer.without_gateway_token(without_local_token(request, request.app[RUNTIME].token))
         return await handler(forwarded)
     except SidecarError as e:
-        if e.status in REFUSALS:  # the user can see why a client was turned away
-            log.warning("refused %s %s: %d %s: %s", request.method, request.path, e.status, e.error_type, e.message)
+        if e.status in REFUSALS and forwarded is None:  # turned away here: the user can see why
+            rid = _record_refusal(request, e)
+            log.warning("refused %s %s (%s): %d %s: %s", request.method, request.path, rid, e.status, e.error_type, e.message)
+            resp = error_response(e)
+            resp.headers["x-sidecar-request-id"] = rid
+            return resp
         if isinstance(e, RequestTooLarge):
             _discard_rest(request, LINGER_SECONDS)
         elif e.status == 408 or isinstance(e, BodyUnreadable):
@@ -165,6 +170,25 @@ async def ingress(request: web.Request, handler: Handler) -> web.StreamResponse:
         resp = error_response(SidecarError(f"internal error in the sidecar (request {rid}); see its log"))
         resp.headers["x-sidecar-request-id"] = rid
         return resp
+
+
+def _record_refusal(request: web.Request, e: SidecarError) -> str:
+    """A ledger row (and a `request` event for the TUI) for a model request refused at ingress,
+    so `usage` shows why Claude Code was turned away; the id goes back in x-sidecar-request-id."""
+    rid = new_ulid()
+    led = request.app.get(LEDGER)
+    if led is None or not request.path.startswith(("/v1/", "/anthropic/v1/")):
+        return rid  # the control API and the rest: the log line is the record
+    rec = led.record(UsageRecord(
+        id=rid, ts=time.time(), endpoint=request.path, requested_model=None, provider="", upstream_model=None,
+        stream=False, session_id=request.headers.get("x-claude-code-session-id"),
+        agent_id=request.headers.get("x-claude-code-agent-id"), status=e.status, outcome="rejected",
+        error_type=e.error_type,
+    ))  # fmt: skip
+    bus = request.app[BUS]
+    if bus.subscribers:
+        bus.publish("request", rec.to_dict())
+    return rid
 
 
 class BodyUnreadable(InvalidRequest):

@@ -105,9 +105,9 @@ async def test_no_secret_reaches_any_file_under_the_sidecar_home(fake: FakeAnthr
         assert all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ", ln) for ln in lines if not ln.startswith(" "))
         text = log
     # Each refusal leaves a line with its reason.
-    assert re.search(r"refused POST /v1/messages: 401 authentication_error: this sidecar needs its local token", text)
+    assert re.search(r"refused POST /v1/messages \(\w+\): 401 authentication_error: this sidecar needs its local token", text)
     assert re.search(r"refused request \w+ \(claude-x-1\): 429 rate_limit_error: ", text)
-    assert re.search(r"refused POST /v1/messages: 403 permission_error: requests from a web browser", text)
+    assert re.search(r"refused POST /v1/messages \(\w+\): 403 permission_error: requests from a web browser", text)
     assert re.search(r"refused request \w+ \(claude-denied-1\): 400 invalid_request_error: the model 'claude-denied-1' is not allowed", text)
 
 
