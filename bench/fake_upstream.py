@@ -273,6 +273,9 @@ class Conn(asyncio.Protocol):
             self._simple(b"200 OK", b"application/json", self.s.models_body, req)
         elif req.method in (b"GET", b"HEAD") and path == b"/":
             self._simple(b"200 OK", b"text/plain", b"fake upstream\n", req)
+        elif req.method == b"POST" and path == b"/v1/traces":
+            # An OTLP/HTTP sink for a traced sidecar (an empty ExportTraceServiceResponse).
+            self._simple(b"200 OK", b"application/x-protobuf", b"", req)
         else:
             body = sse.encode_json(sse.error_body("not_found_error", "Not found"))
             self._simple(b"404 Not Found", b"application/json", body, req)

@@ -335,6 +335,10 @@ def compare(by_target: dict[str, Sequence[float]]) -> dict[str, Any]:
     out["added_p50"] = round(s["p50"] - d["p50"], 3)
     out["added_p99"] = round(s["p99"] - d["p99"], 3)
     out["ratio_p50"] = round(s["p50"] / d["p50"], 2) if d["p50"] else None
+    for name in by_target.keys() - {"direct", "floor", "sidecar"}:  # --variant targets, against the sidecar
+        v = out[name]
+        out[f"{name}_over_sidecar_p50"] = round(v["p50"] - s["p50"], 3)
+        out[f"{name}_over_sidecar_p99"] = round(v["p99"] - s["p99"], 3)
     if "floor" in out:
         fl = out["floor"]
         out["floor_added_p50"] = round(fl["p50"] - d["p50"], 3)
@@ -600,12 +604,39 @@ def table(meta: dict[str, Any], res: dict[str, Any]) -> str:
             f"json c=8 {res['json_c8']['per_second']['floor']:,.0f} req/s, "
             f"{res['json_c8']['cpu_s_per_1000']['floor']:.2f} CPU s / 1,000 (research machine: +0.35 ms, 3,694 req/s, 0.17-0.33)"
         )
+    lines += variants_table(res, [n for n in res["json_c1"]["latency_ms"] if n not in ("direct", "floor", "sidecar")
+                                  and isinstance(res["json_c1"]["latency_ms"][n], dict)])
     v = res["verdicts"]
     lines += ["", "bar (anchor-benchmarks.md, absolute): " + ", ".join(
         f"{k} {v['measured'][k]} {'>=' if k == 'rps_c8' else '<'} {v['bar'][k]} {'PASS' if v['pass'][k] else 'FAIL'}"
         for k in v["bar"]
     )]  # fmt: skip
     return "\n".join(lines)
+
+
+def _variant(spec: str) -> tuple[str, Path]:
+    name, sep, path = spec.partition("=")
+    if not sep or not name.isidentifier() or name in ("direct", "floor", "sidecar", "fake"):
+        raise argparse.ArgumentTypeError(f"{spec!r}: expected NAME=TOML with a new name, e.g. metrics=bench/metrics_on.toml")
+    return name, Path(path)
+
+
+def variants_table(res: dict[str, Any], names: list[str]) -> list[str]:
+    """What each --variant adds over the measured sidecar, same run."""
+    if not names:
+        return []
+    lines = ["", f"{'over the sidecar, ms':<24}" + "".join(f"{n + ' p50 / p99':>24}" for n in names)]
+    for label, key, field_ in (("json c=1 latency", "json_c1", "latency_ms"), ("json c=8 latency", "json_c8", "latency_ms"),
+                               ("stream c=1 first event", "stream_c1", "first_event_ms"),
+                               ("stream c=1 whole stream", "stream_c1", "latency_ms"),
+                               ("stream c=8 whole stream", "stream_c8", "latency_ms")):
+        c = res[key][field_]
+        lines.append(f"{label:<24}" + "".join(
+            f"{c[f'{n}_over_sidecar_p50']:+.3f} / {c[f'{n}_over_sidecar_p99']:+.3f}".rjust(24) for n in names))
+    cpu = res["json_c8"]["cpu_s_per_1000"]
+    lines.append(f"{'json c=8 CPU s / 1,000':<24}" + "".join(
+        f"{cpu[n]:.2f} (sidecar {cpu['sidecar']:.2f})".rjust(24) for n in names))
+    return lines
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -620,6 +651,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="config appended to the measured sidecar's ({upstream} is the fake's URL), e.g. bench/routes.toml")
     p.add_argument("--floor-sidecar", action="store_true",
                    help="make the reference target a plain sidecar, so 'over floor' is what --config-extra adds")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=TOML", type=_variant,
+                   help="another sidecar with this config appended, measured in the same rotation and reported "
+                        "against the measured sidecar (repeatable), e.g. metrics=bench/metrics_on.toml")
     p.add_argument("--quick", action="store_true", help="small counts for a smoke run (< 30 s)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--json-out", type=Path, help="also write the JSON results to this file")
@@ -673,6 +707,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra = args.config_extra.read_text() if args.config_extra else ""
         procs["sidecar"] = Sidecar(home / "home", fake.url, extra)
         started.append(procs["sidecar"])
+        for name, toml in args.variant:
+            procs[name] = Sidecar(home / f"{name}-home", fake.url, toml.read_text())
+            started.append(procs[name])
         log(", ".join(f"{n} {p.url} (pid {p.pid})" for n, p in procs.items()) + f"; sidecar home {home}")
         time.sleep(1.0)  # let start-up work (price data in a thread) settle before idle RSS
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
