@@ -126,6 +126,11 @@ class Metrics:
         if ctx.cost_usd:
             self.cost.labels(provider, model).inc(ctx.cost_usd)
 
+    def refused_at_ingress(self, status: int) -> None:
+        """Count a model request the ingress refused (401, 403): it has a ledger row too."""
+        self.requests.labels("", "", "", "rejected").inc()
+        self.responses.labels("", f"{status // 100}xx").inc()
+
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric."""
         return generate_latest(self.registry)

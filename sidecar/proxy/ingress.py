@@ -31,6 +31,7 @@ from sidecar.errors import (
 from sidecar.gateway import bearer, oauth
 from sidecar.ledger.record import UsageRecord, new_ulid
 from sidecar.net import host_is_loopback
+from sidecar.observability.metrics import METRICS
 from sidecar.providers.base import Provider
 from sidecar.proxy.keys import BUS, CONFIG, LEDGER, PROVIDERS, RUNTIME
 from sidecar.proxy.listener import BAD_VERSION, Connection, check_header_bytes
@@ -188,6 +189,8 @@ def _record_refusal(request: web.Request, e: SidecarError) -> str:
     bus = request.app[BUS]
     if bus.subscribers:
         bus.publish("request", rec.to_dict())
+    if (stats := request.app.get(METRICS)) is not None:
+        stats.refused_at_ingress(e.status)
     return rid
 
 

@@ -87,6 +87,8 @@ async def test_metrics_after_traffic_match_the_ledger(fake: FakeAnthropic, clien
                                                       hermetic_env: Path) -> None:
     async with sidecar_in_process(anthropic_config(fake.url, CONFIG), hermetic_env) as sc:
         await _traffic(sc, fake, client)
+        async with client.post(sc.url + "/v1/messages", data=_body("x"), headers={"origin": "http://web.test"}) as resp:
+            assert resp.status == 403  # refused at ingress: a ledger row, and counted
         async with client.get(sc.url + "/metrics") as resp:
             assert resp.status == 401  # the local token, as on the control API
         auth = {"authorization": f"Bearer {sc.token}"}
@@ -96,7 +98,7 @@ async def test_metrics_after_traffic_match_the_ledger(fake: FakeAnthropic, clien
             text = await resp.text()
         rows = await _rows(sc)
 
-    assert len(rows) == 5
+    assert len(rows) == 6
     s, types = _samples(text), _types(text)
     assert types["claude_sidecar_requests"] == "counter"
     assert types["claude_sidecar_request_duration_seconds"] == "histogram"
@@ -106,12 +108,12 @@ async def test_metrics_after_traffic_match_the_ledger(fake: FakeAnthropic, clien
 
     # Requests by outcome, as the ledger has them.
     by_outcome = Counter(r["outcome"] for r in rows)
-    assert by_outcome == {"ok": 4, "rejected": 1}
+    assert by_outcome == {"ok": 4, "rejected": 2}
     for outcome, n in by_outcome.items():
         assert _sum(s["claude_sidecar_requests_total"], outcome=outcome) == n
     assert _sum(s["claude_sidecar_requests_total"], model=MODEL, route="default", provider="anthropic") == 3
     assert _sum(s["claude_sidecar_requests_total"], model=MODEL, provider="cache") == 1  # as the ledger names a hit
-    assert _sum(s["claude_sidecar_responses_total"], status_class="4xx") == 1  # the policy's 403
+    assert _sum(s["claude_sidecar_responses_total"], status_class="4xx") == 2  # the policy's 400, the Origin's 403
 
     # Tokens by type and cost, summed over the rows.
     for kind, col in (("input", "input_tokens"), ("output", "output_tokens"),
