@@ -35,6 +35,17 @@ def _setup(platform_: str | None, exe_opt: str | None, tray: bool) -> tuple[Plat
     return platform, exe, files
 
 
+def _hand_over() -> None:
+    """Stop a daemon the service manager did not start (`claude-sidecar start`), so the
+    service's own can bind the port instead of exiting with "already running"."""
+    from sidecar.cli.common import find_daemon
+    from sidecar.cli.daemon import stop
+
+    if find_daemon(resolve()) is not None:
+        click.echo("stopping the running daemon so the service runs it from now on")
+        click.get_current_context().invoke(stop)
+
+
 @click.group()
 def service() -> None:
     """Start the sidecar at login (systemd --user, launchd, Task Scheduler)."""
@@ -56,6 +67,7 @@ def install(tray: bool, no_enable: bool, platform_: str | None, exe_opt: str | N
         "another platform" if platform != current_platform() else manager.manager_available(platform)
     )
     if why_not is None:
+        _hand_over()
         report.enabled = manager.run_commands(cmds, report)
     for line in report.lines:
         click.echo(line)

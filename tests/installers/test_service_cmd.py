@@ -75,6 +75,20 @@ def test_install_enables_and_restarts_so_an_update_runs_the_new_code(systemctl: 
     assert "--user restart claude-sidecar.service" in _calls(systemctl)
 
 
+def test_install_hands_a_running_daemon_over_to_the_service(systemctl: Path, hermetic_env: Path) -> None:
+    from sidecar.testing.harness import start_child
+
+    child = start_child(hermetic_env, "[server]\nport = 0\n")
+    try:
+        res = _run("install", "--no-tray")
+        assert res.exit_code == 0, res.output
+        assert "stopping the running daemon" in res.output and f"stopped (pid {child.proc.pid})" in res.output
+        assert child.proc.wait(timeout=10) == 0  # stopped cleanly before systemd started its own
+        assert "--user restart claude-sidecar.service" in _calls(systemctl)
+    finally:
+        child.stop()
+
+
 def test_install_warns_when_the_service_ran_another_binary(home: Path) -> None:
     old = "/opt/old-venv/bin/claude-sidecar"
     assert _run("install", "--no-enable", "--platform", "linux", "--executable", old).exit_code == 0
