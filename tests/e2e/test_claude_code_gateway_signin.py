@@ -16,6 +16,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,6 +113,49 @@ async def test_an_exhausted_budget_stops_the_signed_in_cli_with_the_sidecars_sen
     assert len(posts(s.fake)) == 1
     rows = await settled_ledger_rows(s.db_file, 2)
     assert [(r["status"], r["error_type"]) for r in rows] == [(200, None), (429, "billing_error")]
+
+
+async def refused_signed_in(s: Setup, policy: str, prompt: str) -> tuple[Done, list[tuple[Any, Any]]]:
+    """`claude -p prompt` (newest CLI) signed in with a minted token, through a recorder: the
+    result and every model call it made."""
+    configure(s, policy)
+    url = await start(s)
+    token = (s.sidecar_home / "state" / "token").read_text().strip()
+    minted = await run("curl", "-s", "-X", "POST", "-H", f"Authorization: Bearer {token}", url + "/sidecar/v1/gateway/token", env=dict(os.environ))
+    access = json.loads(minted.out)["access_token"]
+    async with TcpRecorder(int(url.rsplit(":", 1)[1])) as recorder:
+        env = s.claude_env(CLAUDE_CODE_USE_GATEWAY="1", ANTHROPIC_BASE_URL=f"http://127.0.0.1:{recorder.port}", ANTHROPIC_AUTH_TOKEN=access)
+        env.pop("ANTHROPIC_API_KEY")
+        done = await run(claude_latest_bin(), "-p", prompt, "--output-format", "json", "--model", MODEL,
+                         env=env, cwd=s.workdir, time_limit=CLAUDE_TIMEOUT)  # fmt: skip
+    calls = [(q, r) for q, r in recorder.exchanges() if q.method == "POST" and q.target.startswith("/v1/messages")]
+    return done, calls
+
+
+async def test_a_guardrail_block_ends_the_signed_in_cli_with_the_sidecars_message_and_no_retry(setup: Setup) -> None:
+    s = setup
+    done, calls = await refused_signed_in(s, '[guardrails]\ndetectors = { github_token = "block" }\n',
+                                          "Deploy with ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8 please.")  # fmt: skip
+    result = claude_result(done)
+    assert done.rc == 1 and "claude-sidecar: the prompt holds a GitHub token" in str(result["result"]), done.describe()
+    assert [r.status for _, r in calls] == [400]  # one request: no retry, no fallback model
+    assert json.loads(calls[0][1].body)["error"]["type"] == "policy_blocked"
+    assert posts(s.fake) == []
+
+
+async def test_a_denied_model_ends_the_signed_in_cli_with_the_sidecars_message(setup: Setup) -> None:
+    """Signed in, Claude Code 2.1.332 takes an unexplained 400 on its first call as a platform
+    that refuses one of its betas or fields, and sends the request again without each in turn
+    ("guessing the platform refuses that beta"): a handful of quick attempts, all refused here,
+    none upstream, before it shows the sidecar's message. `policy_blocked` does not set that off."""
+    s = setup
+    done, calls = await refused_signed_in(s, '[policy]\nmodels = ["claude-sonnet-*"]\n', "Say hi.")
+    result = claude_result(done)
+    message = "claude-sidecar: the model 'claude-opus-4-8' is not allowed by the policy (allowed: claude-sonnet-*)"
+    assert done.rc == 1 and message in str(result["result"]), done.describe()
+    assert calls and all(r.status == 400 for _, r in calls) and len(calls) <= 12, [r.status for _, r in calls]
+    assert all(json.loads(r.body)["error"]["type"] == "invalid_request_error" for _, r in calls)
+    assert posts(s.fake) == []
 
 
 async def test_a_bad_gateway_token_fails_at_once_without_retrying(setup: Setup) -> None:
