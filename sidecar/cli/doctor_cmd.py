@@ -136,7 +136,7 @@ def check_claude_code(s: Setup) -> Check:
     if not claude:
         return Check("claude code", "warn", "the `claude` command is not on PATH",
                      "npm install -g @anthropic-ai/claude-code")
-    base = s.environ.get("ANTHROPIC_BASE_URL")
+    base = s.environ.get("ANTHROPIC_BASE_URL") or _settings_base_url(s.environ)
     if s.daemon is None:
         return Check("claude code", "ok", f"{claude} (the sidecar is not running)")
     if base is None:
@@ -146,6 +146,17 @@ def check_claude_code(s: Setup) -> Check:
         return Check("claude code", "warn", f"ANTHROPIC_BASE_URL is {base}, not this sidecar ({s.daemon.url})",
                      'eval "$(claude-sidecar env)", or `claude-sidecar run -- claude`')
     return Check("claude code", "ok", f"{claude}, pointed at {base}")
+
+
+def _settings_base_url(environ: dict[str, str]) -> str | None:
+    """ANTHROPIC_BASE_URL from Claude Code's user settings (~/.claude/settings.json `env`)."""
+    home = Path(environ.get("HOME") or Path.home())
+    try:
+        env = json.loads((home / ".claude" / "settings.json").read_text()).get("env") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    value = env.get("ANTHROPIC_BASE_URL") if isinstance(env, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def check_service(s: Setup) -> Check:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 from collections.abc import Iterator
@@ -93,6 +94,11 @@ def test_claude_code_pointed_elsewhere_is_a_warning_with_the_env_fix(daemon: Chi
     _problem(checks, "claude code", "warn", 'eval "$(claude-sidecar env)"')
     monkeypatch.delenv("ANTHROPIC_BASE_URL")
     _problem(_doctor()[1], "claude code", "warn", "claude-sidecar run -- claude")
+    # Claude Code's own settings may point it here instead of the shell.
+    settings = Path(os.environ["HOME"]) / ".claude" / "settings.json"
+    settings.parent.mkdir()
+    settings.write_text(json.dumps({"env": {"ANTHROPIC_BASE_URL": daemon.url}}))
+    assert _doctor()[1]["claude code"]["status"] == "ok"
 
 
 def test_service_running_another_binary_fails(setup: Path) -> None:
