@@ -21,6 +21,14 @@ def test_install_sh_is_shellcheck_clean() -> None:
     assert res.returncode == 0, res.stdout
 
 
+def _setuptools_major() -> int:
+    try:
+        import setuptools
+    except ImportError:
+        return 0
+    return int(setuptools.__version__.split(".")[0])
+
+
 def _deps_only(tmp_path: Path) -> Path:
     """This interpreter's installed packages without claude-sidecar itself: the fresh venv sees
     its dependencies through a .pth (no multi-GB download of torch) but must install the project."""
@@ -49,7 +57,8 @@ def test_install_sh_installs_into_a_fresh_home_and_venv(tmp_path: Path) -> None:
         "HOME": str(home),
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "CLAUDE_SIDECAR_HOME": str(home / "sidecar"),
-        "PIP_NO_BUILD_ISOLATION": "1",  # setuptools comes from the linked packages
+        # setuptools comes from the linked packages when it is new enough for pyproject.toml
+        **({"PIP_NO_BUILD_ISOLATION": "1"} if _setuptools_major() >= 77 else {}),
         "PIP_NO_DEPS": "1",  # they are linked in already; resolving them only costs time
         **{k: v for k, v in os.environ.items() if k.startswith("PIP_")},
     }
