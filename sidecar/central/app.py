@@ -159,7 +159,7 @@ async def json_body(request: web.Request) -> dict[str, Any]:
 
 def create_app(store: Store, options: Options | None = None) -> web.Application:
     """The central server's application over an opened `store` (the caller closes it)."""
-    from sidecar.central import admin_api, device_api, openapi
+    from sidecar.central import admin_api, device_api, metrics, openapi
 
     opts = options or Options()
     app = web.Application(middlewares=[errors], client_max_size=opts.max_body)
@@ -177,6 +177,7 @@ def create_app(store: Store, options: Options | None = None) -> web.Application:
     app.on_shutdown.append(release_polls)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/openapi.json", openapi.handler)
+    app.router.add_get("/metrics", metrics.handler)  # the org's aggregates for Prometheus (admin token)
     device_api.add_routes(app)
     admin_api.add_routes(app)
     return app

@@ -203,6 +203,8 @@ def document() -> S:
                         _q("since", {"type": "string", "format": "date"}), _q("until", {"type": "string", "format": "date"})],
         )},
         "/v1/admin/leases": {"get": _op("Budget pools and their leases", {"200": _json(_obj({"pools": POOLS}), "pools")}, ADMIN_ERRS, "admin")},
+        "/metrics": {"get": _op("The org's aggregates in the Prometheus text format", {"200": {
+            "description": "exposition", "content": {"text/plain": {"schema": STR}}}}, ADMIN_ERRS, "admin")},
         "/v1/admin/audit": {"get": _op("The server's hash-chained audit log", {"200": _json(_obj({"entries": AUDIT}), "entries")},
                                        ADMIN_ERRS, "admin", parameters=[_q("after", {"type": "integer", "minimum": 0})])},
     }
