@@ -16,6 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sidecar.errors import ConfigError
+from sidecar.mcp.settings import McpConfig, read_mcp
 from sidecar.net import host_is_loopback
 from sidecar.observability.settings import ObservabilityConfig, read_observability
 from sidecar.providers import registry
@@ -349,6 +350,7 @@ class Config:
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     claude_code: ClaudeCodeConfig = field(default_factory=ClaudeCodeConfig)
     observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
+    mcp: McpConfig = field(default_factory=McpConfig)
     source: Path | None = None
 
     def provider(self, name: str) -> ProviderConfig:
@@ -473,7 +475,7 @@ def parse(text: str, path: Path | None = None, env: dict[str, str] | None = None
     for section in PLANNED_SECTIONS:
         if section in raw:
             raise r.fail(section, f"the [{section}] section is not supported by this version of claude-sidecar yet")
-    r.table(raw, "", {"server", "providers", "pricing", "usage", "cache", "routes", "routing", "claude_code", "observability", *GOVERNANCE_SECTIONS})
+    r.table(raw, "", {"server", "providers", "pricing", "usage", "cache", "routes", "routing", "claude_code", "observability", "mcp", *GOVERNANCE_SECTIONS})
 
     server = _server(r, raw.get("server", {}))
     if env.get("CLAUDE_SIDECAR_PORT"):
@@ -505,6 +507,7 @@ def parse(text: str, path: Path | None = None, env: dict[str, str] | None = None
         routes=read_routes(r, raw.get("routes"), providers), routing=read_routing(r, raw.get("routing")),
         claude_code=_claude_code(r, raw.get("claude_code", {})),
         observability=read_observability(r, raw.get("observability", {})),
+        mcp=read_mcp(r, raw.get("mcp", {})),
     )
 
 

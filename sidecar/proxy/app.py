@@ -23,6 +23,7 @@ from sidecar.ledger.health import StorageHealth
 from sidecar.ledger.journal import JOURNAL_DIR, Journal
 from sidecar.ledger.pricing import Pricing
 from sidecar.ledger.writer import Ledger
+from sidecar.mcp import server as mcp_server
 from sidecar.observability import metrics as observe_metrics
 from sidecar.observability import tracing as observe_tracing
 from sidecar.paths import Paths
@@ -159,4 +160,5 @@ def create_app(
     routes_control.add_routes(app)
     policy_control.add_routes(app)
     cache_control.add_routes(app)
+    mcp_server.add_routes(app)  # after the ledger in cleanup_ctx: it audits through app[STAGES]
     return app

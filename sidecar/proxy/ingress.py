@@ -119,7 +119,7 @@ async def ingress(request: web.Request, handler: Handler) -> web.StreamResponse:
                 f"Host {request.host!r} is not a loopback name; use http://127.0.0.1 or http://localhost"
             )
         path = request.path
-        if path.startswith("/sidecar/") or path == "/metrics":
+        if path.startswith("/sidecar/") or path in ("/metrics", "/mcp"):  # /mcp: the MCP gateway
             if not token_ok(request, request.app[RUNTIME].token):
                 raise AuthenticationFailed(
                     "the control API needs the local token (Authorization: Bearer <token>); "

@@ -102,7 +102,7 @@ timezone = "Europe/Berlin"
 ERRORS = [
     pytest.param(
         "[server]\nport = 8787\n\n[serverr]\nport = 1\n",
-        4, "serverr", "unknown key (expected one of: budget, cache, claude_code, guardrails, limits, observability, policy, pricing, providers, routes, routing, server, tools, usage)",
+        4, "serverr", "unknown key (expected one of: budget, cache, claude_code, guardrails, limits, mcp, observability, policy, pricing, providers, routes, routing, server, tools, usage)",
         id="unknown-top-level-section",
     ),
     pytest.param(
