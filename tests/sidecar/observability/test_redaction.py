@@ -130,3 +130,13 @@ def test_redactor_masks_values_and_detector_matches_at_any_level(caplog: pytest.
     assert line.count(MASK) >= 4 and "boom" in line
     assert rec.args is not None and rec.args[0] == PROVIDER_KEY  # the record itself is untouched for other handlers
     assert Redactor()("nothing secret here") == "nothing secret here"
+
+
+def test_guardrail_matched_text_is_masked_as_the_config_turns_it_on() -> None:
+    from sidecar.config import CustomGuardrail
+
+    line = "ticket ACME-123456 from ada.lovelace@corp-mail.io"
+    assert redactor_for(GuardrailsConfig())(line) == line  # personal data and custom rules are off by default
+    cfg = GuardrailsConfig(pii="warn", custom=(CustomGuardrail("tickets", "ACME-[0-9]{6}", "redact"),))
+    out = redactor_for(cfg)(line)
+    assert "ACME-123456" not in out and "ada.lovelace@corp-mail.io" not in out and out.count(MASK) == 2
