@@ -238,8 +238,12 @@ def run(cmd: tuple[str, ...]) -> None:
             child_env.pop(k, None)
         else:
             child_env[k] = v
-    if gateway_cmd.wants_gateway(cmd, d.call("GET", "/sidecar/v1/status"), os.environ):
-        child_env, _ = gateway_cmd.gateway_env(d, child_env)  # the token's descriptor is inherited
+    status = d.call("GET", "/sidecar/v1/status")
+    header = f"x-sidecar-token={d.token}" if status.get("token_required_on_proxy") else None
+    if gateway_cmd.wants_gateway(cmd, status, os.environ):
+        child_env, _, token = gateway_cmd.gateway_env(d, child_env)  # the token's descriptor is inherited
+        header = f"x-api-key={token}"
+    child_env = gateway_cmd.with_telemetry(cmd, child_env, d, header)
     cmd = gateway_cmd.with_settings(cmd, d)
     if sys.platform == "win32":
         sys.exit(subprocess.call(list(cmd), env=child_env))

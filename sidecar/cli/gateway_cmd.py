@@ -9,7 +9,11 @@ variable; the token is never in the environment). That needs every provider to h
 key, since a signed-in client sends no Anthropic credential; otherwise, for older CLIs and
 for other commands, `run` uses ANTHROPIC_BASE_URL alone. `CLAUDE_SIDECAR_CONNECT=gateway`
 or `base-url` forces one mode. In both modes `run` passes the config's [claude_code.settings]
-to Claude Code as `--settings` (see `with_settings`).
+to Claude Code as `--settings` (see `with_settings`) and, unless the user set up telemetry,
+points Claude Code's own OpenTelemetry at the sidecar (`with_telemetry`); the exporter then
+carries the token in OTEL_EXPORTER_OTLP_HEADERS (the gateway token as `x-api-key` when
+signed in, else the local token as `x-sidecar-token` when one is needed), the one place a
+token is in that Claude Code's environment.
 """
 
 from __future__ import annotations
@@ -77,18 +81,41 @@ def token_socket(token: str) -> int:
     return fd
 
 
-def gateway_env(d: Daemon, child_env: dict[str, str]) -> tuple[dict[str, str], list[int]]:
-    """`child_env` signed in to the sidecar as Claude Code's gateway, and the descriptors to keep."""
+def gateway_env(d: Daemon, child_env: dict[str, str]) -> tuple[dict[str, str], list[int], str]:
+    """`child_env` signed in to the sidecar as Claude Code's gateway, the descriptors to keep,
+    and the token (for the telemetry exporter's header)."""
     answer = d.call("POST", "/sidecar/v1/gateway/token")
     env = {k: v for k, v in child_env.items() if k not in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_CUSTOM_HEADERS")}
     env["CLAUDE_CODE_USE_GATEWAY"] = "1"
     env["ANTHROPIC_BASE_URL"] = d.url
     if sys.platform == "win32":
         env["ANTHROPIC_AUTH_TOKEN"] = answer["access_token"]  # no descriptor hand-over there
-        return env, []
+        return env, [], answer["access_token"]
     fd = token_socket(answer["access_token"])
     env["CLAUDE_CODE_GATEWAY_TOKEN_FILE_DESCRIPTOR"] = str(fd)
-    return env, [fd]
+    return env, [fd], answer["access_token"]
+
+
+TELEMETRY_VARS = ("CLAUDE_CODE_ENABLE_TELEMETRY", "OTEL_METRICS_EXPORTER", "OTEL_LOGS_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT")
+
+
+def with_telemetry(cmd: tuple[str, ...], env: dict[str, str], d: Daemon, header: str | None) -> dict[str, str]:
+    """`env` with Claude Code's own OpenTelemetry exported to the sidecar (logs and metrics,
+    OTLP/HTTP protobuf), unless the user configured telemetry themselves. `header` is the
+    `name=value` the exporter must send (the token), or None when the sidecar needs none."""
+    if Path(cmd[0]).name not in ("claude", "claude.exe") or any(k in env for k in TELEMETRY_VARS):
+        return env
+    out = {
+        **env,
+        "CLAUDE_CODE_ENABLE_TELEMETRY": "1",
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_LOGS_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": d.url,
+    }
+    if header is not None:
+        out["OTEL_EXPORTER_OTLP_HEADERS"] = header
+    return out
 
 
 def with_settings(cmd: tuple[str, ...], d: Daemon) -> tuple[str, ...]:

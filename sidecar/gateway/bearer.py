@@ -10,10 +10,13 @@ from sidecar.gateway.oauth import GATEWAY, PREFIX
 
 
 def _bearer(request: web.Request) -> str | None:
+    """A `csgw_` token in `Authorization: Bearer` (Claude Code) or `x-api-key` (its OTLP
+    exporter, whose header variable cannot carry the space of a Bearer value)."""
     auth = request.headers.get("authorization", "")
     if auth[:7].lower() == "bearer " and auth[7:].strip().startswith(PREFIX):
         return auth[7:].strip()
-    return None
+    key = request.headers.get("x-api-key", "")
+    return key if key.startswith(PREFIX) else None
 
 
 def signed_in(request: web.Request) -> bool:
@@ -33,9 +36,12 @@ def signed_in(request: web.Request) -> bool:
 
 
 def without_gateway_token(request: web.Request) -> web.Request:
-    """`request` without a `csgw_` Authorization header: the sidecar's own sign-in stays here."""
+    """`request` without the headers that carry a `csgw_` token: the sidecar's own sign-in stays here."""
     if _bearer(request) is None:
         return request
     kept = CIMultiDict(request.headers)
-    kept.popall("authorization", None)
+    if kept.get("authorization", "")[7:].strip().startswith(PREFIX):
+        kept.popall("authorization", None)
+    if kept.get("x-api-key", "").startswith(PREFIX):
+        kept.popall("x-api-key", None)
     return request.clone(headers=kept)

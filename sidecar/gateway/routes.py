@@ -2,7 +2,7 @@
 
 - gateway sign-in (sidecar.gateway.oauth);
 - `/managed/settings` and `/api/oauth/usage` (sidecar.gateway.settings, .usage);
-- `/v1/metrics|logs|traces`: Claude Code's OTLP, answered 200 and dropped (no receiver yet);
+- `/v1/metrics|logs|traces`: Claude Code's own OTLP, kept and joined to spend (sidecar.gateway.telemetry);
 - the Anthropic endpoints again under a base-URL path prefix (`/anthropic/v1/messages`, as
   Bifrost users are used to): the prefix is taken off before anything else sees the path;
 - `501 not_supported` with `x-should-retry: false` for any other `/v1/...` path, so the
@@ -17,7 +17,7 @@ from aiohttp import web
 from yarl import URL
 
 from sidecar.errors import NotSupported
-from sidecar.gateway import oauth
+from sidecar.gateway import oauth, telemetry
 from sidecar.gateway.settings import managed_settings
 from sidecar.gateway.usage import oauth_usage
 from sidecar.proxy import handlers
@@ -46,14 +46,6 @@ async def prefixed_models(request: web.Request) -> web.StreamResponse:
     return await handlers.models(_unprefixed(request))
 
 
-async def telemetry(request: web.Request) -> web.Response:
-    """`POST /v1/metrics|logs|traces`: Claude Code's own OTLP when signed in to the sidecar.
-    Accepted and dropped for now (the protocol asks for 200 either way: a 404 or 501 makes the
-    client's exporter log an error on every flush); an empty OTLP export answer."""
-    await request.read()
-    return web.json_response({})
-
-
 async def not_supported(request: web.Request) -> web.Response:
     """Any other Anthropic API path: 501 not_supported, never retried."""
     return error_response(NotSupported(f"{request.method} {request.path} is not served by claude-sidecar"))
@@ -64,8 +56,7 @@ def add_routes(app: web.Application) -> None:
     oauth.add_routes(app, app[PATHS].state_dir)
     app.router.add_get("/managed/settings", managed_settings)
     app.router.add_get("/api/oauth/usage", oauth_usage)
-    for signal in ("metrics", "logs", "traces"):
-        app.router.add_post(f"/v1/{signal}", telemetry)
+    telemetry.add_routes(app)
     for prefix in PREFIXES:
         app.router.add_post(prefix + "/v1/messages", prefixed_messages)
         app.router.add_post(prefix + "/v1/messages/count_tokens", prefixed_messages)

@@ -144,6 +144,18 @@ def m004_create_audit(db: sqlite_utils.Database) -> None:
         )
 
 
+@migration
+def m005_claude_code_events(db: sqlite_utils.Database) -> None:
+    """Claude Code's own telemetry (sidecar.gateway.telemetry): one row per event that matters
+    (api_request, tool_result, tool_decision, lines of code, commits, ...), joined to the
+    usage rows by `session_id` (and `prompt_id` where the client sends one)."""
+    db.table("claude_code_events").create(
+        {"ts": float, "session_id": str, "prompt_id": str, "kind": str, "name": str, "value": float, "attrs": str},
+        not_null={"ts", "kind", "name"},
+    )
+    db.table("claude_code_events").create_index(["session_id", "ts"], index_name="idx_cc_events_session")
+
+
 def open_db(path: Path) -> sqlite_utils.Database:
     """Open (creating if needed) the store at `path`, in WAL mode, with every migration applied."""
     _create_private(path)

@@ -94,6 +94,28 @@ async def test_run_signs_claude_code_in_and_the_gateway_token_never_leaves(setup
     assert [r["status"] for r in rows] == [200, 200]
 
 
+async def test_claude_codes_telemetry_arrives_and_joins_the_ledger_rows_of_its_session(setup: Setup) -> None:
+    s = setup
+    configure(s)
+    s.fake.script(Text("measured", usage={"input_tokens": 20_000, "output_tokens": 10}))
+    url = await start(s)
+    done = await run_signed_in(s, "Say measured.")
+    assert claude_result(done)["result"] == "measured", done.describe()
+    [row] = await settled_ledger_rows(s.db_file, 1)
+    token = (s.sidecar_home / "state" / "token").read_text().strip()
+    deadline = time.monotonic() + 20
+    while True:  # the exporter flushes as Claude Code exits; its request may still be in flight
+        report = await run("curl", "-s", "-H", f"Authorization: Bearer {token}", url + "/sidecar/v1/claude-code/sessions", env=dict(os.environ))
+        sessions = json.loads(report.out)["sessions"]
+        if sessions or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    [session] = sessions
+    assert session["session_id"] == row["session_id"] and session["requests"] == 1
+    assert session["cost_usd"] == pytest.approx(row["cost_usd"])
+    assert session["api_requests"] >= 1 and session["client_cost_usd"] > 0, session
+
+
 async def test_an_exhausted_budget_stops_the_signed_in_cli_with_the_sidecars_sentence(setup: Setup) -> None:
     s = setup
     configure(s, '[usage]\ntimezone = "Asia/Kolkata"\n[budget]\ndaily_usd = 1.0\n')

@@ -83,7 +83,7 @@ class Stub(Daemon):
 
 def test_gateway_env_drops_the_users_credentials_and_names_the_descriptor() -> None:
     d = Stub({("POST", "/sidecar/v1/gateway/token"): {"access_token": "csgw_x", "expires_in": 86400}})
-    env, fds = gateway_cmd.gateway_env(d, {"PATH": "/bin", "ANTHROPIC_API_KEY": "sk-ant-mine", "ANTHROPIC_CUSTOM_HEADERS": "x-sidecar-token: t"})
+    env, fds, _ = gateway_cmd.gateway_env(d, {"PATH": "/bin", "ANTHROPIC_API_KEY": "sk-ant-mine", "ANTHROPIC_CUSTOM_HEADERS": "x-sidecar-token: t"})
     try:
         assert env == {"PATH": "/bin", "CLAUDE_CODE_USE_GATEWAY": "1", "ANTHROPIC_BASE_URL": "http://127.0.0.1:8787",
                        "CLAUDE_CODE_GATEWAY_TOKEN_FILE_DESCRIPTOR": str(fds[0])}  # fmt: skip
@@ -101,3 +101,14 @@ def test_run_passes_the_settings_to_claude_only() -> None:
     assert gateway_cmd.with_settings(("claude", "--settings", "mine.json"), d) == ("claude", "--settings", "mine.json")
     none = Stub({("GET", "/managed/settings"): urllib.error.HTTPError("u", 404, "no", {}, io.BytesIO())})  # type: ignore[arg-type]
     assert gateway_cmd.with_settings(("claude",), none) == ("claude",)
+
+
+def test_run_points_claude_codes_telemetry_at_the_sidecar_unless_the_user_set_it_up() -> None:
+    d = Stub({})
+    env = gateway_cmd.with_telemetry(("claude",), {"PATH": "/bin"}, d, "x-api-key=csgw_t")
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:8787" and env["CLAUDE_CODE_ENABLE_TELEMETRY"] == "1"
+    assert env["OTEL_EXPORTER_OTLP_HEADERS"] == "x-api-key=csgw_t" and env["OTEL_LOGS_EXPORTER"] == "otlp"
+    own = {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector.example"}
+    assert gateway_cmd.with_telemetry(("claude",), own, d, None) == own
+    assert gateway_cmd.with_telemetry(("python3",), {}, d, None) == {}
+    assert "OTEL_EXPORTER_OTLP_HEADERS" not in gateway_cmd.with_telemetry(("claude",), {}, d, None)

@@ -76,6 +76,11 @@ async def test_the_device_flow_signs_claude_code_in_and_the_token_never_goes_ups
         sent = dict((k.lower(), v) for k, v in fake.requests[-1].headers)
         assert "authorization" not in sent and sent["x-api-key"] == "sk-ant-upstream"
         assert access not in json.dumps(fake.requests[-1].headers)
+        # The OTLP exporter's form, x-api-key: accepted, and removed like the bearer.
+        async with client.post(sc.url + "/v1/messages", json=body(stream=False), headers={"x-api-key": access}) as resp:
+            assert resp.status == 200
+        sent = dict((k.lower(), v) for k, v in fake.requests[-1].headers)
+        assert sent["x-api-key"] == "sk-ant-upstream"
         # Without a token (the provider injects keys, so one is needed): 401, no retry.
         async with client.post(sc.url + "/v1/messages", json=body()) as resp:
             assert resp.status == 401 and resp.headers["x-should-retry"] == "false"
