@@ -160,6 +160,8 @@ def configure(cfg: ObservabilityConfig, paths: Paths, redact: Redactor, debug: b
     )
     file_handler.setFormatter(formatter)
     root.addHandler(file_handler)
+    if os.name == "posix":  # a background start opened it for its stderr with the default mode
+        os.chmod(paths.log_file, 0o600)
     level = logging.DEBUG if debug else getattr(logging, cfg.log_level.upper())
     logging.getLogger("sidecar").setLevel(level)
     if debug:

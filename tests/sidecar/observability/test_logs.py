@@ -48,6 +48,7 @@ def test_a_stderr_that_is_the_log_file_is_not_written_twice(hermetic_env: Path, 
     p = resolve()
     p.ensure()
     stream = open(p.log_file, "a")  # what a background start hands the daemon as its stderr
+    p.log_file.chmod(0o644)
     try:
         root_logging.addHandler(logging.StreamHandler(stream))
         handler = configure(ObservabilityConfig(), p, Redactor())
@@ -55,5 +56,6 @@ def test_a_stderr_that_is_the_log_file_is_not_written_twice(hermetic_env: Path, 
         handler.flush()
         stream.flush()
         assert p.log_file.read_text().count("only once") == 1
+        assert p.log_file.stat().st_mode & 0o777 == 0o600
     finally:
         stream.close()
