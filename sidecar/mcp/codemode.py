@@ -27,7 +27,7 @@ _RUN_DOC = """Run a Starlark script (a small, deterministic Python dialect: def,
 list/dict comprehensions; no while, no try, no imports, no files or network) that calls MCP tools \
 and returns only what you need. Each server is a variable whose fields are its tools, called with \
 keyword arguments: `r = fs.read_text_file(path="/a.txt")`; or by name: \
-`call_tool("fs__read_text_file", {"path": "/a.txt"})`. A call returns the tool's structured result, \
+`call_tool("fs__read_text_file", {{"path": "/a.txt"}})`. A call returns the tool's structured result, \
 or its text. `print(...)` output and the variable `result` (or the last expression) come back. \
 A refused or failed call stops the script with the reason. Limits: {seconds:g} s, {steps} steps, \
 {memory} MB, {output} bytes of output. Use list_tools and get_tool first to see what exists."""
@@ -170,8 +170,10 @@ class CodeMode:
         texts = [c.text for c in result.content if isinstance(c, types.TextContent)]
         if result.isError:
             raise RuntimeError(f"the tool {name} failed: {' '.join(texts)[:1000]}")
-        if result.structuredContent is not None:
-            return result.structuredContent
+        structured = result.structuredContent
+        if structured is not None:
+            # {"result": x} is how SDK servers wrap a plain return value: the script gets x.
+            return structured["result"] if list(structured) == ["result"] else structured
         if len(texts) == len(result.content):
             return "\n".join(texts)
         return [c.model_dump(mode="json", exclude_none=True) for c in result.content]
