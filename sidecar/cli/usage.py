@@ -58,11 +58,46 @@ def _options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 @click.group(invoke_without_command=True)
 @_options
+@click.option("--by", "by", metavar="ATTRIBUTE",
+              help="Claude Code's own telemetry: requests and dollars per attribute of its api_request "
+                   "events, e.g. query_source (main, subagent, ...).")  # fmt: skip
 @click.pass_context
-def usage(ctx: click.Context, since: date | None, until: date | None, as_json: bool) -> None:
+def usage(ctx: click.Context, since: date | None, until: date | None, as_json: bool, by: str | None) -> None:
     """Spend and token reports; without a subcommand, per day."""
-    if ctx.invoked_subcommand is None:
+    if by is not None:
+        _run_by(by, since, as_json)
+    elif ctx.invoked_subcommand is None:
         _run("daily", since, until, as_json)
+
+
+def _run_by(attribute: str, since: date | None, as_json: bool) -> None:
+    """`usage --by ATTRIBUTE`: Claude Code's model requests grouped by one of their attributes."""
+    from sidecar.errors import InvalidRequest
+    from sidecar.gateway.telemetry import spend_by
+
+    p = paths.resolve()
+    tz = local_zone(config.load(p.config_file).usage.timezone)
+    start = datetime.combine(since, datetime.min.time(), tzinfo=tz).timestamp() if since else 0.0
+    rows: list[dict[str, Any]] = []
+    if p.db_file.exists():
+        try:
+            rows = spend_by(p.db_file, attribute, start)
+        except InvalidRequest as e:
+            raise click.BadParameter(e.message, param_hint="'--by'") from None
+        except sqlite3.DatabaseError as e:
+            raise click.ClickException(f"cannot read the usage ledger {p.db_file}: {e}") from None
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no Claude Code telemetry recorded yet (`claude-sidecar run -- claude` sends it)")
+        return
+    width = max(len(attribute), *(len(str(r["key"])) for r in rows))
+    click.echo(f"{attribute:<{width}}  {'Requests':>8}  {'Matched':>7}  {'Input':>12}  {'Output':>10}  {'Cost (USD)':>10}")
+    for r in rows:
+        key = "(none)" if r["key"] is None else str(r["key"])
+        click.echo(f"{key:<{width}}  {r['requests']:>8,}  {r['matched_requests']:>7,}  {r['input_tokens']:>12,}  "
+                   f"{r['output_tokens']:>10,}  ${r['cost_usd']:>9,.4f}")  # fmt: skip
 
 
 def _subcommand(group_by: GroupBy) -> click.Command:

@@ -5,7 +5,8 @@ events that matter are kept in the `claude_code_events` table of the usage store
 logs `api_request`, `api_error`, `tool_result`, `tool_decision` and compactions; from the
 metrics the lines of code (added, removed), commits, pull requests and the client's own cost.
 Each row keeps the session id and prompt id the client attaches, so `sessions()` joins it to
-the usage rows of the same session. Attributes that can hold content (prompts, tool input)
+the usage rows of the same session; an `api_request` event also names the upstream's
+request id, which matches the usage row of that very request (`spend_by`). Attributes that can hold content (prompts, tool input)
 are not kept. Traces are accepted and dropped. Every well-formed export is answered 200,
 whatever was kept (a 404 makes the client's exporter log an error on every flush).
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,17 +183,53 @@ def sessions(db_file: Path, since: float = 0.0) -> list[dict[str, Any]]:
             ), u AS (
               SELECT session_id, COUNT(*) AS requests, COALESCE(SUM(cost_usd), 0) AS cost_usd
               FROM usage WHERE session_id IS NOT NULL AND ts >= ? GROUP BY session_id
+            ), m AS (
+              SELECT e.session_id, COUNT(*) AS matched FROM claude_code_events e
+              JOIN usage x ON x.upstream_request_id = json_extract(e.attrs, '$.request_id')
+              WHERE e.kind = 'log' AND e.name = 'api_request' AND e.ts >= ? GROUP BY e.session_id
             )
-            SELECT ev.session_id, COALESCE(u.requests, 0), COALESCE(u.cost_usd, 0), ev.api_requests, ev.client_cost_usd,
-                   ev.tool_decisions, ev.tool_results, ev.lines_added, ev.lines_removed, ev.commits, ev.pull_requests, ev.events
-            FROM ev LEFT JOIN u ON u.session_id = ev.session_id ORDER BY ev.session_id
+            SELECT ev.session_id, COALESCE(u.requests, 0), COALESCE(u.cost_usd, 0), ev.api_requests, COALESCE(m.matched, 0),
+                   ev.client_cost_usd, ev.tool_decisions, ev.tool_results, ev.lines_added, ev.lines_removed, ev.commits,
+                   ev.pull_requests, ev.events
+            FROM ev LEFT JOIN u ON u.session_id = ev.session_id LEFT JOIN m ON m.session_id = ev.session_id
+            ORDER BY ev.session_id
             """,
-            [since, since],
+            [since, since, since],
         ).fetchall()
     finally:
         db.conn.close()
-    keys = ("session_id", "requests", "cost_usd", "api_requests", "client_cost_usd", "tool_decisions", "tool_results",
+    keys = ("session_id", "requests", "cost_usd", "api_requests", "matched_requests", "client_cost_usd", "tool_decisions", "tool_results",
             "lines_added", "lines_removed", "commits", "pull_requests", "events")  # fmt: skip
+    return [dict(zip(keys, r, strict=True)) for r in rows]
+
+
+ATTRIBUTE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def spend_by(db_file: Path, attribute: str, since: float = 0.0) -> list[dict[str, Any]]:
+    """Claude Code's model requests grouped by one attribute of its `api_request` events
+    (`query_source` is main, sdk, subagent, ...): requests, the ledger's dollars for the
+    requests it matched by request id (the client's own estimate for the others), tokens."""
+    if not ATTRIBUTE.fullmatch(attribute):
+        raise InvalidRequest(f"{attribute!r} is not an attribute name")
+    db = open_db(db_file)
+    try:
+        rows = db.execute(
+            f"""
+            SELECT json_extract(e.attrs, '$."{attribute}"') AS key, COUNT(*),
+                   SUM(CASE WHEN u.id IS NOT NULL THEN 1 ELSE 0 END),
+                   COALESCE(SUM(COALESCE(u.cost_usd, e.value)), 0),
+                   COALESCE(SUM(u.input_tokens), 0), COALESCE(SUM(u.output_tokens), 0)
+            FROM claude_code_events e
+            LEFT JOIN usage u ON u.upstream_request_id = json_extract(e.attrs, '$.request_id')
+            WHERE e.kind = 'log' AND e.name = 'api_request' AND e.ts >= ?
+            GROUP BY key ORDER BY 4 DESC
+            """,
+            [since],
+        ).fetchall()
+    finally:
+        db.conn.close()
+    keys = ("key", "requests", "matched_requests", "cost_usd", "input_tokens", "output_tokens")
     return [dict(zip(keys, r, strict=True)) for r in rows]
 
 
@@ -218,6 +256,18 @@ async def receive(request: web.Request) -> web.Response:
     return web.Response(body=b"", content_type="application/x-protobuf")
 
 
+async def spend_api(request: web.Request) -> web.Response:
+    """Control API: `GET /sidecar/v1/claude-code/spend?by=ATTRIBUTE[&since=EPOCH]`."""
+    try:
+        since = float(request.query.get("since", "0"))
+        rows = await asyncio.to_thread(spend_by, request.app[PATHS].db_file, request.query.get("by", "query_source"), since)
+    except ValueError:
+        return error_response(InvalidRequest("since must be epoch seconds"))
+    except InvalidRequest as e:
+        return error_response(e)
+    return web.json_response({"by": request.query.get("by", "query_source"), "rows": rows})
+
+
 async def sessions_api(request: web.Request) -> web.Response:
     """Control API: `GET /sidecar/v1/claude-code/sessions[?since=EPOCH]`."""
     try:
@@ -232,3 +282,4 @@ def add_routes(app: web.Application) -> None:
     for signal in ("metrics", "logs", "traces"):
         app.router.add_post(f"/v1/{signal}", receive)
     app.router.add_get("/sidecar/v1/claude-code/sessions", sessions_api)
+    app.router.add_get("/sidecar/v1/claude-code/spend", spend_api)

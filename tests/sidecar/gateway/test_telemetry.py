@@ -19,6 +19,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric, NumberDataPoint
 from sidecar.gateway.telemetry import decode_logs, decode_metrics
 from sidecar.testing.fake_anthropic import FakeAnthropic, Text
 from tests.sidecar.policy.conftest import body, governed
+from tests.sidecar.proxy.conftest import ledger_rows
 
 SESSION = "5f1c2d3e-0000-4000-8000-00000000abcd"
 NOW_NS = 1_796_000_000 * 10**9
@@ -37,11 +38,12 @@ def log(name: str, **attrs: Any) -> LogRecord:
                      attributes=[kv("event.name", name), kv("session.id", SESSION), *(kv(k, v) for k, v in attrs.items())])  # fmt: skip
 
 
-def logs_export() -> ExportLogsServiceRequest:
+def logs_export(request_id: str = "req_unknown") -> ExportLogsServiceRequest:
     req = ExportLogsServiceRequest()
     scope = req.resource_logs.add().scope_logs.add()
     scope.log_records.extend([
-        log("api_request", **{"prompt.id": "p1", "model": "claude-opus-4-8", "cost_usd": 0.05, "input_tokens": 1000}),
+        log("api_request", **{"prompt.id": "p1", "model": "claude-opus-4-8", "cost_usd": 0.05, "input_tokens": 1000,
+                               "request_id": request_id, "query_source": "main"}),
         log("tool_decision", **{"prompt.id": "p1", "tool_name": "Bash", "decision": "reject", "tool_parameters": '{"command": "rm -rf /"}'}),
         log("user_prompt", prompt="my secret plan", **{"prompt.id": "p1"}),  # not kept
     ])  # fmt: skip
@@ -90,8 +92,10 @@ async def test_telemetry_arrives_and_joins_the_ledger_rows_of_its_session(
         async with client.post(sc.url + "/v1/messages", json=body(), headers={"x-api-key": "k", "x-claude-code-session-id": SESSION}) as resp:
             assert resp.status == 200
             await resp.read()
+        [ledger_row] = await ledger_rows(sc)
         pb = {"content-type": "application/x-protobuf"}
-        async with client.post(sc.url + "/v1/logs", data=logs_export().SerializeToString(), headers=pb) as resp:
+        export = logs_export(str(ledger_row["upstream_request_id"]))
+        async with client.post(sc.url + "/v1/logs", data=export.SerializeToString(), headers=pb) as resp:
             assert resp.status == 200
         js = {"content-type": "application/json"}
         async with client.post(sc.url + "/v1/metrics", data=json_format.MessageToJson(metrics_export()), headers=js) as resp:
@@ -100,12 +104,37 @@ async def test_telemetry_arrives_and_joins_the_ledger_rows_of_its_session(
             assert resp.status == 200  # accepted and dropped
         async with client.post(sc.url + "/v1/logs", data=b"\xff\xff not protobuf", headers=pb) as resp:
             assert resp.status == 400 and (await resp.json())["error"]["type"] == "invalid_request_error"
-        from sidecar.proxy.keys import LEDGER
-
-        await sc.app[LEDGER].flush()
-        async with client.get(sc.url + "/sidecar/v1/claude-code/sessions", headers={"authorization": f"Bearer {sc.token}"}) as resp:
+        auth = {"authorization": f"Bearer {sc.token}"}
+        async with client.get(sc.url + "/sidecar/v1/claude-code/sessions", headers=auth) as resp:
             report = await resp.json()
+        async with client.get(sc.url + "/sidecar/v1/claude-code/spend?by=query_source", headers=auth) as resp:
+            spend = await resp.json()
+        async with client.get(sc.url + "/sidecar/v1/claude-code/spend?by=a'b", headers=auth) as resp:
+            assert resp.status == 400
     [row] = report["sessions"]
-    assert row["session_id"] == SESSION and row["requests"] == 1 and row["cost_usd"] > 0
-    assert (row["api_requests"], row["client_cost_usd"], row["tool_decisions"]) == (1, 0.05, 1)
+    assert row["session_id"] == SESSION and row["requests"] == 1 and row["cost_usd"] == ledger_row["cost_usd"] > 0
+    assert (row["api_requests"], row["matched_requests"], row["client_cost_usd"], row["tool_decisions"]) == (1, 1, 0.05, 1)
+    # By request id the client's event meets the very usage row: the ledger's dollars, not the client's estimate.
+    assert spend["rows"] == [{"key": "main", "requests": 1, "matched_requests": 1, "cost_usd": ledger_row["cost_usd"],
+                              "input_tokens": ledger_row["input_tokens"], "output_tokens": ledger_row["output_tokens"]}]  # fmt: skip
     assert (row["lines_added"], row["lines_removed"], row["commits"], row["events"]) == (10, 2, 1, 5)
+
+
+def test_usage_by_an_attribute_reads_the_stored_telemetry(hermetic_env: Path) -> None:
+    from click.testing import CliRunner
+
+    from sidecar.cli import cli
+    from sidecar.gateway.telemetry import Event, store
+    from sidecar.paths import resolve
+
+    db_file = resolve().db_file
+    db_file.parent.mkdir(parents=True, exist_ok=True)
+    store(db_file, [Event(1.0, SESSION, "p1", "log", "api_request", 0.25, {"query_source": "subagent", "request_id": "r1"}),
+                    Event(2.0, SESSION, "p2", "log", "api_request", 0.5, {"query_source": "main", "request_id": "r2"})])  # fmt: skip
+    out = CliRunner().invoke(cli, ["usage", "--by", "query_source", "--json"])
+    assert out.exit_code == 0, out.output
+    assert [(r["key"], r["cost_usd"], r["matched_requests"]) for r in json.loads(out.output)] == [("main", 0.5, 0), ("subagent", 0.25, 0)]
+    table = CliRunner().invoke(cli, ["usage", "--by", "query_source"])
+    assert table.exit_code == 0 and "subagent" in table.output and "$   0.2500" in table.output, table.output
+    bad = CliRunner().invoke(cli, ["usage", "--by", "a'b"])
+    assert bad.exit_code == 2
