@@ -114,6 +114,7 @@ async def test_claude_codes_telemetry_arrives_and_joins_the_ledger_rows_of_its_s
     assert session["session_id"] == row["session_id"] and session["requests"] == 1
     assert session["cost_usd"] == pytest.approx(row["cost_usd"])
     assert session["api_requests"] >= 1 and session["client_cost_usd"] > 0, session
+    assert session["matched_requests"] == 1, session  # its request id names the very usage row
 
 
 async def test_an_exhausted_budget_stops_the_signed_in_cli_with_the_sidecars_sentence(setup: Setup) -> None:
