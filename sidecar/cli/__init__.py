@@ -49,6 +49,7 @@ def _register() -> None:
         doctor_cmd,
         enroll_cmd,
         keys,
+        mcp_cmd,
         routes_cmd,
         service_cmd,
         tray_cmd,
@@ -57,7 +58,7 @@ def _register() -> None:
     )
 
     for mod in (daemon, config_cmd, keys, usage, routes_cmd, tray_cmd, tui_cmd, audit_cmd, cache_cmd,
-                enroll_cmd, central_cmd, admin_cmd, service_cmd, doctor_cmd):
+                enroll_cmd, central_cmd, admin_cmd, service_cmd, doctor_cmd, mcp_cmd):
         for command in mod.COMMANDS:
             cli.add_command(command)
 

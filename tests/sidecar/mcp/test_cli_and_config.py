@@ -1,0 +1,78 @@
+"""`claude-sidecar mcp add|list|test` and the [mcp] config section."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sidecar.cli import cli
+from sidecar.cli.mcp_cmd import claude_mcp_add
+from sidecar.config import parse
+from sidecar.errors import ConfigError
+
+from .conftest import TOY
+
+
+def _config(home: Path) -> Path:
+    return home / "config" / "config.toml"
+
+
+def test_add_list_and_test_a_server(hermetic_env: Path) -> None:
+    runner = CliRunner()
+    cfg = _config(hermetic_env)
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    cfg.write_text('[tools]\ndeny = ["mcp__toy__wipe", "mcp__toy__die"]\n')
+    added = runner.invoke(cli, ["mcp", "add", "toy", "--env", "X=1", "--", sys.executable, str(TOY)])
+    assert added.exit_code == 0, added.output
+    server = parse(cfg.read_text(), cfg, {}).mcp.server("toy")
+    assert server.command == sys.executable and server.args == (str(TOY),) and server.env == {"X": "1"}
+
+    listed = runner.invoke(cli, ["mcp", "list"])
+    assert listed.exit_code == 0 and "toy" in listed.output and "not running" in listed.output
+
+    tested = runner.invoke(cli, ["mcp", "test"])
+    assert tested.exit_code == 0, tested.output
+    assert "toy: up" in tested.output and "2 denied by [tools]" in tested.output
+    assert "toy__add" in tested.output and "toy__wipe" not in tested.output
+
+
+def test_add_refuses_what_the_config_would_refuse(hermetic_env: Path) -> None:
+    runner = CliRunner()
+    both = runner.invoke(cli, ["mcp", "add", "x", "--url", "http://127.0.0.1:1/mcp", "--", "node", "s.js"])
+    assert both.exit_code == 1 and "exactly one of" in both.output
+    bad_name = runner.invoke(cli, ["mcp", "add", "my_server", "--", "node"])
+    assert bad_name.exit_code == 1 and "no '_'" in bad_name.output
+    assert not _config(hermetic_env).exists() or "my_server" not in _config(hermetic_env).read_text()
+
+
+def test_a_server_that_cannot_start_fails_mcp_test(hermetic_env: Path) -> None:
+    cfg = _config(hermetic_env)
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    cfg.write_text('[[mcp.servers]]\nname = "gone"\ncommand = "/nonexistent/mcp-server"\n')
+    result = CliRunner().invoke(cli, ["mcp", "test", "--timeout", "10"])
+    assert result.exit_code == 1 and "gone: down" in result.output
+
+
+def test_register_command_carries_the_token_header() -> None:
+    line = claude_mcp_add("http://127.0.0.1:8787", "tok123")
+    assert line == "claude mcp add --transport http --scope user sidecar http://127.0.0.1:8787/mcp --header 'x-sidecar-token: tok123'"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[[mcp.servers]]\nname = "a"\n', "exactly one of"),
+        ('[[mcp.servers]]\nname = "a"\nurl = "ftp://x"\n', "http(s) URL"),
+        ('[[mcp.servers]]\nname = "a"\ncommand = "x"\n[[mcp.servers]]\nname = "a"\ncommand = "y"\n', "two servers"),
+        ('[mcp]\nscript_steps = 0\n', "positive"),
+        ('[[mcp.servers]]\nname = "a"\ncommand = "x"\nenv = { A = 1 }\n', "must be a string"),
+        ('[[mcp.servers]]\nname = "a"\ncommand = "x"\nport = 1\n', "unknown key"),
+    ],
+)
+def test_config_errors_name_the_key(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match="mcp") as e:
+        parse(text, Path("/c.toml"), {})
+    assert message in str(e.value)
