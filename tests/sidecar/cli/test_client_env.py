@@ -4,6 +4,9 @@ would replace a Claude subscription login and be forwarded to Anthropic."""
 
 from __future__ import annotations
 
+import io
+import urllib.error
+from email.message import Message
 from typing import Any
 
 import pytest
@@ -23,6 +26,8 @@ class StubDaemon(Daemon):
         self.status = {"token_required_on_proxy": required, "providers": [{"credentials": c} for c in credentials]}
 
     def call(self, method: str, path: str, timeout: float = 5.0) -> Any:
+        if (method, path) == ("GET", "/managed/settings"):  # `run -- claude` asks for [claude_code.settings]
+            raise urllib.error.HTTPError(self.url + path, 404, "no managed settings", Message(), io.BytesIO())
         assert (method, path) == ("GET", "/sidecar/v1/status")
         return self.status
 
