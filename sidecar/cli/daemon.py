@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from sidecar import __version__
-from sidecar.cli import gateway_cmd
+from sidecar.cli import gateway_cmd, mcp_cmd
 from sidecar.cli.common import Daemon, context, find_daemon, pid_alive
 from sidecar.errors import SidecarError
 from sidecar.paths import Paths
@@ -176,6 +176,7 @@ def client_env(d: Daemon, environ: Mapping[str, str]) -> dict[str, str | None]:
     """
     env: dict[str, str | None] = {"ANTHROPIC_BASE_URL": d.url}
     s = d.call("GET", "/sidecar/v1/status")
+    env.update(mcp_cmd.tool_search_env(s, environ))
     if not s.get("token_required_on_proxy"):
         return env
     env["ANTHROPIC_CUSTOM_HEADERS"] = with_token_header(environ.get("ANTHROPIC_CUSTOM_HEADERS", ""), d.token)

@@ -12,6 +12,7 @@ import asyncio
 import json
 import shlex
 import urllib.error
+from collections.abc import Mapping
 from typing import Any
 
 import click
@@ -174,6 +175,23 @@ def register(name: str, scope: str) -> None:
 def claude_mcp_add(url: str, token: str, name: str = "sidecar", scope: str = "user") -> str:
     """`claude mcp add --transport http NAME URL/mcp --header "x-sidecar-token: TOKEN"`."""
     return shlex.join(["claude", "mcp", "add", "--transport", "http", "--scope", scope, name, f"{url}/mcp", "--header", f"{TOKEN_HEADER}: {token}"])
+
+
+def tool_search_env(status: dict[str, Any], environ: Mapping[str, str]) -> dict[str, str]:
+    """ENABLE_TOOL_SEARCH=true for Claude Code when every provider speaks Anthropic.
+
+    Behind a custom ANTHROPIC_BASE_URL Claude Code turns its MCP tool search off unless
+    told (measured with 2.1.197: the same 151 tool definitions with the variable unset as
+    with `false`; with `true` it sends the `advanced-tool-use-2025-11-20` beta and defers
+    the MCP tools, bench/mcp_tokens.py). The sidecar passes those bytes through untouched
+    to Anthropic-type providers; a translated provider (OpenAI, Gemini, ...) has no tool
+    search, so there it stays off. A value the user set is kept."""
+    providers = status.get("providers") or []
+    if "ENABLE_TOOL_SEARCH" in environ or not providers:
+        return {}
+    if all(p.get("type") == "anthropic" for p in providers):
+        return {"ENABLE_TOOL_SEARCH": "true"}
+    return {}
 
 
 COMMANDS = [mcp]

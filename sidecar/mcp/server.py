@@ -132,16 +132,21 @@ async def _handle(request: web.Request) -> web.StreamResponse:
 
     async def send(message: dict[str, Any]) -> None:
         nonlocal response
-        if message["type"] == "http.response.start":
-            response = web.StreamResponse(status=message["status"])
-            for k, v in message.get("headers", []):
-                response.headers.add(k.decode("latin-1"), v.decode("latin-1"))
-            await response.prepare(request)
-        elif message["type"] == "http.response.body" and response is not None:
-            await response.write(message.get("body", b""))
-            if not message.get("more_body"):
-                await response.write_eof()
-                answered.set()
+        if answered.is_set():
+            return  # the client has gone: the rest of the answer has nowhere to go
+        try:
+            if message["type"] == "http.response.start":
+                response = web.StreamResponse(status=message["status"])
+                for k, v in message.get("headers", []):
+                    response.headers.add(k.decode("latin-1"), v.decode("latin-1"))
+                await response.prepare(request)
+            elif message["type"] == "http.response.body" and response is not None:
+                await response.write(message.get("body", b""))
+                if not message.get("more_body"):
+                    await response.write_eof()
+                    answered.set()
+        except ConnectionResetError:
+            answered.set()
 
     try:
         await manager.handle_request(_scope(request), receive, send)  # type: ignore[arg-type]

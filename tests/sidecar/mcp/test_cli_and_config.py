@@ -76,3 +76,29 @@ def test_config_errors_name_the_key(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match="mcp") as e:
         parse(text, Path("/c.toml"), {})
     assert message in str(e.value)
+
+
+class _Daemon:
+    url = "http://127.0.0.1:8787"
+    token = "t"
+
+    def __init__(self, types: list[str]) -> None:
+        self.types = types
+
+    def call(self, method: str, path: str, timeout: float = 5.0) -> object:
+        return {"token_required_on_proxy": False, "providers": [{"type": t, "credentials": "client"} for t in self.types]}
+
+
+@pytest.mark.parametrize(
+    ("types", "environ", "expected"),
+    [
+        (["anthropic"], {}, "true"),  # Claude Code keeps its MCP tool search on behind the sidecar
+        (["anthropic", "openai"], {}, None),  # a translated provider has no tool search
+        (["anthropic"], {"ENABLE_TOOL_SEARCH": "false"}, None),  # the user's choice stands
+    ],
+)
+def test_env_turns_claude_codes_tool_search_on_for_anthropic_providers(types: list[str], environ: dict[str, str], expected: str | None) -> None:
+    from sidecar.cli import daemon
+
+    env = daemon.client_env(_Daemon(types), environ)  # type: ignore[arg-type]
+    assert env.get("ENABLE_TOOL_SEARCH") == expected
