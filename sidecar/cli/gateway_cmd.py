@@ -132,7 +132,9 @@ def with_settings(cmd: tuple[str, ...], d: Daemon) -> tuple[str, ...]:
     except urllib.error.HTTPError as e:
         if e.code == 404:
             return cmd  # no [claude_code.settings]
-        raise
+        raise SidecarError(f"the sidecar did not give the managed settings (HTTP {e.code}); check its log") from None
+    except OSError as e:
+        raise SidecarError(f"the sidecar did not answer for the managed settings: {e}") from None
     return (cmd[0], "--settings", json.dumps(doc["settings"], separators=(",", ":")), *cmd[1:])
 
 

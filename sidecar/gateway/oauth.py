@@ -43,6 +43,7 @@ ACCESS_SECONDS = 3600
 REFRESH_SECONDS = 30 * 86400
 HANDED_OVER_SECONDS = 24 * 3600  # a token `claude-sidecar run` hands to Claude Code (no refresh)
 DEVICE_SECONDS = 600
+MAX_PENDING = 32  # sign-ins waiting for approval at once (a local flood gets 429 slow_down)
 POLL_INTERVAL = 2  # seconds between the client's token polls (loopback: no need for 5)
 USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"  # RFC 8628 §6.1: base-20, no vowels
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -149,6 +150,8 @@ class GatewayAuth:
         """A new device code and its pending authorization."""
         now = self.clock()
         self.devices = {k: d for k, d in self.devices.items() if d.expires_at > now}
+        if len(self.devices) >= MAX_PENDING:
+            raise TokenError("slow_down", f"{MAX_PENDING} sign-ins are already waiting for approval", 429)
         code = secrets.token_urlsafe(32)
         device = Device(new_user_code(), now + DEVICE_SECONDS, surface[:64])
         self.devices[digest(code)] = device
@@ -261,7 +264,10 @@ async def metadata(request: web.Request) -> web.Response:
 async def device_authorization(request: web.Request) -> web.Response:
     """RFC 8628 §3.2: a device code and the user code to approve."""
     form = await request.post()
-    code, d = request.app[GATEWAY].start_device(str(form.get("surface", "")))
+    try:
+        code, d = request.app[GATEWAY].start_device(str(form.get("surface", "")))
+    except TokenError as e:
+        return _oauth_error(e)
     base = _base(request)
     return web.json_response(
         {

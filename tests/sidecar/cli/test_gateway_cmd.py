@@ -112,3 +112,9 @@ def test_run_points_claude_codes_telemetry_at_the_sidecar_unless_the_user_set_it
     assert gateway_cmd.with_telemetry(("claude",), own, d, None) == own
     assert gateway_cmd.with_telemetry(("python3",), {}, d, None) == {}
     assert "OTEL_EXPORTER_OTLP_HEADERS" not in gateway_cmd.with_telemetry(("claude",), {}, d, None)
+
+
+def test_a_sidecar_that_fails_to_give_the_settings_is_one_line_not_a_traceback() -> None:
+    broken = Stub({("GET", "/managed/settings"): urllib.error.HTTPError("u", 500, "boom", {}, io.BytesIO())})  # type: ignore[arg-type]
+    with pytest.raises(SidecarError, match="did not give the managed settings \\(HTTP 500\\)"):
+        gateway_cmd.with_settings(("claude",), broken)

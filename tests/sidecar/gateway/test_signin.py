@@ -142,3 +142,12 @@ def test_device_codes_expire_and_polling_too_fast_is_slowed_down() -> None:
 
 def test_user_codes_are_accepted_as_typed() -> None:
     assert normal_code("wdjb mjht") == normal_code("WDJB-MJHT") == "WDJB-MJHT"
+
+
+def test_a_flood_of_sign_ins_is_slowed_down() -> None:
+    auth = GatewayAuth(None, clock=lambda: 0.0)
+    for _ in range(32):
+        auth.start_device("claude_code")
+    with pytest.raises(TokenError) as err:
+        auth.start_device("claude_code")
+    assert (err.value.error, err.value.status) == ("slow_down", 429)
