@@ -323,15 +323,21 @@ def _governance_data(sections: dict[str, Any]) -> dict[str, Any]:
 class ClaudeCodeConfig:
     """[claude_code]: what the sidecar serves Claude Code as its gateway. `settings` is the
     managed-settings.json for /managed/settings (permissions, env, model choices, ...); None
-    means no managed policy (a 404), which differs from an empty table (an empty policy)."""
+    means no managed policy (a 404), which differs from an empty table (an empty policy).
+    `otlp_forward` is the org's OTLP/HTTP collector (its base URL) that Claude Code's own
+    telemetry is also sent to, as received."""
 
     settings: dict[str, Any] | None = None
+    otlp_forward: str | None = None
 
 
 def _claude_code(r: _Reader, data: Any) -> ClaudeCodeConfig:
-    d = r.table(data, "claude_code", {"settings"})
+    d = r.table(data, "claude_code", {"settings", "otlp_forward"})
     settings = r.get(d, "claude_code", "settings", dict, None)
-    return ClaudeCodeConfig(settings=settings)
+    forward = r.get(d, "claude_code", "otlp_forward", str, None)
+    if forward is not None and not re.match(r"^https?://[^/\s]+", forward):
+        raise r.fail("claude_code.otlp_forward", f"{forward!r} is not an http(s) URL of an OTLP collector")
+    return ClaudeCodeConfig(settings=settings, otlp_forward=forward.rstrip("/") if forward else None)
 
 
 @dataclass(frozen=True)
@@ -375,7 +381,8 @@ class Config:
             m: {k: v for k, v in p.items() if v is not None} for m, p in data["pricing"].items()
         }
         data.update(_governance_data(data.pop("governance")))
-        if data["claude_code"]["settings"] is None:
+        data["claude_code"] = {k: v for k, v in data["claude_code"].items() if v is not None}
+        if not data["claude_code"]:
             del data["claude_code"]
         return data
 

@@ -7,7 +7,8 @@ metrics the lines of code (added, removed), commits, pull requests and the clien
 Each row keeps the session id and prompt id the client attaches, so `sessions()` joins it to
 the usage rows of the same session; an `api_request` event also names the upstream's
 request id, which matches the usage row of that very request (`spend_by`). Attributes that can hold content (prompts, tool input)
-are not kept. Traces are accepted and dropped. Every well-formed export is answered 200,
+are not kept. Traces are accepted and dropped. With `[claude_code] otlp_forward` every export
+(traces too) is also sent on, as received, to the org's collector. Every well-formed export is answered 200,
 whatever was kept (a 404 makes the client's exporter log an error on every flush).
 
 Claude Code sends its metrics as deltas by default, so summing a metric's rows gives its total.
@@ -20,16 +21,18 @@ import json
 import logging
 import re
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from sidecar.errors import InvalidRequest
 from sidecar.ledger.store import open_db
 from sidecar.proxy.ingress import error_response
-from sidecar.proxy.keys import PATHS
+from sidecar.proxy.keys import CONFIG, PATHS
 
 log = logging.getLogger(__name__)
 
@@ -251,9 +254,27 @@ async def receive(request: web.Request) -> web.Response:
             events = []
         if events:
             await asyncio.to_thread(store, request.app[PATHS].db_file, events)
+    forward = request.app[CONFIG].claude_code.otlp_forward
+    if forward is not None and body:
+        await _forward(request.app[FORWARDER], f"{forward}/v1/{signal}", body, request.headers.get("content-type"))
     if request.headers.get("content-type", "").startswith("application/json"):
         return web.json_response({})
     return web.Response(body=b"", content_type="application/x-protobuf")
+
+
+FORWARD_TIMEOUT = 5.0
+FORWARDER = web.AppKey("claude_code_otlp_forwarder", aiohttp.ClientSession)
+
+
+async def _forward(session: aiohttp.ClientSession, url: str, body: bytes, content_type: str | None) -> None:
+    """Send one export on to the org's collector as received; a failure is logged, never the client's."""
+    try:
+        async with session.post(url, data=body, headers={"content-type": content_type or "application/x-protobuf"},
+                                timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT)) as resp:  # fmt: skip
+            if resp.status >= 300:
+                log.warning("the OTLP collector %s answered %s", url, resp.status)
+    except (aiohttp.ClientError, TimeoutError) as e:
+        log.warning("the OTLP collector %s is unreachable: %s", url, e)
 
 
 async def spend_api(request: web.Request) -> web.Response:
@@ -278,7 +299,18 @@ async def sessions_api(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    """The OTLP endpoints and the joined report."""
+    """The OTLP endpoints and the joined report (and, with [claude_code] otlp_forward, the
+    client that forwards to the org's collector)."""
+
+    async def forwarder(app: web.Application) -> AsyncIterator[None]:
+        if app[CONFIG].claude_code.otlp_forward is None:
+            yield
+            return
+        async with aiohttp.ClientSession() as session:
+            app[FORWARDER] = session
+            yield
+
+    app.cleanup_ctx.append(forwarder)
     for signal in ("metrics", "logs", "traces"):
         app.router.add_post(f"/v1/{signal}", receive)
     app.router.add_get("/sidecar/v1/claude-code/sessions", sessions_api)

@@ -138,3 +138,47 @@ def test_usage_by_an_attribute_reads_the_stored_telemetry(hermetic_env: Path) ->
     assert table.exit_code == 0 and "subagent" in table.output and "$   0.2500" in table.output, table.output
     bad = CliRunner().invoke(cli, ["usage", "--by", "a'b"])
     assert bad.exit_code == 2
+
+
+async def test_exports_are_forwarded_to_the_orgs_collector_as_received(
+    fake: FakeAnthropic, hermetic_env: Path, client: aiohttp.ClientSession
+) -> None:
+    from aiohttp import web
+
+    received: list[tuple[str, str, bytes]] = []
+
+    async def collect(request: web.Request) -> web.Response:
+        received.append((request.path, request.headers["content-type"], await request.read()))
+        return web.Response(status=200)
+
+    collector = web.Application()
+    collector.router.add_post("/v1/{signal}", collect)
+    runner = web.AppRunner(collector)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        raw = logs_export().SerializeToString()
+        async with governed(fake.url, hermetic_env, f'[claude_code]\notlp_forward = "http://127.0.0.1:{port}/"\n') as sc:
+            for signal, data in (("logs", raw), ("traces", b"\x0a\x00")):
+                async with client.post(f"{sc.url}/v1/{signal}", data=data, headers={"content-type": "application/x-protobuf"}) as resp:
+                    assert resp.status == 200
+        await runner.cleanup()
+        # The collector gone: the client is still answered 200 (the failure is the sidecar's to log).
+        async with governed(fake.url, hermetic_env, f'[claude_code]\notlp_forward = "http://127.0.0.1:{port}"\n') as sc:
+            async with client.post(f"{sc.url}/v1/logs", data=raw, headers={"content-type": "application/x-protobuf"}) as resp:
+                assert resp.status == 200
+    finally:
+        await runner.cleanup()
+    assert received == [("/v1/logs", "application/x-protobuf", raw), ("/v1/traces", "application/x-protobuf", b"\x0a\x00")]
+
+
+def test_the_collector_must_be_an_http_url() -> None:
+    import pytest
+
+    from sidecar.config import parse
+    from sidecar.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"claude_code\.otlp_forward: 'collector:4318' is not an http"):
+        parse('[claude_code]\notlp_forward = "collector:4318"\n', None, {})
