@@ -143,17 +143,20 @@ class McpGateway:
         """Call `server__tool` after checking the policy now; audit and count the call.
         Raises ToolRefused, UnknownTool or UpstreamUnavailable."""
         server, tool = split(name)
+        up = self.upstreams.get(server)
+        if up is None:
+            raise UnknownTool(f"no MCP server called {server!r}")
+        if up.state == "up" and all(t.name != tool for t in up.tools):
+            raise UnknownTool(f"the MCP server {server!r} has no tool {tool!r}")  # not counted: names are unbounded
         stats = self.stats.setdefault((server, tool), ToolStats())
         started = time.monotonic()
-        if server not in self.upstreams:
-            raise UnknownTool(f"no MCP server called {server!r}")
         if not self.allowed(server, tool):
             stats.refused += 1
             self._record(server, tool, via, "refused", started, 0, "denied by the tool policy")
             raise ToolRefused(refusal(name))
         outcome, size, error = "error", 0, None
         try:
-            result = await self.upstreams[server].call(tool, arguments)
+            result = await up.call(tool, arguments)
             size = len(result.model_dump_json(exclude_none=True))
             outcome = "error" if result.isError else "ok"
             return result

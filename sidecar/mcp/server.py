@@ -36,6 +36,9 @@ from sidecar.secrets import SecretStore
 from sidecar.tasks import TaskSet
 
 log = logging.getLogger(__name__)
+# The SDK logs every request at INFO ("Processing request of type ..."); the audit log and
+# the counters already say what happened.
+logging.getLogger("mcp.server.lowlevel.server").setLevel(logging.WARNING)
 
 MCP = web.AppKey("mcp", McpGateway)
 _MANAGER = web.AppKey("mcp_manager", StreamableHTTPSessionManager)

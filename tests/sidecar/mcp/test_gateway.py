@@ -136,3 +136,15 @@ async def test_a_dying_server_is_restarted_and_the_sidecar_keeps_serving(hermeti
         assert states["broken"]["state"] == "down" and states["broken"]["error"]
         assert states["broken"]["restarts"] >= 1
         assert json.dumps(states)  # plain JSON for the CLI and the TUI
+
+
+async def test_unknown_names_are_refused_and_not_counted(hermetic_env: Path) -> None:
+    config = anthropic_config("http://127.0.0.1:9", stdio_server("toy", TOY))
+    async with sidecar_in_process(config, hermetic_env) as sc:
+        gateway = sc.app[MCP]
+        await gateway.wait_ready(30)
+        async with mcp_client(sc) as client:
+            for name in ("toy__nosuch", "other__add", "no-separator"):
+                result = await client.call_tool(name, {})
+                assert result.isError and ("no tool" in _text(result) or "no MCP server" in _text(result) or "not a gateway tool" in _text(result))
+        assert gateway.stats == {}
