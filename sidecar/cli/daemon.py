@@ -207,12 +207,14 @@ def _quote(shell: str, value: str) -> str:
 @click.command()
 @click.option("--shell", type=click.Choice(["sh", "fish", "powershell"]), default="sh", show_default=True)
 def env(shell: str) -> None:
-    """Print the environment for Claude Code: eval "$(claude-sidecar env)"."""
+    """Print the environment for Claude Code: eval "$(claude-sidecar env)"; a `claude` on PATH
+    that supports it is signed in to the sidecar as its gateway."""
     _, p = context()
     d = find_daemon(p)
     if not d:
         raise SidecarError("claude-sidecar is not running; start it with: claude-sidecar start")
-    for k, v in client_env(d, os.environ).items():
+    signed_in = gateway_cmd.shell_env(d, os.environ)
+    for k, v in (signed_in if signed_in is not None else client_env(d, os.environ)).items():
         if v is None:
             click.echo({"fish": f"set -e {k};", "powershell": f"Remove-Item Env:{k} -ErrorAction SilentlyContinue"}.get(shell, f"unset {k}"))
             continue

@@ -8,7 +8,8 @@ gateway token (sidecar.gateway.oauth has the server side).
 variable; the token is never in the environment). That needs every provider to hold its own
 key, since a signed-in client sends no Anthropic credential; otherwise, for older CLIs and
 for other commands, `run` uses ANTHROPIC_BASE_URL alone. `CLAUDE_SIDECAR_CONNECT=gateway`
-or `base-url` forces one mode. In both modes `run` passes the config's [claude_code.settings]
+or `base-url` forces one mode; `claude-sidecar env` follows the same rules for the `claude`
+on PATH (`shell_env`). In both modes `run` passes the config's [claude_code.settings]
 to Claude Code as `--settings` (see `with_settings`) and, unless the user set up telemetry,
 points Claude Code's own OpenTelemetry at the sidecar (`with_telemetry`); the exporter then
 carries the token in OTEL_EXPORTER_OTLP_HEADERS (the gateway token as `x-api-key` when
@@ -21,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -30,6 +32,7 @@ from pathlib import Path
 
 import click
 
+from sidecar.cli import mcp_cmd
 from sidecar.cli.common import Daemon, context, find_daemon
 from sidecar.errors import SidecarError
 
@@ -67,6 +70,31 @@ def wants_gateway(cmd: tuple[str, ...], status: Mapping[str, object], environ: M
         return False
     version = cli_version(cmd[0])
     return version is not None and version >= MIN_GATEWAY_VERSION
+
+
+def shell_env(d: Daemon, environ: Mapping[str, str]) -> dict[str, str | None] | None:
+    """What `claude-sidecar env` prints to sign the `claude` on PATH in to the sidecar (None:
+    base-URL mode). A shell cannot hold a descriptor, so the token goes in
+    ANTHROPIC_AUTH_TOKEN; signed in, Claude Code sends only that, whatever key the shell
+    also has. The local token's header line is left out of ANTHROPIC_CUSTOM_HEADERS."""
+    found = shutil.which("claude", path=environ.get("PATH"))
+    status = d.call("GET", "/sidecar/v1/status")
+    if found is None and environ.get("CLAUDE_SIDECAR_CONNECT") != "gateway":
+        return None
+    if not wants_gateway((found or "claude",), status, environ):
+        return None
+    answer = d.call("POST", "/sidecar/v1/gateway/token")
+    env: dict[str, str | None] = {
+        "ANTHROPIC_BASE_URL": d.url,
+        "CLAUDE_CODE_USE_GATEWAY": "1",
+        "ANTHROPIC_AUTH_TOKEN": answer["access_token"],
+    }
+    env.update(mcp_cmd.tool_search_env(status, environ))
+    custom = environ.get("ANTHROPIC_CUSTOM_HEADERS")
+    if custom is not None:
+        kept = [ln for ln in custom.splitlines() if ln.strip() and ln.split(":", 1)[0].strip().lower() != "x-sidecar-token"]
+        env["ANTHROPIC_CUSTOM_HEADERS"] = "\n".join(kept) if kept else None
+    return env
 
 
 def token_socket(token: str) -> int:

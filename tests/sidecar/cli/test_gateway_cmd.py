@@ -118,3 +118,19 @@ def test_a_sidecar_that_fails_to_give_the_settings_is_one_line_not_a_traceback()
     broken = Stub({("GET", "/managed/settings"): urllib.error.HTTPError("u", 500, "boom", {}, io.BytesIO())})  # type: ignore[arg-type]
     with pytest.raises(SidecarError, match="did not give the managed settings \\(HTTP 500\\)"):
         gateway_cmd.with_settings(("claude",), broken)
+
+
+def test_env_signs_in_the_claude_on_path_with_a_token_in_the_shell(tmp_path: Path) -> None:
+    d = Stub({("GET", "/sidecar/v1/status"): {**OWN_KEYS, "providers": [{"credentials": "keyring:anthropic", "type": "anthropic"}]},
+              ("POST", "/sidecar/v1/gateway/token"): {"access_token": "csgw_shell", "expires_in": 86400}})  # fmt: skip
+    fake_claude(tmp_path, "2.1.332")
+    environ = {"PATH": str(tmp_path), "ANTHROPIC_CUSTOM_HEADERS": "X-Team: a\nx-sidecar-token: old"}
+    env = gateway_cmd.shell_env(d, environ)
+    assert env is not None
+    assert (env["CLAUDE_CODE_USE_GATEWAY"], env["ANTHROPIC_AUTH_TOKEN"], env["ANTHROPIC_BASE_URL"]) == ("1", "csgw_shell", "http://127.0.0.1:8787")
+    assert env["ANTHROPIC_CUSTOM_HEADERS"] == "X-Team: a"  # the local token's line is not needed signed in
+    old = tmp_path / "old"
+    old.mkdir()
+    fake_claude(old, "2.1.197")
+    assert gateway_cmd.shell_env(d, {"PATH": str(old)}) is None  # too old: base-URL mode
+    assert gateway_cmd.shell_env(d, {"PATH": str(tmp_path / "nowhere")}) is None  # no claude on PATH
