@@ -39,7 +39,7 @@ def list_(config_path: str | None, as_json: bool) -> None:
     report: dict[str, Any]
     if d is not None:
         try:
-            report = d.call("GET", "/sidecar/mcp")
+            report = d.call("GET", "/sidecar/v1/mcp")
         except (urllib.error.URLError, OSError) as e:
             raise SidecarError(f"cannot reach the sidecar at {d.url}: {e}") from None
     else:

@@ -71,9 +71,9 @@ def build_server(gateway: McpGateway) -> Server[Any, Any]:
 
 
 def add_routes(app: web.Application) -> None:
-    """Mount `/mcp` and `GET /sidecar/mcp` (servers, health, counters), and own the gateway."""
+    """Mount `/mcp` and `GET /sidecar/v1/mcp` (servers, health, counters), and own the gateway."""
     app.router.add_route("*", PATH, _handle)
-    app.router.add_get("/sidecar/mcp", _status)
+    app.router.add_get("/sidecar/v1/mcp", _status)
     app.cleanup_ctx.append(_lifecycle)
 
 

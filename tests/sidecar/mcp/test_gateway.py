@@ -59,7 +59,7 @@ async def test_tools_filtered_refused_audited_counted(npm_servers: None, tmp_pat
         assert all(isinstance(e["duration_ms"], float) for e in entries)
 
         async with aiohttp.ClientSession() as http:
-            resp = await http.get(f"{sc.url}/sidecar/mcp", headers={"Authorization": f"Bearer {sc.token}"})
+            resp = await http.get(f"{sc.url}/sidecar/v1/mcp", headers={"Authorization": f"Bearer {sc.token}"})
             report = await resp.json()
         tools = {(t["server"], t["tool"]): t for t in report["tools"]}
         assert tools[("everything", "echo")]["calls"] == 1 and tools[("everything", "echo")]["bytes"] > 0
@@ -131,7 +131,7 @@ async def test_a_dying_server_is_restarted_and_the_sidecar_keeps_serving(hermeti
             again = await client.call_tool("toy__add", {"a": 2, "b": 3})
             assert not again.isError and "5" in _text(again)
         async with aiohttp.ClientSession() as http:
-            resp = await http.get(f"{sc.url}/sidecar/mcp", headers={"Authorization": f"Bearer {sc.token}"})
+            resp = await http.get(f"{sc.url}/sidecar/v1/mcp", headers={"Authorization": f"Bearer {sc.token}"})
             states = {s["name"]: s for s in (await resp.json())["servers"]}
         assert states["broken"]["state"] == "down" and states["broken"]["error"]
         assert states["broken"]["restarts"] >= 1
