@@ -26,6 +26,9 @@ def hermetic_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
             monkeypatch.delenv(name)
     home = tmp_path / "sidecar-home"
     monkeypatch.setenv("CLAUDE_SIDECAR_HOME", str(home))
+    # A recent `claude` on the developer's PATH must not turn `env`/`run` into gateway sign-in;
+    # the sign-in tests ask for it themselves.
+    monkeypatch.setenv("CLAUDE_SIDECAR_CONNECT", "base-url")
     monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "sidecar.testing.keyring_backend.FileKeyring")
     monkeypatch.setenv("CLAUDE_SIDECAR_TEST_KEYRING", str(tmp_path / "test-keyring.json"))
     import keyring

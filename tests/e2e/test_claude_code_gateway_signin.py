@@ -58,7 +58,8 @@ async def start(s: Setup) -> str:
 
 async def run_signed_in(s: Setup, prompt: str, *args: str) -> Done:
     """`claude-sidecar run -- claude -p PROMPT --output-format json ARGS` with the newest CLI."""
-    env = {**s.claude_env(), **{k: v for k, v in s.sidecar_env.items() if k.startswith("CLAUDE_SIDECAR_")}}
+    env = {**s.claude_env(), **{k: v for k, v in s.sidecar_env.items() if k.startswith("CLAUDE_SIDECAR_")},
+           "CLAUDE_SIDECAR_CONNECT": "auto"}  # fmt: skip
     return await run(
         sys.executable, "-m", "sidecar", "run", "--", claude_latest_bin(), "-p", prompt, "--output-format", "json",
         "--model", MODEL, *args, env=env, cwd=s.workdir, time_limit=CLAUDE_TIMEOUT,
