@@ -44,7 +44,8 @@ async def _audited_calls(s: Setup) -> list[dict[str, object]]:
         await asyncio.sleep(0.2)
 
 
-async def test_claude_code_calls_a_filesystem_tool_through_the_gateway(setup: Setup) -> None:
+@pytest.mark.parametrize("tool_search", ["true", "false"])
+async def test_claude_code_calls_a_filesystem_tool_through_the_gateway(setup: Setup, tool_search: str) -> None:
     if not FILESYSTEM.exists():
         pytest.fail("the npm MCP servers are missing: ./scripts/test installs them in .cache/npm-mcp", pytrace=False)
     s = setup
@@ -53,6 +54,8 @@ async def test_claude_code_calls_a_filesystem_tool_through_the_gateway(setup: Se
     policy = '[tools]\ndeny = ["mcp__fs__write_file"]\n'
     (s.sidecar_home / "config.toml").write_text(anthropic_config(s.fake.url, policy + servers))
     cc_env = await start_sidecar(s)
+    assert cc_env["ENABLE_TOOL_SEARCH"] == "true"  # `env` keeps Claude Code's tool search on (Anthropic provider)
+    cc_env["ENABLE_TOOL_SEARCH"] = tool_search
 
     for _ in range(100):  # the daemon connects to its servers in the background
         listed = await sidecar_cli(s.sidecar_env, "mcp", "list", "--json")
@@ -66,18 +69,32 @@ async def test_claude_code_calls_a_filesystem_tool_through_the_gateway(setup: Se
     added = await run(claude_bin(), *argv[1:], env=s.claude_env(**cc_env), cwd=s.workdir)
     assert added.rc == 0, added.describe()
 
-    s.fake.script(ToolUse(name=TOOL, input={"path": str(s.workdir / "notes.txt")}), Text("The file says the gateway served it."))
+    read = ToolUse(name=TOOL, input={"path": str(s.workdir / "notes.txt")})
+    if tool_search == "true":  # the model must load the deferred tool before it can call it
+        s.fake.script(ToolUse(name="ToolSearch", input={"query": f"select:{TOOL}", "max_results": 5}), read, Text("The gateway served it."))
+    else:
+        s.fake.script(read, Text("The file says the gateway served it."))
     done = await run_claude(s, cc_env, "Read notes.txt with the filesystem tool.", "--allowedTools", TOOL)
     result = claude_result(done)
     assert result["is_error"] is False, done.describe()
 
-    first, second = (r.json() for r in posts(s.fake)[:2])
+    bodies = [r.json() for r in posts(s.fake)]
+    first, second = bodies[0], bodies[-1]
+    if tool_search == "true":
+        loaded = json.dumps(tool_results(bodies[1]))
+        assert "tool_reference" in loaded and TOOL in loaded, loaded  # Claude Code's reply to ToolSearch, untouched
     offered = {t["name"] for t in first.get("tools", [])}
     deferred = {t["name"] for t in first.get("tools", []) if t.get("defer_loading")}
-    assert TOOL in offered or TOOL in deferred or any("mcp__sidecar__" in json.dumps(m) for m in first["messages"]), sorted(offered)
+    if tool_search == "true":
+        # Deferred: the tool is not in the first request at all, the model finds it with
+        # ToolSearch; the tool-search beta went through the sidecar to the upstream untouched.
+        assert TOOL not in json.dumps(first) and "ToolSearch" in offered, sorted(offered)
+        assert "advanced-tool-use-2025-11-20" in (posts(s.fake)[0].header("anthropic-beta") or "")
+    else:
+        assert TOOL in offered and not deferred, sorted(offered)
     assert "mcp__sidecar__fs__write_file" not in json.dumps(first)  # denied: never offered
     results = tool_results(second)
-    assert results and "the gateway served this line" in block_text(results[0]["content"]), results
+    assert results and "the gateway served this line" in block_text(results[-1]["content"]), results
 
     calls = await _audited_calls(s)
     assert [(c["server"], c["tool"], c["outcome"]) for c in calls] == [("fs", "read_text_file", "ok")]
