@@ -164,9 +164,10 @@ async def test_start_status_env_run_stop(home: Paths, fake: FakeAnthropic, clien
     assert data["usage"]["today"]["requests"] == 1
     assert data["providers"][0]["credentials"] == "client"
 
-    assert sh.out == f"export ANTHROPIC_BASE_URL={url}\n"
-    assert fish.out == f"set -gx ANTHROPIC_BASE_URL '{url}';\n"
-    assert pwsh.out == f"$env:ANTHROPIC_BASE_URL = '{url}'\n"
+    # An Anthropic provider: Claude Code's MCP tool search stays on behind the sidecar.
+    assert sh.out == f"export ANTHROPIC_BASE_URL={url}\nexport ENABLE_TOOL_SEARCH=true\n"
+    assert fish.out == f"set -gx ANTHROPIC_BASE_URL '{url}';\nset -gx ENABLE_TOOL_SEARCH 'true';\n"
+    assert pwsh.out == f"$env:ANTHROPIC_BASE_URL = '{url}'\n$env:ENABLE_TOOL_SEARCH = 'true'\n"
     evaluated = await asyncio.create_subprocess_exec(
         "sh", "-c", 'eval "$1"; printf %s "$ANTHROPIC_BASE_URL"', "sh", sh.out, stdout=asyncio.subprocess.PIPE
     )
@@ -247,8 +248,8 @@ async def test_injected_key_needs_the_local_token(
     # The token travels in a header of its own; Claude Code gets a placeholder login, since
     # every provider holds its own key.
     assert env.out == (
-        f"export ANTHROPIC_BASE_URL={url}\nexport ANTHROPIC_CUSTOM_HEADERS='x-sidecar-token: {token}'\n"
-        "export ANTHROPIC_AUTH_TOKEN=claude-sidecar\n"
+        f"export ANTHROPIC_BASE_URL={url}\nexport ENABLE_TOOL_SEARCH=true\n"
+        f"export ANTHROPIC_CUSTOM_HEADERS='x-sidecar-token: {token}'\nexport ANTHROPIC_AUTH_TOKEN=claude-sidecar\n"
     )
     assert json.loads(status.out)["providers"][0]["credentials"] == "keyring:anthropic"
     for output in (started, env, status):
