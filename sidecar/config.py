@@ -772,6 +772,17 @@ type = "anthropic"
 # allow = []                      # empty: every tool that is not denied
 # deny = ["mcp__*__delete_*"]
 
+# MCP servers served to Claude Code as one endpoint, /mcp (docs/mcp.md): their tools under
+# the [tools] rules (as mcp__<server>__<tool>), every call checked, audited and counted.
+# Register it: `claude-sidecar mcp register` prints the `claude mcp add` line.
+# [mcp]
+# code_mode = false               # true: three meta-tools and a sandboxed script instead of every tool
+# [[mcp.servers]]
+# name = "fs"
+# command = "npx"                 # a stdio server; or url = "https://..." for streamable HTTP
+# args = ["-y", "@modelcontextprotocol/server-filesystem", "/home/me/src"]
+# env = { TOKEN = "keyring:fs-token" }   # keyring:NAME reads a stored credential
+
 # [policy]
 # providers = []                  # providers requests may go to; empty: any configured one
 # models = []                     # model globs requests may name, e.g. ["claude-*"]; empty: any

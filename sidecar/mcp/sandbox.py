@@ -106,7 +106,7 @@ async def run_script(code: str, servers: dict[str, dict[str, str]], call: ToolCa
             try:
                 line = await asyncio.wait_for(proc.stdout.readline(), max(left, 0.001))
             except TimeoutError:
-                return _stopped(f"the script exceeded its time limit ({limits.seconds:g} s)", calls, started)
+                return await _timed_out(proc, limits, calls, started)
             except ValueError:  # a line past MAX_LINE
                 return _stopped("the script sent a message larger than the sandbox accepts", calls, started)
             if not line:
@@ -145,6 +145,15 @@ def _stopped(reason: str, calls: int, started: float) -> ScriptResult:
     return ScriptResult(ok=False, output="", error=reason, calls=calls, seconds=time.monotonic() - started)
 
 
+async def _timed_out(proc: asyncio.subprocess.Process, limits: Limits, calls: int, started: float) -> ScriptResult:
+    """Past the deadline: kill the worker; a worker stuck failing an allocation reports memory."""
+    proc.kill()
+    result = await _died(proc, limits, calls, started)
+    if "memory limit" in (result.error or ""):
+        return result
+    return _stopped(f"the script exceeded its time limit ({limits.seconds:g} s)", calls, started)
+
+
 async def _died(proc: asyncio.subprocess.Process, limits: Limits, calls: int, started: float) -> ScriptResult:
     """The worker ended without an outcome: say why as well as its exit shows."""
     assert proc.stderr is not None
@@ -153,7 +162,7 @@ async def _died(proc: asyncio.subprocess.Process, limits: Limits, calls: int, st
     except TimeoutError:
         err = ""
     code = await proc.wait()
-    if "memory allocation" in err or "out of memory" in err or "MemoryError" in err or code == -signal.SIGABRT:
+    if "memory allocation" in err or "out of memory" in err or "MemoryError" in err or code == -getattr(signal, "SIGABRT", 6):
         reason = f"the script exceeded its memory limit ({limits.memory_mb} MB)"
     else:
         last = err.strip().splitlines()[-1:] or [f"exit code {code}"]
