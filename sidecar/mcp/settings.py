@@ -20,7 +20,7 @@
     headers = { Authorization = "keyring:remote-mcp" }
 
 A value `keyring:NAME` in `env` or `headers` is read from the credential store
-(`claude-sidecar login NAME` stores one), so no secret has to sit in the config file.
+(`claude-sidecar keys set NAME` stores one), so no secret has to sit in the config file.
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ def resolve_secrets(values: dict[str, str], lookup: Any) -> dict[str, str]:
             name = v[len(KEYRING_PREFIX) :]
             secret = lookup(name)
             if secret is None:
-                raise KeyError(f"no stored credential {name!r} (for {k}); store it with `claude-sidecar login {name}`")
+                raise KeyError(f"no stored credential {name!r} (for {k}); store it with `claude-sidecar keys set {name}`")
             v = secret
         out[k] = v
     return out
