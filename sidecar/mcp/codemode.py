@@ -10,6 +10,7 @@ so a denied tool is refused however the script names it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any
@@ -97,11 +98,15 @@ def _first_sentence(text: str | None) -> str:
     return m.group(1) if m else text[:160]
 
 
+MAX_SCRIPTS = 4  # scripts running at once (each is a process of up to script_memory_mb)
+
+
 class CodeMode:
     """The meta-tools' handlers over one gateway."""
 
     def __init__(self, gateway: McpGateway) -> None:
         self.gateway = gateway
+        self._slots = asyncio.Semaphore(MAX_SCRIPTS)
         cfg = gateway.cfg
         self.limits = Limits(
             seconds=cfg.script_timeout_seconds,
@@ -122,7 +127,8 @@ class CodeMode:
         code = arguments.get("code")
         if not isinstance(code, str) or not code.strip():
             return error_result("run_script needs `code`, a Starlark script")
-        outcome = await run_script(code, self.bindings(), self._call, self.limits)
+        async with self._slots:  # more wait their turn (the wall clock starts when one runs)
+            outcome = await run_script(code, self.bindings(), self._call, self.limits)
         result = _text(outcome.text())
         result.isError = not outcome.ok
         return result

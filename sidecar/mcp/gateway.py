@@ -11,6 +11,7 @@ that was listed, bound in a script, aliased or computed is still refused once de
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -208,7 +209,20 @@ class McpGateway:
                 for (s, t), st in sorted(self.stats.items())
             ],
             "code_mode": self.has_code_mode,
+            "code_mode_tokens": self.code_mode_tokens() if self.has_code_mode else None,
         }
+
+    def code_mode_tokens(self) -> dict[str, int]:
+        """Tokens of the tool definitions Code Mode keeps out of every request, and of the
+        meta-tools sent instead (local tokenizer, an estimate)."""
+        from sidecar.mcp.codemode import meta_tools
+        from sidecar.providers.tokens import count_text
+
+        def size(tools: list[types.Tool]) -> int:
+            return count_text(json.dumps([t.model_dump(mode="json", exclude_none=True) for t in tools]))
+
+        hidden = [namespaced(s, t) for s, t in self.catalogue(code_mode=True)]
+        return {"tools_hidden": len(hidden), "hidden_tokens": size(hidden), "meta_tokens": size(meta_tools(self.cfg))}
 
 
 def namespaced(server: str, tool: types.Tool) -> types.Tool:

@@ -143,7 +143,7 @@ class Upstream:
     async def _connect(self) -> AsyncIterator[ClientSession]:
         cfg = self.cfg
         if cfg.command:
-            env = resolve_secrets(cfg.env, self.secret)
+            env = await asyncio.to_thread(resolve_secrets, cfg.env, self.secret)  # the keyring may block
             params = StdioServerParameters(command=cfg.command, args=list(cfg.args), env=_with_base_env(env), cwd=cfg.cwd)
             with self._errlog() as errlog:
                 async with stdio_client(params, errlog=errlog) as (read, write):
@@ -151,7 +151,7 @@ class Upstream:
                         yield session
         else:
             assert cfg.url is not None
-            headers = resolve_secrets(cfg.headers, self.secret)
+            headers = await asyncio.to_thread(resolve_secrets, cfg.headers, self.secret)
             timeout = httpx.Timeout(30.0, read=max(300.0, cfg.timeout_seconds))
             async with httpx.AsyncClient(headers=headers, timeout=timeout, trust_env=False) as client:
                 async with streamable_http_client(cfg.url, http_client=client) as (read, write, _sid):

@@ -107,8 +107,14 @@ async def test_code_mode_through_the_gateway(hermetic_env: Path) -> None:
             # A script that blows its limits ends its own worker; the gateway keeps serving.
             stuck = await client.call_tool("run_script", {"code": "def f(n):\n  return f(n + 1)\nf(0)\n"})
             assert stuck.isError and "recursion limit" in _text(stuck)
+            blown = await client.call_tool("run_script", {"code": 'x = "a" * 1000000000\n'})
+            assert blown.isError and "memory limit" in _text(blown)
             again = await client.call_tool("run_script", {"code": "result = toy.add(a=1, b=1)"})
             assert not again.isError and "result: 2" in _text(again)
+
+        report = sc.app[MCP].report()
+        saved = report["code_mode_tokens"]
+        assert saved["tools_hidden"] == 4 and saved["hidden_tokens"] > 0 and saved["meta_tokens"] > 0
 
         entries = await audit_calls(sc)
         assert [e["tool"] for e in entries if e["via"] == "code_mode" and e["outcome"] == "ok"][:3] == ["add", "mul", "shout"]
