@@ -67,7 +67,7 @@ async def test_tools_filtered_refused_audited_counted(npm_servers: None, tmp_pat
         assert {s["name"]: s["state"] for s in report["servers"]} == {"everything": "up", "fs": "up"}
 
 
-async def test_mcp_needs_the_local_token(npm_servers: None, hermetic_env: Path) -> None:
+async def test_mcp_needs_the_local_token(hermetic_env: Path) -> None:
     async with sidecar_in_process(anthropic_config("http://127.0.0.1:9"), hermetic_env) as sc:
         async with aiohttp.ClientSession() as http:
             body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
