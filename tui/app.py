@@ -25,12 +25,14 @@ from tui.client import ControlError
 from tui.clock import Clock, SystemClock
 from tui.source import Source
 from tui.state import Dashboard
+from tui.widgets.attribution import AttributionView
 from tui.widgets.base import ModelView
 from tui.widgets.cache import CacheView
 from tui.widgets.detail import RequestDetail
 from tui.widgets.header import ConnectionLine, SpendHeader
 from tui.widgets.limits import LimitsView
 from tui.widgets.livetable import LiveTable
+from tui.widgets.mcp import McpView
 from tui.widgets.requests import RequestTable
 from tui.widgets.routes import RoutesView
 from tui.widgets.sessions import SessionTable
@@ -43,12 +45,14 @@ TABS = (
     ("cache", "Cache"),
     ("sessions", "Sessions"),
     ("budget", "Budget & plan"),
+    ("claude-code", "Claude Code"),
+    ("mcp", "MCP"),
 )
 RESTART_FEED_AFTER = 1.0  # seconds before a crashed feed starts again
 
 
 class SidecarDashboard(App[None]):
-    """`claude-sidecar tui`: live spend, requests, routes, cache and budgets."""
+    """`claude-sidecar tui`: live spend, requests, routes, cache, budgets, Claude Code's telemetry and MCP."""
 
     CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses live elsewhere
     AUTO_FOCUS = "#request-table"
@@ -86,6 +90,10 @@ class SidecarDashboard(App[None]):
                 yield SessionTable(id="session-table")
             with TabPane("Budget & plan", id="budget"), VerticalScroll():
                 yield LimitsView(id="limits-view")
+            with TabPane("Claude Code", id="claude-code"):
+                yield AttributionView(id="attribution-view")
+            with TabPane("MCP", id="mcp"):
+                yield McpView(id="mcp-view")
         yield Footer()
 
     def on_mount(self) -> None:

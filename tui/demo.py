@@ -102,6 +102,51 @@ def _policy(now: float) -> dict[str, Any]:
     ], "limits": {"requests_per_minute": 120, "input_tokens_per_minute": None, "output_tokens_per_minute": None, "max_concurrent": 8, "in_flight": 2}}
 
 
+def _mcp() -> dict[str, Any]:
+    def tool(server: str, name: str, calls: int, errors: int = 0, refused: int = 0, size: int = 2_400, seconds: float = 0.08) -> dict[str, Any]:
+        return {"server": server, "tool": name, "calls": calls, "errors": errors, "refused": refused, "bytes": size * calls, "seconds": round(seconds * calls, 3)}
+
+    return {
+        "servers": [
+            {"name": "fs", "transport": "stdio", "target": "npx @modelcontextprotocol/server-filesystem", "state": "up", "error": None,
+             "restarts": 0, "tools": 14, "server": "secure-filesystem-server", "code_mode": False},
+            {"name": "crm", "transport": "http", "target": "https://mcp.example.com/mcp", "state": "up", "error": None,
+             "restarts": 1, "tools": 96, "server": "crm", "code_mode": True},
+            {"name": "tickets", "transport": "stdio", "target": "python -m tickets_mcp", "state": "down",
+             "error": "process exited with code 1", "restarts": 3, "tools": 0, "server": None, "code_mode": True},
+        ],
+        "tools": [
+            tool("fs", "read_text_file", 41, size=6_100, seconds=0.012), tool("fs", "list_directory", 17, size=900, seconds=0.006),
+            tool("fs", "write_file", 3, refused=3, size=0, seconds=0.0), tool("crm", "search_customer", 12, errors=1, seconds=0.41),
+            tool("crm", "get_invoice", 9, seconds=0.22), tool("tickets", "create_ticket", 2, errors=2, size=120, seconds=10.0),
+        ],
+        "code_mode": True,
+        "code_mode_tokens": {"tools_hidden": 96, "hidden_tokens": 41_230, "meta_tokens": 1_180},
+    }
+
+
+def _telemetry() -> dict[str, Any]:
+    def row(key: str | None, requests: int, cost: float, matched: int | None = None) -> dict[str, Any]:
+        return {"key": key, "requests": requests, "matched_requests": requests if matched is None else matched, "cost_usd": cost,
+                "input_tokens": 2_900 * requests, "output_tokens": 410 * requests}
+
+    def session(sid: str, cost: float, added: int, removed: int, commits: int, prs: int) -> dict[str, Any]:
+        return {"session_id": sid, "requests": 20, "cost_usd": cost, "api_requests": 20, "matched_requests": 19, "client_cost_usd": cost * 1.02,
+                "tool_decisions": 31, "tool_results": 30, "lines_added": added, "lines_removed": removed, "commits": commits,
+                "pull_requests": prs, "events": 120}
+
+    return {
+        "by": {
+            "query_source": [row("main", 61, 9.84), row("subagent", 24, 2.31, 23), row("compact", 3, 0.41)],
+            "skill_name": [row("pdf", 6, 0.92), row("release-notes", 4, 0.37), row(None, 78, 11.27)],
+            "plugin_name": [row(None, 88, 12.56)],
+            "mcp_server_name": [row("sidecar", 14, 1.73), row(None, 74, 10.83)],
+        },
+        "sessions": [session(SESSIONS[0], 4.41, 612, 188, 4, 1), session(SESSIONS[1], 2.95, 240, 96, 2, 0),
+                     session(SESSIONS[2], 1.12, 35, 12, 0, 0)],
+    }
+
+
 def scenario(now: float, features: bool = True) -> list[Step]:
     """Every step of the demo as of `now`; without `features`, routes/cache/policy answer 404."""
     steps: list[Step] = [
@@ -116,6 +161,8 @@ def scenario(now: float, features: bool = True) -> list[Step]:
         ("cache", {"mode": "semantic", "entries": 412, "bytes": 1_873_202, "lookups": 1311, "hits_exact": 131, "hits_semantic": 37,
                    "misses": 1143, "hit_rate": 0.128, "tokens_saved": 2_480_113, "usd_saved": 14.27, "shadow_would_hit": 0} if features else None),
         ("policy", _policy(now) if features else None),
+        ("mcp", _mcp() if features else None),
+        ("telemetry", _telemetry() if features else None),
     ]
     for i in range(24):
         steps.append(("event:request_started", {"id": f"01JDEMO{i:04d}ABCDEFGHJKMNPQ", "ts": now - (23 - i) * 291 - 7,

@@ -1,7 +1,8 @@
 """A Source that replays recorded control-API answers and events, and changes nothing.
 
 Steps are `(kind, payload)` pairs in the order they happened: `status`, `usage:<group>`
-(the rows), `routes` / `cache` / `policy` (None for a 404), or `event:<type>` (an event
+(the rows), `routes` / `cache` / `policy` / `mcp` (None for a 404), `telemetry`
+(`{"by": {attribute: rows}, "sessions": [...]}`, None for a 404), or `event:<type>` (an event
 from the stream). The demo, the snapshot tests and the benchmark feed the app this way.
 """
 
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tui.client import ControlError
-from tui.state import Dashboard
+from tui.state import FEATURES, Dashboard
 
 Step = tuple[str, Any]
 
@@ -24,8 +25,10 @@ def apply_step(model: Dashboard, step: Step) -> None:
         model.apply_status(payload)
     elif kind.startswith("usage:"):
         model.apply_usage(kind.removeprefix("usage:"), payload)
-    elif kind in ("routes", "cache", "policy"):
+    elif kind in FEATURES:
         model.apply_feature(kind, payload)
+    elif kind == "telemetry":
+        model.apply_telemetry(*((payload["by"], payload["sessions"]) if payload is not None else (None, None)))
     elif kind.startswith("event:"):
         model.apply_event(kind.removeprefix("event:"), payload)
     else:

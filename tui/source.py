@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -23,10 +23,17 @@ from sidecar.tasks import TaskSet
 from tui.client import ControlClient, ControlError, Unreachable
 from tui.locate import Locator, NotRunning
 from tui.sse import ServerEvent
-from tui.state import DAILY_DAYS, SESSION_DAYS, Dashboard
+from tui.state import (
+    DAILY_DAYS,
+    FEATURES,
+    SESSION_DAYS,
+    TELEMETRY_ATTRIBUTES,
+    TELEMETRY_DAYS,
+    Dashboard,
+)
 
 # Events after which the ledger-backed figures are worth fetching again.
-_REFRESH_AFTER = {"request", "budget_threshold", "routes_changed"}
+_REFRESH_AFTER = {"request", "budget_threshold", "routes_changed", "mcp_server_up", "mcp_server_down"}
 
 
 class Source(Protocol):
@@ -197,21 +204,40 @@ class LiveSource:
             model.apply_status(status)
         today = model.today_date()
         usage = {"model": 0, "route": 0, "session": SESSION_DAYS - 1, "daily": DAILY_DAYS - 1}
+        start = datetime.combine(today - timedelta(days=TELEMETRY_DAYS - 1), datetime.min.time(), model.zone).timestamp()
+        since = f"{start:.0f}"
         calls = {
             **{group: client.get("/usage", group_by=group, since=(today - timedelta(days=back)).isoformat()) for group, back in usage.items()},
             "routes": client.get("/routes"),
             "cache": client.get("/cache"),
             "policy": client.get("/policy"),
+            "mcp": client.get("/mcp"),
+            "cc:sessions": client.get("/claude-code/sessions", since=since),
+            **{f"cc:{attr}": client.get("/claude-code/spend", by=attr, since=since) for attr, _ in TELEMETRY_ATTRIBUTES},
         }
         answers = dict(zip(calls, await asyncio.gather(*calls.values(), return_exceptions=True), strict=True))
         for group in usage:
             answer = answers[group]
             if isinstance(answer, dict) and isinstance(answer.get("rows"), list):
                 model.apply_usage(group, answer["rows"])
-        for feature in ("routes", "cache", "policy"):
+        for feature in FEATURES:
             answer = answers[feature]
             if not isinstance(answer, BaseException):
                 model.apply_feature(feature, answer if isinstance(answer, dict) else None)
+        _apply_telemetry(model, answers)
         failures = [a for a in answers.values() if isinstance(a, BaseException)]
         if failures:
             raise failures[0]
+
+
+def _apply_telemetry(model: Dashboard, answers: dict[str, Any]) -> None:
+    """Claude Code's telemetry reports, unless one of them failed (then the next poll tries again)."""
+    keys = ["cc:sessions", *(f"cc:{attr}" for attr, _ in TELEMETRY_ATTRIBUTES)]
+    if any(isinstance(answers[k], BaseException) for k in keys):
+        return
+    sessions = answers["cc:sessions"]
+    if not isinstance(sessions, dict):
+        model.apply_telemetry(None, None)  # an older sidecar without the telemetry receiver
+        return
+    by = {attr: answer.get("rows", []) if isinstance(answer := answers[f"cc:{attr}"], dict) else [] for attr, _ in TELEMETRY_ATTRIBUTES}
+    model.apply_telemetry(by, sessions.get("sessions", []) if isinstance(sessions.get("sessions"), list) else [])

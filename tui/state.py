@@ -28,7 +28,17 @@ BURN_WINDOW = 3600.0  # seconds of history behind the burn rate
 BURN_MIN_SPAN = 600.0  # never divide by less than this, or one request reads as a fortune/hour
 SESSION_DAYS = 7  # the sessions view covers this many local days
 DAILY_DAYS = 14  # the daily spend chart covers this many local days
-FEATURES = ("routes", "cache", "policy")  # control-API parts a sidecar may not have
+FEATURES = ("routes", "cache", "policy", "mcp")  # control-API parts a sidecar may not have
+# Attributes of Claude Code's `api_request` events the attribution view groups spend by, with
+# their labels. Only `query_source` (main, subagent, sdk, ...) was seen from a real client;
+# the others are asked for and shown as "not reported" while every row's key is empty.
+TELEMETRY_ATTRIBUTES = (
+    ("query_source", "Source / subagent"),
+    ("skill_name", "Skill"),
+    ("plugin_name", "Plugin"),
+    ("mcp_server_name", "MCP server"),
+)
+TELEMETRY_DAYS = 7  # the attribution view covers this many local days
 
 
 @dataclass
@@ -94,6 +104,8 @@ class Dashboard:
         self.routes = Feature()
         self.cache = Feature()
         self.policy = Feature()
+        self.mcp = Feature()
+        self.telemetry = Feature()  # data: {"by": {attribute: rows}, "sessions": [...]}
         self.plan: PlanUsage | None = None
         self.dropped_events = 0
         self.bad_events = 0
@@ -196,6 +208,16 @@ class Dashboard:
             feature.state, feature.data = "ready", data
         self._touch(name, *(("budget", "totals") if name == "policy" else ()))
 
+    def apply_telemetry(self, by: dict[str, list[dict[str, Any]]] | None, sessions: list[dict[str, Any]] | None) -> None:
+        """`/claude-code/spend?by=` rows per attribute and `/claude-code/sessions`; None for a 404."""
+        if by is None or sessions is None:
+            self.telemetry.state, self.telemetry.data = "missing", {}
+        else:
+            clean = {attr: [r for r in rows if isinstance(r, dict)] for attr, rows in by.items() if isinstance(rows, list)}
+            self.telemetry.state = "ready"
+            self.telemetry.data = {"by": clean, "sessions": [s for s in sessions if isinstance(s, dict)]}
+        self._touch("telemetry")
+
     def apply_route(self, route: dict[str, Any]) -> None:
         """One changed route (the answer of an enable or disable call)."""
         routes = self.routes.data.get("routes")
@@ -284,6 +306,23 @@ class Dashboard:
             raise TypeError("unified is not an object")
         self.plan = parse_unified(unified, self.clock.now())
         self._touch("plan", "totals")
+
+    def _on_mcp_server_up(self, data: dict[str, Any], received_at: float) -> None:
+        self._mcp_server(str(data["server"]), "up", None, data.get("tools"))
+
+    def _on_mcp_server_down(self, data: dict[str, Any], received_at: float) -> None:
+        name, error = str(data["server"]), as_str(data, "error")
+        self._mcp_server(name, "down", error, None)
+        self.alert("warning", f"MCP server {name} is down" + (f": {error}" if error else ""))
+
+    def _mcp_server(self, name: str, state: str, error: str | None, tools: Any) -> None:
+        """A server's new state, until the next `/mcp` poll brings the whole picture."""
+        for server in self.mcp.data.get("servers", []):
+            if isinstance(server, dict) and server.get("name") == name:
+                server["state"], server["error"] = state, error
+                if isinstance(tools, int):
+                    server["tools"] = tools
+                self._touch("mcp")
 
     def _on_shutdown(self, data: dict[str, Any], received_at: float) -> None:
         self.connection.detail = "the sidecar is stopping"

@@ -27,7 +27,7 @@ def showing(tab: str, *keys: str) -> Callable[[Pilot[Any]], Awaitable[None]]:
     return run_before
 
 
-@pytest.mark.parametrize("tab", ["requests", "spend", "routes", "cache", "sessions", "budget"])
+@pytest.mark.parametrize("tab", ["requests", "spend", "routes", "cache", "sessions", "budget", "claude-code", "mcp"])
 def test_each_tab(snap_compare: Compare, tab: str) -> None:
     assert snap_compare(demo_app(), terminal_size=SIZE, run_before=showing(tab))
 
@@ -40,3 +40,9 @@ def test_request_detail(snap_compare: Compare) -> None:
 def test_features_not_configured(snap_compare: Compare) -> None:
     """A sidecar without routes, cache and policy APIs: each panel says so."""
     assert snap_compare(demo_app(features=False), terminal_size=SIZE, run_before=showing("routes"))
+
+
+@pytest.mark.parametrize("tab", ["claude-code", "mcp"])
+def test_telemetry_and_mcp_not_available(snap_compare: Compare, tab: str) -> None:
+    """A sidecar without the telemetry and MCP APIs (an older version): the tabs say so."""
+    assert snap_compare(demo_app(features=False), terminal_size=SIZE, run_before=showing(tab))
