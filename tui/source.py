@@ -32,6 +32,10 @@ from tui.state import (
     Dashboard,
 )
 
+# Claude Code's telemetry reports join its events to the ledger in sqlite: about 0.5 s of
+# the daemon's CPU each with a 200k-row ledger (no index on usage.upstream_request_id), so
+# they are fetched at most this often (seconds), not on every refresh.
+TELEMETRY_INTERVAL = 30.0
 # Events after which the ledger-backed figures are worth fetching again.
 _REFRESH_AFTER = {"request", "budget_threshold", "routes_changed", "mcp_server_up", "mcp_server_down"}
 
@@ -80,10 +84,13 @@ class LiveSource:
         poll_interval: float = 5.0,
         settle: float = 0.5,
         max_stale: float = 2.0,
+        telemetry_interval: float = TELEMETRY_INTERVAL,
     ) -> None:
         self.locate = locate
         self.backoff = backoff or Backoff()
         self.poll_interval, self.settle, self.max_stale = poll_interval, settle, max_stale
+        self.telemetry_interval = telemetry_interval
+        self._telemetry_at = -float("inf")  # time.monotonic() of the last telemetry fetch
         self._client: ControlClient | None = None
         self._dirty = asyncio.Event()  # a refresh is due
         self._arrived = asyncio.Event()  # an event arrived (to tell when they settle)
@@ -141,6 +148,7 @@ class LiveSource:
                 if self._client is None:
                     self._client = client
                     self.backoff.reset()
+                    self._telemetry_at = -float("inf")  # a (re)started sidecar: fetch at once
                     model.set_connection("connected", target.url)
                     tasks.spawn(self._poll(client, model), name="tui-poll")
                 self._feed(model, event)
@@ -212,9 +220,12 @@ class LiveSource:
             "cache": client.get("/cache"),
             "policy": client.get("/policy"),
             "mcp": client.get("/mcp"),
-            "cc:sessions": client.get("/claude-code/sessions", since=since),
-            **{f"cc:{attr}": client.get("/claude-code/spend", by=attr, since=since) for attr, _ in TELEMETRY_ATTRIBUTES},
         }
+        telemetry = time.monotonic() - self._telemetry_at >= self.telemetry_interval
+        if telemetry:
+            self._telemetry_at = time.monotonic()
+            calls["cc:sessions"] = client.get("/claude-code/sessions", since=since)
+            calls.update({f"cc:{attr}": client.get("/claude-code/spend", by=attr, since=since) for attr, _ in TELEMETRY_ATTRIBUTES})
         answers = dict(zip(calls, await asyncio.gather(*calls.values(), return_exceptions=True), strict=True))
         for group in usage:
             answer = answers[group]
@@ -224,7 +235,8 @@ class LiveSource:
             answer = answers[feature]
             if not isinstance(answer, BaseException):
                 model.apply_feature(feature, answer if isinstance(answer, dict) else None)
-        _apply_telemetry(model, answers)
+        if telemetry:
+            _apply_telemetry(model, answers)
         failures = [a for a in answers.values() if isinstance(a, BaseException)]
         if failures:
             raise failures[0]

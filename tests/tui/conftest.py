@@ -24,7 +24,7 @@ SIZE = (140, 40)
 
 def live_app() -> SidecarDashboard:
     """The dashboard as `claude-sidecar tui` builds it, retrying quickly (tests restart sidecars)."""
-    source = LiveSource(locate.from_state(paths.resolve()), backoff=Backoff(0.05, 0.5), poll_interval=1.0, settle=0.3)
+    source = LiveSource(locate.from_state(paths.resolve()), backoff=Backoff(0.05, 0.5), poll_interval=1.0, settle=0.3, telemetry_interval=0.5)
     return SidecarDashboard(source)
 
 

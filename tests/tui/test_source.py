@@ -153,3 +153,27 @@ def test_not_running_names_the_state_file(tmp_path: Any) -> None:
     p = paths.resolve({"CLAUDE_SIDECAR_HOME": str(tmp_path)})
     with pytest.raises(locate.NotRunning, match=r"no sidecar is running .*start it with `claude-sidecar start`"):
         locate.from_state(p)()
+
+
+async def test_mcp_every_refresh_claude_code_telemetry_at_most_every_interval(api: ControlAPI) -> None:
+    """The telemetry reports cost the daemon a join over the ledger each: fetched once on
+    connecting, then not again within `telemetry_interval`, while /mcp follows every refresh."""
+    api.answers["/sidecar/v1/mcp"] = (200, {"servers": [{"name": "fs", "state": "up"}], "tools": [], "code_mode": False})
+    api.answers["/sidecar/v1/claude-code/sessions"] = (200, {"sessions": [{"session_id": "S", "cost_usd": 1.0, "commits": 2}]})
+    api.answers["/sidecar/v1/claude-code/spend"] = (200, {"by": "x", "rows": [{"key": "main", "requests": 1, "cost_usd": 1.0}]})
+    api.events = [event("hello", {"pid": 1})]
+    model = Dashboard(SystemClock())
+    source = LiveSource(locate.fixed(api.url, "tok"), backoff=Backoff(0.02, 0.05), poll_interval=0.05, settle=0.05, telemetry_interval=3600)
+    await run_until(source, model, lambda: sum(s.startswith("GET /sidecar/v1/mcp") for s in api.seen) >= 4)
+    assert model.mcp.state == "ready" and model.mcp.data["servers"][0]["name"] == "fs"
+    assert model.telemetry.state == "ready" and model.telemetry.data["sessions"][0]["commits"] == 2
+    assert model.telemetry.data["by"]["query_source"] == [{"key": "main", "requests": 1, "cost_usd": 1.0}]
+    assert sum(s.startswith("GET /sidecar/v1/claude-code/sessions?since=") for s in api.seen) == 1
+    assert sum("/claude-code/spend?by=query_source&since=" in s for s in api.seen) == 1
+
+
+async def test_an_older_sidecar_without_telemetry_or_mcp_apis(api: ControlAPI) -> None:
+    api.events = [event("hello", {"pid": 1})]
+    model = Dashboard(SystemClock())
+    await run_until(source_for(api), model, lambda: model.telemetry.state != "loading" and model.mcp.state != "loading")
+    assert (model.telemetry.state, model.mcp.state) == ("missing", "missing")
