@@ -772,8 +772,8 @@ type = "anthropic"
 # allow = []                      # empty: every tool that is not denied
 # deny = ["mcp__*__delete_*"]
 
-# MCP servers served to Claude Code as one endpoint, /mcp (docs/mcp.md): their tools under
-# the [tools] rules (as mcp__<server>__<tool>), every call checked, audited and counted.
+# MCP servers served to Claude Code as one endpoint, /mcp (docs/mcp.md).
+# Their tools follow the [tools] rules (as mcp__<server>__<tool>); every call is checked, audited, counted.
 # Register it: `claude-sidecar mcp register` prints the `claude mcp add` line.
 # [mcp]
 # code_mode = false               # true: three meta-tools and a sandboxed script instead of every tool
