@@ -23,7 +23,7 @@ from sidecar.ledger.health import StorageHealth
 from sidecar.ledger.journal import JOURNAL_DIR, Journal
 from sidecar.ledger.pricing import Pricing
 from sidecar.ledger.writer import Ledger
-from sidecar.mcp import server as mcp_server
+from sidecar.mcp import idle as mcp_idle
 from sidecar.observability import metrics as observe_metrics
 from sidecar.observability import tracing as observe_tracing
 from sidecar.paths import Paths
@@ -160,5 +160,11 @@ def create_app(
     routes_control.add_routes(app)
     policy_control.add_routes(app)
     cache_control.add_routes(app)
-    mcp_server.add_routes(app)  # after the ledger in cleanup_ctx: it audits through app[STAGES]
+    if cfg.mcp.servers:
+        # The MCP SDK is loaded only when there is a server to serve.
+        from sidecar.mcp import server as mcp_server
+
+        mcp_server.add_routes(app)  # after the ledger in cleanup_ctx: it audits through app[STAGES]
+    else:
+        mcp_idle.add_routes(app)
     return app
