@@ -168,17 +168,26 @@ async def test_a_guardrail_block_ends_the_signed_in_cli_with_the_sidecars_messag
 
 
 async def test_a_denied_model_ends_the_signed_in_cli_with_the_sidecars_message(setup: Setup) -> None:
-    """Signed in, Claude Code 2.1.332 takes an unexplained 400 on its first call as a platform
-    that refuses one of its betas or fields, and sends the request again without each in turn
-    ("guessing the platform refuses that beta"): a handful of quick attempts, all refused here,
-    none upstream, before it shows the sidecar's message. `policy_blocked` does not set that off."""
+    """Signed in, Claude Code 2.1.332 takes a 400 it does not recognise as a platform that
+    refuses one of its betas or fields and sends the request again without each in turn
+    (`[thinking]`, `[mid-conv-system]`, `[ToolSearch]` fallbacks; docs/claude-code.md says
+    which CLI code path and why a denied model stays a plain `400 invalid_request_error`).
+    Every re-send is refused here and counted in the ledger; none goes upstream.
+    `policy_blocked` is recognised and does not set that off (the guardrail test above)."""
     s = setup
     done, calls = await refused_signed_in(s, '[policy]\nmodels = ["claude-sonnet-*"]\n', "Say hi.")
     result = claude_result(done)
     message = "claude-sidecar: the model 'claude-opus-4-8' is not allowed by the policy (allowed: claude-sonnet-*)"
     assert done.rc == 1 and message in str(result["result"]), done.describe()
-    assert calls and all(r.status == 400 for _, r in calls) and len(calls) <= 12, [r.status for _, r in calls]
+    assert all(r.status == 400 for _, r in calls) and len(calls) <= 12, [r.status for _, r in calls]
     assert all(json.loads(r.body)["error"]["type"] == "invalid_request_error" for _, r in calls)
+    # The re-sends are the CLI's beta fallback: the first request carries the betas, later ones drop them.
+    betas = [set((q.header("anthropic-beta") or "").split(",")) for q, _ in calls]
+    assert {"thinking-token-count-2026-05-13", "tool-search-tool-2025-10-19"} <= betas[0], betas[0]
+    assert all(b <= betas[0] for b in betas[1:]) and any(b < betas[0] for b in betas[1:]), betas
+    # The sidecar saw (and the ledger holds) exactly the requests the client sent, all refused here.
+    rows = await settled_ledger_rows(s.db_file, len(calls))
+    assert [(r["status"], r["error_type"]) for r in rows] == [(400, "invalid_request_error")] * len(calls)
     assert posts(s.fake) == []
 
 
