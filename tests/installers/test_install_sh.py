@@ -9,14 +9,14 @@ import sys
 import sysconfig
 from pathlib import Path
 
-import pytest
+from sidecar.testing.requirements import require_tool
 
 ROOT = Path(__file__).parents[2]
 SCRIPT = ROOT / "installers" / "install.sh"
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck missing (scripts/test installs it)")
 def test_install_sh_is_shellcheck_clean() -> None:
+    require_tool("shellcheck", "./scripts/test installs Debian's shellcheck")
     res = subprocess.run(["shellcheck", "--shell=sh", str(SCRIPT)], capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stdout
 

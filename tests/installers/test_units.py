@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import os
 import plistlib
-import shutil
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 from xml.etree import ElementTree
 
-import pytest
-
 from sidecar.paths import resolve
 from sidecar.service.units import TASK_NS, executable, registered_exec, render
+from sidecar.testing.requirements import require_tool
 
 EXE = Path(sys.executable).parent / "claude-sidecar"
 
@@ -28,8 +26,8 @@ def test_executable_is_the_installed_script_beside_this_interpreter() -> None:
     assert EXE.is_file() and os.access(EXE, os.X_OK)
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing (scripts/test installs it)")
 def test_systemd_units_pass_systemd_analyze_verify(home: Path, tmp_path: Path) -> None:
+    require_tool("systemd-analyze", "./scripts/test installs Debian's systemd")
     files = render("linux", EXE, resolve(), _env(), home)
     assert [f.path.name for f in files] == ["claude-sidecar.service", "claude-sidecar-tray.service"]
     for f in files:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from sidecar.testing.requirements import require_tool
 from tests.sidecar.central.conftest import Central
 from tests.sidecar.central.test_usage_leases import _records
 
@@ -45,8 +45,7 @@ async def test_org_metrics_match_the_usage_report(central: Central) -> None:
             key = ("claude_sidecar_org_model_tokens_total", (("model", model), ("type", kind)))
             assert s[key] == sum(r[col] for r in mine)
     assert s[("claude_sidecar_org_devices", ())] == 2
-    if shutil.which("promtool") is None:
-        pytest.skip("promtool missing (scripts/test installs Debian's prometheus package)")
+    require_tool("promtool", "./scripts/test installs Debian's prometheus package")
     res = await asyncio.to_thread(subprocess.run, ["promtool", "check", "metrics"], input=text, capture_output=True,
                                   text=True, timeout=60, check=False)
     assert res.returncode == 0, res.stdout + res.stderr

@@ -23,6 +23,7 @@ from sidecar import paths
 from sidecar.state import load_or_create_token
 from sidecar.testing.fake_anthropic import FakeAnthropic, StallMidStream
 from sidecar.testing.harness import anthropic_config, start_child
+from sidecar.testing.requirements import needs_platform
 from tests.sidecar.cli.test_daemon import cli
 
 BODY = {"model": "claude-opus-4-8", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
@@ -39,13 +40,17 @@ def _open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="counts descriptors through /proc")
+@needs_platform(Path("/proc/self/fd").exists(), "counts descriptors through /proc")
 async def test_a_thousand_slow_clients_under_a_1024_fd_limit_cannot_starve_healthz(
     hermetic_env: Path, fake: FakeAnthropic
 ) -> None:
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < SLOW_CLIENTS + 200:
-        pytest.skip(f"this test process may open only {soft} descriptors")
+    # The clients need descriptors of their own: raise this process's soft limit (the hard one allows it).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = SLOW_CLIENTS + 200
+    if soft < want:
+        if hard != resource.RLIM_INFINITY and hard < want:
+            pytest.fail(f"the test needs {want} descriptors, the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     config = anthropic_config(fake.url, "\n[server]\nheader_timeout_seconds = 2\nshutdown_grace_seconds = 1\n")
     child = await asyncio.to_thread(start_child, hermetic_env, config, None, 20.0, _low_fd_limit)
     port = int(child.url.rsplit(":", 1)[1])
@@ -129,7 +134,7 @@ async def test_config_check_warns_loudly_about_a_host_beyond_loopback(hermetic_e
     assert "WARNING" not in (await cli("config", "check", env={"CLAUDE_SIDECAR_CONFIG": str(cfg)})).err
 
 
-@pytest.mark.skipif(os.name != "posix", reason="POSIX modes")
+@needs_platform(os.name == "posix", "POSIX modes")
 def test_an_open_state_dir_and_token_file_are_tightened_and_logged(
     hermetic_env: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -31,6 +31,7 @@ from sidecar.config import parse
 from sidecar.errors import ConfigError
 from sidecar.testing.fake_anthropic import FakeAnthropic
 from sidecar.testing.harness import ChildSidecar, anthropic_config, start_child
+from sidecar.testing.requirements import needs_platform
 
 BODY = {"model": "claude-opus-4-8", "max_tokens": 32, "messages": [{"role": "user", "content": "hi"}]}
 
@@ -151,7 +152,7 @@ def _unshare_works() -> bool:
     return subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode == 0
 
 
-@pytest.mark.skipif(not _unshare_works(), reason="needs a private mount namespace (unshare -rm)")
+@needs_platform(_unshare_works(), "needs a private mount namespace (unshare -rm)")
 async def test_a_read_only_data_dir_at_start_is_one_clear_line(hermetic_env: Path) -> None:
     data = private_data_dir(hermetic_env)
     script = f'mount --bind "{data}" "{data}" && mount -o remount,ro,bind "{data}" "{data}" && exec "{sys.executable}" -m sidecar start --foreground'
@@ -194,7 +195,7 @@ def fill(directory: Path) -> Path:
     return filler
 
 
-@pytest.mark.skipif(not _can_mount(), reason="needs root to mount a tiny tmpfs")
+@needs_platform(_can_mount(), "needs root to mount a tiny tmpfs")
 async def test_a_really_full_file_system(hermetic_env: Path, fake: FakeAnthropic, client: aiohttp.ClientSession) -> None:
     """The data dir on a 2 MB tmpfs, filled up under the running daemon: ENOSPC as a user
     meets it. Degraded is reported, new requests are refused, nothing answered is lost."""

@@ -19,6 +19,7 @@ from sidecar.audit.stage import AuditStage
 from sidecar.ledger.store import open_db
 from sidecar.proxy.keys import STAGES
 from sidecar.testing.harness import InProcessSidecar
+from sidecar.testing.requirements import require_files
 
 ROOT = Path(__file__).resolve().parents[3]
 NPM = ROOT / ".cache" / "npm-mcp" / "node_modules" / "@modelcontextprotocol"
@@ -29,9 +30,8 @@ TOY = Path(__file__).with_name("toy_server.py")
 
 @pytest.fixture
 def npm_servers() -> None:
-    """Skip when ./scripts/test has not installed the npm MCP servers."""
-    if not (EVERYTHING.exists() and FILESYSTEM.exists()):
-        pytest.skip("the npm MCP servers are not installed (./scripts/test installs them in .cache/npm-mcp)")
+    """Fail when ./scripts/test has not installed the npm MCP servers."""
+    require_files(EVERYTHING.exists() and FILESYSTEM.exists(), "the npm MCP servers (./scripts/test installs them in .cache/npm-mcp)")
 
 
 def stdio_server(name: str, script: Path, *args: str, extra: str = "") -> str:

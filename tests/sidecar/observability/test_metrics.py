@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -19,6 +18,7 @@ from sidecar.proxy.keys import LEDGER
 from sidecar.testing.fake_anthropic import FakeAnthropic
 from sidecar.testing.fake_behaviours import Text
 from sidecar.testing.harness import InProcessSidecar, anthropic_config, sidecar_in_process
+from sidecar.testing.requirements import require_tool
 
 MODEL = "claude-metrics-1"
 CONFIG = f"""
@@ -152,8 +152,7 @@ async def test_metrics_after_traffic_match_the_ledger(fake: FakeAnthropic, clien
     assert names <= {"provider", "model", "route", "outcome", "status_class", "type", "stage", "action",
                      "target", "state", "period", "version", "le"}
 
-    if shutil.which("promtool") is None:
-        pytest.skip("promtool missing (scripts/test installs Debian's prometheus package)")
+    require_tool("promtool", "./scripts/test installs Debian's prometheus package")
     res = await asyncio.to_thread(subprocess.run, ["promtool", "check", "metrics"], input=text, capture_output=True,
                                   text=True, timeout=60, check=False)
     assert res.returncode == 0, res.stdout + res.stderr
