@@ -8,7 +8,6 @@ import json
 import os
 import sqlite3
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 from sidecar import paths
 from sidecar.paths import Paths
 from sidecar.testing.fake_anthropic import FakeAnthropic
-from sidecar.testing.harness import ChildSidecar, anthropic_config, start_child
+from sidecar.testing.harness import ChildSidecar, anthropic_config
 
 BODY = {"model": "claude-opus-4-8", "max_tokens": 32, "messages": [{"role": "user", "content": "hi"}]}
 
@@ -57,16 +56,6 @@ async def wait_rows(db_file: Path, n: int, within: float = 8.0) -> int:
             return got
         await asyncio.sleep(0.05)
     return got
-
-
-@pytest.fixture
-def daemon(hermetic_env: Path, fake: FakeAnthropic) -> Iterator[ChildSidecar]:
-    child = start_child(hermetic_env, anthropic_config(fake.url))
-    try:
-        yield child
-    finally:
-        child.proc.kill()
-        child.proc.wait(10)
 
 
 async def test_usage_in_another_process_does_not_hide_later_records(

@@ -20,7 +20,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,16 +70,6 @@ async def until(client: aiohttp.ClientSession, url: str, ok: bool, pending: int 
             return storage
         assert loop.time() < deadline, storage
         await asyncio.sleep(0.1)
-
-
-@pytest.fixture
-def daemon(hermetic_env: Path, fake: FakeAnthropic) -> Iterator[ChildSidecar]:
-    child = start_child(hermetic_env, anthropic_config(fake.url))
-    try:
-        yield child
-    finally:
-        child.proc.kill()
-        child.proc.wait(10)
 
 
 async def test_a_full_disk_is_reported_refused_and_recovered(
