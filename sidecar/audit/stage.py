@@ -112,12 +112,14 @@ class AuditStage:
         recorder = self._recorders.pop(ctx.id, None)
         if not ctx.record:
             return
-        record = ctx.to_record()
+        priced = ctx.usage  # the meter's row, already priced: built and priced once per request
+        record = priced or ctx.to_record()
         rec = {f: getattr(record, f) for f in _FIELDS}  # dataclasses.asdict is 10x slower
-        model = rec["upstream_model"] or rec["requested_model"]
-        rec["cost_usd"], _ = self.pricing.cost(
-            rec["provider"], model, rec["input_tokens"], rec["output_tokens"], rec["cache_read_tokens"], rec["cache_write_tokens"]
-        )
+        if priced is None:
+            model = rec["upstream_model"] or rec["requested_model"]
+            rec["cost_usd"], _ = self.pricing.cost(
+                rec["provider"], model, rec["input_tokens"], rec["output_tokens"], rec["cache_read_tokens"], rec["cache_write_tokens"]
+            )
         rec["decisions"] = [{"stage": d.stage, "action": d.action, "reason": d.reason} for d in ctx.decisions]
         if self.log_content:
             rec["content"] = {"request": _body(ctx.body), "response": recorder.message if recorder else None}

@@ -51,6 +51,7 @@ class RequestContext:
     cache_outcome: str | None = None
     saved_usd: float = 0.0
     cost_usd: float = 0.0  # priced by the meter (for the metrics stage after it)
+    usage: UsageRecord | None = None  # the priced ledger row, set by the meter (the audit reuses it)
     provider_allowed: Callable[[str], bool] | None = None  # set by the policy gate; the router obeys it
     translated: bool = False  # the upstream spoke another protocol (its answer echoes the client's model)
     status: int = 0

@@ -106,6 +106,7 @@ class Meter:
         if not ctx.record:
             return
         rec = self.ledger.record(ctx.to_record())
+        ctx.usage = rec
         ctx.cost_usd = rec.cost_usd
         if log.isEnabledFor(logging.DEBUG):  # header names only: their values may be credentials
             log.debug(
