@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import sys
+from collections.abc import Iterator
 from typing import Any
 
+from sidecar.errors import ConfigError
 from sidecar.paths import Paths, make_private
 
 
@@ -42,3 +46,43 @@ def write_state(paths: Paths, state: dict[str, Any]) -> None:
     tmp = paths.state_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(state, indent=2))
     os.replace(tmp, paths.state_file)
+
+
+LOCK_FILE = "daemon.lock"
+
+
+@contextlib.contextmanager
+def hold_data_dir(paths: Paths) -> Iterator[None]:
+    """Hold the data dir for this daemon's lifetime, or raise ConfigError naming the daemon
+    that holds it. Two daemons on one data dir would both replay and delete the journal and
+    fork the audit chain; the state file cannot stop two that start at the same instant.
+
+    The lock is on a file of its own: a lock on, or a descriptor closed on, the database
+    would drop sqlite's own POSIX locks (sidecar.ledger.store)."""
+    path = paths.data_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        try:
+            _lock(fd)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() if hasattr(os, "pread") else "?"
+            raise ConfigError(
+                f"another claude-sidecar (pid {holder or '?'}) is serving the data dir {paths.data_dir}; "
+                "stop it first, or give this one its own CLAUDE_SIDECAR_HOME"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _lock(fd: int) -> None:
+    if sys.platform == "win32":
+        import msvcrt
+
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

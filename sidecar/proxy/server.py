@@ -28,7 +28,7 @@ from sidecar.proxy.app import create_app
 from sidecar.proxy.keys import RUNTIME
 from sidecar.proxy.listener import SidecarRunner, drain
 from sidecar.secrets import SecretStore, resolve_keys
-from sidecar.state import load_or_create_token, read_state, write_state
+from sidecar.state import hold_data_dir, load_or_create_token, read_state, write_state
 from sidecar.tasks import TaskSet
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,14 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 async def serve(cfg: Config, paths: Paths, ready: asyncio.Event | None = None) -> None:
-    """Serve until SIGTERM/SIGINT or a control-API shutdown, then stop gracefully."""
+    """Serve until SIGTERM/SIGINT or a control-API shutdown, then stop gracefully; one
+    daemon per data dir (a second one is refused before it opens anything)."""
     paths.ensure()
+    with hold_data_dir(paths):
+        await _serve(cfg, paths, ready)
+
+
+async def _serve(cfg: Config, paths: Paths, ready: asyncio.Event | None) -> None:
     token = load_or_create_token(paths)
     store = SecretStore(paths.config_dir / "credentials.json")
     keys = {p.name: resolve_keys(p, store) for p in cfg.providers}
