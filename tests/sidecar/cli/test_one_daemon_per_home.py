@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from sidecar.testing.fake_anthropic import FakeAnthropic
@@ -21,6 +22,14 @@ def _spawn(home: Path, cfg_file: Path, n: int) -> subprocess.Popen[bytes]:
         return subprocess.Popen([sys.executable, "-m", "sidecar", "start", "--foreground"], env=env, stdout=log, stderr=log)
 
 
+async def _until(done: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        if done() or time.monotonic() > deadline:
+            return
+        await asyncio.sleep(0.1)
+
+
 async def test_a_second_daemon_on_the_same_data_dir_is_refused(hermetic_env: Path, fake: FakeAnthropic) -> None:
     home = hermetic_env
     home.mkdir(parents=True, exist_ok=True)
@@ -28,9 +37,7 @@ async def test_a_second_daemon_on_the_same_data_dir_is_refused(hermetic_env: Pat
     cfg_file.write_text(anthropic_config(fake.url))
     procs = [_spawn(home, cfg_file, n) for n in (1, 2)]
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and all(p.poll() is None for p in procs):
-            await asyncio.sleep(0.1)
+        await _until(lambda: any(p.poll() is not None for p in procs), 30)
         exited = [p for p in procs if p.poll() is not None]
         assert len(exited) == 1, "exactly one of two daemons on one data dir must give up"
         loser = exited[0]
@@ -41,9 +48,7 @@ async def test_a_second_daemon_on_the_same_data_dir_is_refused(hermetic_env: Pat
         assert "another claude-sidecar" in message and f"pid {winner.pid}" in message, message
         # The winner is the one serving: it wrote the state file.
         state_file = home / "state" / "sidecar.json"
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not state_file.exists():
-            await asyncio.sleep(0.1)
+        await _until(state_file.exists, 20)
         assert json.loads(state_file.read_text())["pid"] == winner.pid
         assert winner.poll() is None
     finally:
