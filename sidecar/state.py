@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from sidecar.errors import ConfigError
+from sidecar.errors import ConfigError, StorageError
 from sidecar.paths import Paths, make_private
 
 
@@ -60,7 +60,10 @@ def hold_data_dir(paths: Paths) -> Iterator[None]:
     The lock is on a file of its own: a lock on, or a descriptor closed on, the database
     would drop sqlite's own POSIX locks (sidecar.ledger.store)."""
     path = paths.data_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except OSError as e:  # a read-only or missing data dir: the store could not be opened either
+        raise StorageError(f"cannot open the usage store in {paths.data_dir}: {e}") from None
     try:
         try:
             _lock(fd)
