@@ -21,13 +21,13 @@ from sidecar.net import host_is_loopback
 from sidecar.observability.settings import ObservabilityConfig, read_observability
 from sidecar.providers import registry
 from sidecar.routing.config import RouteConfig, RoutingConfig, read_routes, read_routing
+from sidecar.sync.settings import SyncConfig, read_sync
 
 DEFAULT_PORT = 8787
 PROVIDER_TYPES = tuple(registry.TYPES)
 DEFAULT_BASE_URLS = {"anthropic": "https://api.anthropic.com"}
 _PROVIDER_KEYS = {"name", "type", "base_url", "keys", "connect_timeout", "read_timeout"}
 # Sections of the product's config that later versions read; named so the error is clear.
-PLANNED_SECTIONS = ("sync",)
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -357,6 +357,7 @@ class Config:
     claude_code: ClaudeCodeConfig = field(default_factory=ClaudeCodeConfig)
     observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
     mcp: McpConfig = field(default_factory=McpConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
     source: Path | None = None
 
     def provider(self, name: str) -> ProviderConfig:
@@ -479,10 +480,7 @@ def parse(text: str, path: Path | None = None, env: dict[str, str] | None = None
         at = re.search(r"at line (\d+)", str(e))
         where = f"{path or '<config>'}:{at.group(1)}" if at else f"{path or '<config>'}"
         raise ConfigError(f"{where}: not valid TOML: {e}") from None
-    for section in PLANNED_SECTIONS:
-        if section in raw:
-            raise r.fail(section, f"the [{section}] section is not supported by this version of claude-sidecar yet")
-    r.table(raw, "", {"server", "providers", "pricing", "usage", "cache", "routes", "routing", "claude_code", "observability", "mcp", *GOVERNANCE_SECTIONS})
+    r.table(raw, "", {"server", "providers", "pricing", "usage", "cache", "routes", "routing", "claude_code", "observability", "mcp", "sync", *GOVERNANCE_SECTIONS})
 
     server = _server(r, raw.get("server", {}))
     if env.get("CLAUDE_SIDECAR_PORT"):
@@ -515,6 +513,7 @@ def parse(text: str, path: Path | None = None, env: dict[str, str] | None = None
         claude_code=_claude_code(r, raw.get("claude_code", {})),
         observability=read_observability(r, raw.get("observability", {})),
         mcp=read_mcp(r, raw.get("mcp", {})),
+        sync=read_sync(r, raw.get("sync", {})),
     )
 
 

@@ -102,7 +102,7 @@ timezone = "Europe/Berlin"
 ERRORS = [
     pytest.param(
         "[server]\nport = 8787\n\n[serverr]\nport = 1\n",
-        4, "serverr", "unknown key (expected one of: budget, cache, claude_code, guardrails, limits, mcp, observability, policy, pricing, providers, routes, routing, server, tools, usage)",
+        4, "serverr", "unknown key (expected one of: budget, cache, claude_code, guardrails, limits, mcp, observability, policy, pricing, providers, routes, routing, server, sync, tools, usage)",
         id="unknown-top-level-section",
     ),
     pytest.param(
@@ -325,12 +325,16 @@ def test_config_show_is_the_effective_config(monkeypatch: pytest.MonkeyPatch) ->
     assert shown["providers"][0]["base_url"] == "https://api.anthropic.com"
 
 
-def test_a_section_of_a_later_version_is_named_as_such(tmp_path: Path) -> None:
+def test_the_sync_section_names_its_keys_and_ranges(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text('[server]\nport = 9000\n\n[sync]\nurl = "https://central.example"\n')
     with pytest.raises(ConfigError) as e:
         load(path, env={})
-    assert str(e.value) == f"{path}:4: sync: the [sync] section is not supported by this version of claude-sidecar yet"
+    assert str(e.value).startswith(f"{path}:5: sync.url: unknown key (expected one of: enabled, poll_wait_seconds"), str(e.value)
+    assert error_of("[sync]\nupload_batch = 5000\n").endswith("sync.upload_batch: must be between 1 and 1000 (the server takes at most 1000 records a call)")
+    path.write_text("[sync]\npoll_wait_seconds = 5\nenabled = false\n")
+    cfg = load(path, env={})
+    assert (cfg.sync.poll_wait_seconds, cfg.sync.enabled, cfg.sync.upload_batch) == (5.0, False, 500)
 
 
 def test_provider_options_are_checked_per_type() -> None:
