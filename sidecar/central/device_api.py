@@ -22,6 +22,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/leases", lease)
     app.router.add_post("/v1/leases/{lease_id}/return", lease_return)
     app.router.add_delete("/v1/device", unenroll)
+    app.router.add_post("/v1/device/status", device_status)
 
 
 async def signing_key(request: web.Request) -> web.Response:
@@ -126,3 +127,18 @@ async def unenroll(request: web.Request) -> web.Response:
     device = await require_device(request)
     await request.app[STORE].revoke_device(device, device.id)
     return web.json_response({"revoked": device.id})
+
+
+async def device_status(request: web.Request) -> web.Response:
+    """The device reports the policy version it enforces, or why it refused the newest one,
+    and its usage backlog (shown to admins by `admin devices list`)."""
+    device = await require_device(request)
+    body = await json_body(request)
+    version, error, backlog = body.get("policy_version"), body.get("policy_error"), body.get("outbox_backlog")
+    for name, value in (("policy_version", version), ("outbox_backlog", backlog)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**62):
+            raise InvalidRequest(f"{name} must be a non-negative integer")
+    if error is not None and not isinstance(error, str):
+        raise InvalidRequest("policy_error must be a string")
+    await request.app[STORE].report_status(device, version, error[:500] if error else None, backlog)
+    return web.json_response({"recorded": True})

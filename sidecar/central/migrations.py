@@ -89,6 +89,17 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             """INSERT INTO counters (name, value) VALUES ('audit_seq', 0)""",
         ],
     ),
+    (
+        "m006_device_status",
+        [
+            # What each device last reported: the policy version it enforces (or why it
+            # refused the newest), its outbox backlog and when it said so.
+            """ALTER TABLE devices ADD COLUMN policy_version BIGINT""",
+            """ALTER TABLE devices ADD COLUMN policy_error TEXT""",
+            """ALTER TABLE devices ADD COLUMN outbox_backlog BIGINT""",
+            """ALTER TABLE devices ADD COLUMN reported_at DOUBLE PRECISION""",
+        ],
+    ),
 ]
 
 

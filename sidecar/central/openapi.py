@@ -87,7 +87,9 @@ ADMINS = _rows(id=STR, name=STR, role=STR, created_at=NUM, revoked_at=NNUM)
 TEAMS = _rows(id=STR, name=STR, created_at=NUM, developers=INT)
 DEVELOPERS = _rows(id=STR, email=STR, name=STR, team_id=NSTR, team=NSTR, created_at=NUM, devices=INT)
 TOKENS = _rows(id=STR, developer_id=STR, email=STR, created_by=STR, created_at=NUM, expires_at=NUM)
-DEVICES = _rows(id=STR, name=STR, developer_id=STR, email=STR, created_at=NUM, last_seen_at=NNUM, revoked_at=NNUM)
+DEVICES = _rows(id=STR, name=STR, developer_id=STR, email=STR, created_at=NUM, last_seen_at=NNUM, revoked_at=NNUM,
+                policy_version={"type": "integer", "nullable": True}, policy_error=NSTR,
+                outbox_backlog={"type": "integer", "nullable": True}, reported_at=NNUM)  # fmt: skip
 VERSIONS = _rows(version=INT, scope=STR, created_by=STR, created_at=NUM, comment=NSTR)
 USAGE = _rows(key=NSTR, requests=INT, input_tokens=INT, output_tokens=INT, cache_read_tokens=INT,
               cache_write_tokens=INT, cost_usd=NUM)  # fmt: skip
@@ -136,6 +138,13 @@ def document() -> S:
         )},
         "/v1/device": {"delete": _op("Unenroll: the device revokes its own credential",
                                      {"200": _json(_obj({"revoked": STR}), "revoked")}, (401, 404, 429), "device")},
+        "/v1/device/status": {"post": _op(
+            "The device reports the policy version it enforces (or why it refused the newest) and its usage backlog",
+            {"200": _json(_obj({"recorded": {"type": "boolean"}}), "recorded")}, (400, 401, 429), "device",
+            requestBody=_body(_obj({"policy_version": {"type": "integer", "minimum": 0, "nullable": True},
+                                    "policy_error": NSTR,
+                                    "outbox_backlog": {"type": "integer", "minimum": 0, "nullable": True}})),
+        )},
         "/v1/admin/whoami": {"get": _op("The calling admin", {"200": _json(_obj({"id": STR, "name": STR, "role": STR}), "me")}, ADMIN_ERRS, "admin")},
         "/v1/admin/admins": {
             "get": _op("Admin users", {"200": _json(_obj({"admins": ADMINS}), "list")}, ADMIN_ERRS, "admin"),

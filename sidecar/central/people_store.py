@@ -305,9 +305,18 @@ class BaseStore:
         """Every device with its developer."""
         async with self.db.tx() as tx:
             return await tx.fetch(
-                "SELECT d.id, d.name, d.developer_id, p.email, d.created_at, d.last_seen_at, d.revoked_at"
+                "SELECT d.id, d.name, d.developer_id, p.email, d.created_at, d.last_seen_at, d.revoked_at,"
+                " d.policy_version, d.policy_error, d.outbox_backlog, d.reported_at"
                 " FROM devices d JOIN developers p ON p.id = d.developer_id ORDER BY d.created_at"
             )
+
+    async def report_status(self, device: Device, policy_version: int | None, policy_error: str | None, backlog: int | None) -> None:
+        """Record what `device` says it enforces (the version, or why it refused the newest)."""
+        async with self.db.tx() as tx:
+            await tx.execute(
+                "UPDATE devices SET policy_version = ?, policy_error = ?, outbox_backlog = ?, reported_at = ? WHERE id = ?",
+                policy_version, policy_error, backlog, time.time(), device.id,
+            )  # fmt: skip
 
     async def revoke_device(self, actor: Admin | Device, device_id: str) -> None:
         """Revoke a device: its next call is refused."""

@@ -225,7 +225,7 @@ def devices() -> None:
 @click.pass_context
 def devices_list(ctx: click.Context, as_json: bool) -> None:
     """List devices."""
-    _print(_client(ctx).call("GET", "/v1/admin/devices"), as_json, "devices", ("id", "email", "name", "last_seen_at", "revoked_at"))
+    _print(_client(ctx).call("GET", "/v1/admin/devices"), as_json, "devices", ("id", "email", "name", "policy_version", "policy_error", "outbox_backlog", "last_seen_at", "revoked_at"))
 
 
 @devices.command("revoke")

@@ -177,3 +177,22 @@ async def test_outstanding_enrollment_tokens_are_listed_and_can_be_revoked(centr
     assert status == 401
     status, _ = await central.call("DELETE", f"/v1/admin/enrollment-tokens/{enr['id']}", central.admin_token)
     assert status == 404
+
+
+async def test_a_device_reports_the_policy_it_enforces_and_admins_see_it(central: Central) -> None:
+    dev = await central.enroll_device("rep@example.com")
+    cred = dev["credential"]
+    status, body = await central.call("POST", "/v1/device/status", cred, json={"policy_version": 7, "policy_error": None, "outbox_backlog": 12})
+    assert (status, body) == (200, {"recorded": True})
+    row = next(d for d in (await central.admin("GET", "/v1/admin/devices"))["devices"] if d["id"] == dev["device_id"])
+    assert (row["policy_version"], row["policy_error"], row["outbox_backlog"]) == (7, None, 12)
+    assert row["reported_at"] is not None
+    refused = "the signature does not verify with the pinned key"
+    await central.call("POST", "/v1/device/status", cred, json={"policy_version": 7, "policy_error": refused})
+    row = next(d for d in (await central.admin("GET", "/v1/admin/devices"))["devices"] if d["id"] == dev["device_id"])
+    assert (row["policy_version"], row["policy_error"]) == (7, refused)
+    for bad in ({"policy_version": -1}, {"policy_version": True}, {"outbox_backlog": "3"}, {"policy_error": 5}):
+        status, body = await central.call("POST", "/v1/device/status", cred, json=bad)
+        assert status == 400, (bad, status, body)
+    status, _ = await central.call("POST", "/v1/device/status", central.admin_token, json={"policy_version": 1})
+    assert status == 401
