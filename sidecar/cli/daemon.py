@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -67,15 +69,53 @@ def ensure_running(config: str | None = None, port: int | None = None) -> tuple[
     return _spawn(config, port, p), True
 
 
+def _port_taken(host: str, port: int) -> bool:
+    """Whether another program listens on `host`:`port` (a probe the daemon's own bind repeats)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        if sys.platform != "win32":
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            return e.errno in (errno.EADDRINUSE, errno.EACCES)
+    return False
+
+
+def _refuse_what_would_not_apply(running: Daemon, config: str | None, port: int | None) -> None:
+    """A running daemon keeps its config file and port: a `start` asking for others fails, saying so."""
+    asked = []
+    if config and os.path.abspath(config) != os.path.abspath(str(running.state.get("config_file", ""))):
+        asked.append((f"{os.path.abspath(config)} was NOT applied", f"--config {shlex.quote(config)}"))
+    if port and port != running.state.get("port"):
+        asked.append((f"--port {port} was NOT applied", f"--port {port}"))
+    if asked:
+        raise SidecarError(
+            f"claude-sidecar is already running at {running.url} (pid {running.state['pid']}) with "
+            f"{running.state.get('config_file', 'its config')}; " + " and ".join(a for a, _ in asked)
+            + ". To use it: claude-sidecar stop && claude-sidecar start " + " ".join(f for _, f in asked)
+        )
+
+
 @click.command()
 @click.option("--foreground", is_flag=True, help="Run in this process (for service managers).")
-@click.option("--port", type=click.IntRange(0, 65535), help="Listen on this port (default 8787, or the next free one).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Listen on this port, or fail if it is taken (without it: [server] port, default 8787, or the next free one).")
 @click.option("--config", type=click.Path(dir_okay=False), help="Use this config file.")
 def start(foreground: bool, port: int | None, config: str | None) -> None:
     """Start the sidecar (in the background unless --foreground)."""
     if port is not None:
         os.environ["CLAUDE_SIDECAR_PORT"] = str(port)
     cfg, p = context(config)
+    running = find_daemon(p)
+    if running is not None and not foreground:
+        _refuse_what_would_not_apply(running, config, port)
+    if port and running is None and _port_taken(cfg.server.host, port):
+        # An explicit --port is a request for that port: taking the next one silently would
+        # leave the user's client pointed at the wrong place.
+        raise SidecarError(
+            f"port {port} on {cfg.server.host} is taken by another program; "
+            "choose another with --port, or start without --port to take the next free one"
+        )
     if foreground:
         running = find_daemon(p)
         if running and running.state.get("pid") != os.getpid():
@@ -94,6 +134,8 @@ def start(foreground: bool, port: int | None, config: str | None) -> None:
     d, started = ensure_running(config, port)
     verb = "is running" if started else "was already running"
     click.echo(f"claude-sidecar {__version__} {verb} at {d.url} (pid {d.state['pid']})")
+    if started and cfg.server.port and d.state.get("port") != cfg.server.port:
+        click.echo(f"port {cfg.server.port} was taken, so it listens on {d.state.get('port')} (set [server] port to choose)")
     click.echo("Point Claude Code at it:")
     click.echo("  claude-sidecar run -- claude")
     click.echo('  or: eval "$(claude-sidecar env)" && claude')

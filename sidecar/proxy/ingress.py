@@ -127,6 +127,7 @@ async def ingress(request: web.Request, handler: Handler) -> web.StreamResponse:
                 )
         elif (
             path not in OPEN_PATHS
+            and request.match_info.http_exception is None  # no such endpoint: a 404, token or not
             and not bearer.signed_in(request)
             and _proxy_needs_token(request)
             and not token_ok(request, request.app[RUNTIME].token)
