@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from typing import Any
 
 from aiohttp import web
 
@@ -134,11 +135,15 @@ async def device_status(request: web.Request) -> web.Response:
     and its usage backlog (shown to admins by `admin devices list`)."""
     device = await require_device(request)
     body = await json_body(request)
-    version, error, backlog = body.get("policy_version"), body.get("policy_error"), body.get("outbox_backlog")
-    for name, value in (("policy_version", version), ("outbox_backlog", backlog)):
+    fields: dict[str, Any] = {k: body[k] for k in ("policy_version", "policy_error", "outbox_backlog") if k in body}
+    for name in ("policy_version", "outbox_backlog"):
+        value = fields.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**62):
             raise InvalidRequest(f"{name} must be a non-negative integer")
+    error = fields.get("policy_error")
     if error is not None and not isinstance(error, str):
         raise InvalidRequest("policy_error must be a string")
-    await request.app[STORE].report_status(device, version, error[:500] if error else None, backlog)
+    if error:
+        fields["policy_error"] = error[:500]
+    await request.app[STORE].report_status(device, fields)
     return web.json_response({"recorded": True})

@@ -310,13 +310,16 @@ class BaseStore:
                 " FROM devices d JOIN developers p ON p.id = d.developer_id ORDER BY d.created_at"
             )
 
-    async def report_status(self, device: Device, policy_version: int | None, policy_error: str | None, backlog: int | None) -> None:
-        """Record what `device` says it enforces (the version, or why it refused the newest)."""
+    async def report_status(self, device: Device, fields: dict[str, Any]) -> None:
+        """Record what `device` says (only the fields it sent): the policy version it
+        enforces or why it refused the newest (policy_version, policy_error), its usage
+        backlog (outbox_backlog)."""
+        cols = [c for c in ("policy_version", "policy_error", "outbox_backlog") if c in fields]
+        sets = "".join(f"{c} = ?, " for c in cols)
         async with self.db.tx() as tx:
             await tx.execute(
-                "UPDATE devices SET policy_version = ?, policy_error = ?, outbox_backlog = ?, reported_at = ? WHERE id = ?",
-                policy_version, policy_error, backlog, time.time(), device.id,
-            )  # fmt: skip
+                f"UPDATE devices SET {sets}reported_at = ? WHERE id = ?", *(fields[c] for c in cols), time.time(), device.id
+            )
 
     async def revoke_device(self, actor: Admin | Device, device_id: str) -> None:
         """Revoke a device: its next call is refused."""

@@ -189,8 +189,9 @@ async def test_a_device_reports_the_policy_it_enforces_and_admins_see_it(central
     assert row["reported_at"] is not None
     refused = "the signature does not verify with the pinned key"
     await central.call("POST", "/v1/device/status", cred, json={"policy_version": 7, "policy_error": refused})
+    await central.call("POST", "/v1/device/status", cred, json={"outbox_backlog": 3})  # only what is sent changes
     row = next(d for d in (await central.admin("GET", "/v1/admin/devices"))["devices"] if d["id"] == dev["device_id"])
-    assert (row["policy_version"], row["policy_error"]) == (7, refused)
+    assert (row["policy_version"], row["policy_error"], row["outbox_backlog"]) == (7, refused, 3)
     for bad in ({"policy_version": -1}, {"policy_version": True}, {"outbox_backlog": "3"}, {"policy_error": 5}):
         status, body = await central.call("POST", "/v1/device/status", cred, json=bad)
         assert status == 400, (bad, status, body)
