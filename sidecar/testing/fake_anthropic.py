@@ -403,9 +403,28 @@ async def _serve(host: str, port: int) -> None:
     await serve_until_signalled(FakeAnthropic(host=host, port=port))
 
 
+CONTROL_HELP = f"""control endpoints (JSON over HTTP on the same address):
+  POST /__fake/script    a JSON list of behaviours replaces the queue of replies,
+                         e.g. [{{"kind": "text", "text": "hi"}}, {{"kind": "error", "status": 429}}]
+  POST /__fake/default   one behaviour: the reply when the queue is empty
+  POST /__fake/reset     clear the queue and the recorded requests
+  GET  /__fake/requests  the requests received so far (method, path, headers, body)
+behaviour kinds: {", ".join(sorted(KINDS))}
+
+example:
+  curl -s 127.0.0.1:PORT/__fake/script -d '[{{"kind": "text", "text": "hello"}}]'
+"""
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Serve the fake upstream until SIGTERM or SIGINT."""
-    parser = argparse.ArgumentParser(prog="python -m sidecar.testing.fake_anthropic")
+    parser = argparse.ArgumentParser(
+        prog="python -m sidecar.testing.fake_anthropic",
+        description="A fake Anthropic Messages API on loopback (POST /v1/messages, streamed or not) to try\n"
+        "the sidecar offline: point a provider's base_url at the address it prints.",
+        epilog=CONTROL_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     args = parser.parse_args(argv)

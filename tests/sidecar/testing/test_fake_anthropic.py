@@ -30,6 +30,7 @@ from sidecar.testing.fake_anthropic import (
     behaviour_from_json,
     behaviour_to_json,
 )
+from sidecar.testing.fake_anthropic import main as fake_main
 
 MESSAGES = "/v1/messages?beta=true"
 
@@ -531,3 +532,23 @@ async def test_concurrent_streams(fake: FakeAnthropic, client: aiohttp.ClientSes
     fake.default = Text.bench(20)
     results = await asyncio.gather(*(post(client, fake) for _ in range(10)))
     assert all(names(sse_events(raw))[-1] == "message_stop" for _, _, raw in results)
+
+
+def test_help_names_every_control_endpoint(capsys: pytest.CaptureFixture[str]) -> None:
+    """Someone trying the sidecar offline learns from --help how to script the fake."""
+    control = {
+        (r.method, r.resource.canonical)  # type: ignore[union-attr]
+        for r in FakeAnthropic().app.router.routes()
+        if r.resource is not None and r.resource.canonical.startswith("/__fake/")
+    }
+    assert len(control) >= 4
+
+    with pytest.raises(SystemExit) as exited:
+        fake_main(["--help"])
+
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    for method, path in control:
+        assert f"{method} {path}" in " ".join(out.split())
+    for kind in KINDS:
+        assert kind in out
