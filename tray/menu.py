@@ -57,6 +57,8 @@ def menu_model(state: TrayState) -> list[MenuEntry]:
     entries = [MenuEntry(_status_line(state))]
     if state.running:
         entries += _spend(state)
+        if state.sync is not None:
+            entries.append(MenuEntry(f"Org sync: {state.sync}"))
         entries += _routes(state.routes)
         if state.cache is not None:
             entries += [SEPARATOR, MenuEntry(_cache_line(state))]

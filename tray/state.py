@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sidecar.sync import status as sync_status
+
 # Where a budget turns amber when the policy names no thresholds of its own.
 DEFAULT_WARN_FRACTION = 0.8
 
@@ -93,6 +95,7 @@ class TrayState:
     budgets: tuple[Budget, ...] | None = None
     cache: Cache | None = None
     problem: str | None = None  # why the sidecar is down, in a few words
+    sync: str | None = None  # the org sync in a few words; None: not enrolled
 
     @property
     def paused(self) -> bool:
@@ -145,7 +148,14 @@ def state_from_api(
         routes=None if routes is None else _routes(routes),
         budgets=None if policy is None else _budgets(policy),
         cache=None if cache is None else _cache(cache),
+        sync=_sync(status.get("sync")),
     )
+
+
+def _sync(sync: Any) -> str | None:
+    if not isinstance(sync, Mapping) or not sync.get("enrolled"):
+        return None
+    return sync_status.headline(sync).removeprefix("sync: ")
 
 
 def _routes(body: Mapping[str, Any]) -> tuple[Route, ...]:

@@ -22,6 +22,7 @@ from sidecar.cli.common import Daemon, context, find_daemon, pid_alive
 from sidecar.errors import SidecarError
 from sidecar.paths import Paths
 from sidecar.secrets import SecretStore, resolve_keys
+from sidecar.sync import status as sync_status
 
 START_TIMEOUT = 20.0
 
@@ -198,6 +199,8 @@ def status(as_json: bool) -> None:
             click.echo(f"  storage: ok ({storage['pending']} records waiting to be written)")
         else:
             click.echo(f"  storage: DEGRADED, usage is not being recorded: {storage['error']} ({storage['pending']} records waiting)")
+    for line in sync_status.lines(s.get("sync")):
+        click.echo("  " + line)
 
 
 TOKEN_HEADER = "x-sidecar-token"

@@ -22,7 +22,7 @@ from sidecar.errors import InvalidRequest
 from sidecar.ledger import reports
 from sidecar.ledger.store import open_db
 from sidecar.proxy.ingress import proxy_needs_token
-from sidecar.proxy.keys import BUS, CONFIG, PATHS, PROVIDERS, RUNTIME, STORAGE
+from sidecar.proxy.keys import BUS, CONFIG, PATHS, PROVIDERS, RUNTIME, STORAGE, SYNC
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ async def status(request: web.Request) -> web.Response:
             ],
             "usage": totals,
             "storage": request.app[STORAGE].state() if STORAGE in request.app else None,
+            "sync": request.app[SYNC].state() if SYNC in request.app else {"enrolled": False, "state": "not enrolled"},
             "event_subscribers": request.app[BUS].subscribers,
         }
     )

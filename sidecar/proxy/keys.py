@@ -20,6 +20,7 @@ from sidecar.proxy.stages import Stage
 if TYPE_CHECKING:
     from sidecar.routing.reload import Reloader
     from sidecar.routing.router import Router
+    from sidecar.sync.service import SyncService
 
 
 @dataclass
@@ -44,3 +45,4 @@ STORAGE = web.AppKey("storage", StorageHealth)
 PROVIDERS: web.AppKey[dict[str, Provider]] = web.AppKey("providers")
 ROUTER: web.AppKey[Router] = web.AppKey("router")
 STAGES: web.AppKey[list[Stage]] = web.AppKey("stages")
+SYNC: web.AppKey[SyncService] = web.AppKey("sync")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sidecar.sync import status as sync_status
 from tui import format as fmt
 from tui.plan import parse_reset
 from tui.state import Dashboard
@@ -37,11 +38,7 @@ class ConnectionLine(TextView):
 
 
 def _sync(status: dict[str, Any]) -> str:
-    sync = status.get("sync")
-    if not isinstance(sync, dict):
-        return "sync: not enrolled"
-    state = sync.get("state") or ("enrolled" if sync.get("enrolled") else "not enrolled")
-    return f"sync: {fmt.plain(str(state))}"
+    return fmt.plain(sync_status.headline(status.get("sync")))
 
 
 class SpendHeader(TextView):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sidecar.sync import status as sync_status
 from tui import format as fmt
 from tui.state import Dashboard
 from tui.widgets.base import TextView
@@ -86,10 +87,11 @@ def _sidecar(model: Dashboard) -> list[str]:
     lines.append(fmt.plain(f"{s.get('address', '?')} · pid {s.get('pid', '?')} · v{s.get('version', '?')} · up {fmt.duration(float(s.get('uptime_s') or 0))}"))
     lines.append(fmt.plain(f"providers: {providers or 'none'} · config: {s.get('config_file') or 'defaults'}"))
     sync = s.get("sync")
-    if isinstance(sync, dict):
-        lines.append(fmt.plain("sync: " + ", ".join(f"{k} {v}" for k, v in sync.items())))
+    detail = sync_status.lines(sync)
+    if isinstance(sync, dict) and sync.get("enrolled"):
+        lines += [fmt.plain(line) for line in detail]
     else:
-        lines.append("[$text-muted]sync: not enrolled (claude-sidecar enroll URL --token T)[/]")
+        lines += [f"[$text-muted]{fmt.plain(line)}[/]" for line in detail]
     if model.dropped_events or model.bad_events:
         lines.append(f"[$warning]events dropped {model.dropped_events} · malformed {model.bad_events}[/]")
     return lines

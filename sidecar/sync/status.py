@@ -1,0 +1,86 @@
+"""The sync state in words, the same in `claude-sidecar status`, the TUI and the tray.
+
+Pure functions of the `sync` object of the control API's status (`SyncService.state()`),
+so every view says the same thing and tests read it without a display.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+
+def _ago(seconds: float) -> str:
+    s = max(0, int(seconds))
+    if s < 90:
+        return f"{s} s"
+    if s < 5400:
+        return f"{s // 60} min"
+    if s < 172800:
+        return f"{s // 3600} h"
+    return f"{s // 86400} days"
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def headline(sync: Any, now: float | None = None) -> str:
+    """One short phrase: ``sync: not enrolled`` / ``sync: v7 · 3 queued`` / ``sync: offline 2 h``."""
+    if not isinstance(sync, Mapping) or not sync.get("enrolled"):
+        return "sync: not enrolled"
+    now = time.time() if now is None else now
+    state = str(sync.get("state") or "enrolled")
+    policy = sync.get("policy") if isinstance(sync.get("policy"), Mapping) else {}
+    outbox = sync.get("outbox") if isinstance(sync.get("outbox"), Mapping) else {}
+    parts = [state]
+    last = _num(policy.get("last_sync"))
+    if policy.get("error") and last is not None:
+        parts.append(f"last sync {_ago(now - last)} ago")
+    backlog = outbox.get("backlog")
+    if isinstance(backlog, int) and backlog:
+        parts.append(f"{backlog} queued")
+    return "sync: " + " · ".join(parts)
+
+
+def lines(sync: Any, now: float | None = None) -> list[str]:
+    """The detail: server, policy version and age, last sync, backlog, leases."""
+    if not isinstance(sync, Mapping) or not sync.get("enrolled"):
+        return ["sync: not enrolled (join an org with: claude-sidecar enroll URL --token T)"]
+    now = time.time() if now is None else now
+    out = [f"sync: {sync.get('state', '?')} with {sync.get('server', '?')} as {sync.get('device_id', '?')}"]
+    policy = sync.get("policy")
+    if isinstance(policy, Mapping):
+        version = policy.get("version")
+        issued, last = _num(policy.get("issued_at")), _num(policy.get("last_sync"))
+        text = f"  org policy: v{version}" if version is not None else "  org policy: none received yet"
+        if issued is not None:
+            text += f", issued {_ago(now - issued)} ago"
+        if last is not None:
+            text += f"; last sync {_ago(now - last)} ago"
+        out.append(text)
+        if policy.get("error"):
+            out.append(f"  policy problem: {policy['error']}")
+        if policy.get("closed"):
+            out.append(f"  REFUSING REQUESTS: {policy['closed']}")
+    outbox = sync.get("outbox")
+    if isinstance(outbox, Mapping):
+        text = f"  usage upload: {outbox.get('backlog', '?')} waiting, {outbox.get('uploaded_total', 0)} sent"
+        if outbox.get("conflicts"):
+            text += f", {outbox['conflicts']} refused as conflicts"
+        if outbox.get("last_error"):
+            text += f"; last error: {outbox['last_error']}"
+        out.append(text)
+    leases = sync.get("leases")
+    if isinstance(leases, Mapping) and leases:
+        out.append("  shared budget: " + _leases(leases))
+    return out
+
+
+def _leases(leases: Mapping[str, Any]) -> str:
+    if leases.get("summary"):
+        return str(leases["summary"])
+    if leases.get("pooled") is False:
+        return "no team or org pool applies"
+    return ", ".join(f"{k} {v}" for k, v in leases.items() if not isinstance(v, Mapping | list))
