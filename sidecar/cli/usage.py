@@ -146,6 +146,9 @@ def _run(group_by: GroupBy, since: date | None, until: date | None, as_json: boo
     else:
         click.echo(f"Usage {_TITLES[group_by][1]} ({tz})\n")
         click.echo(render_table(group_by, rows))
+        counted = sum(int(r.get("count_tokens", 0)) for r in rows)
+        if counted:
+            click.echo(f"\nplus {counted:,} count_tokens calls (free; not counted as requests)")
 
 
 def render_table(group_by: GroupBy, rows: Sequence[dict[str, Any]]) -> str:

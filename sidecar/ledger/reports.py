@@ -24,8 +24,11 @@ TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_write_tokens", "cache_re
 _SLOT = 900  # seconds
 # The model that served (and was billed for) the request; the requested one if none did.
 _MODEL = "COALESCE(upstream_model, requested_model)"
+# count_tokens calls cost nothing and are no model requests: counted apart, never in `requests`.
+COUNT_TOKENS_SQL = "endpoint LIKE '%/count_tokens'"
 _SUMS = (
-    "COUNT(*) AS requests, "
+    f"COALESCE(SUM(CASE WHEN {COUNT_TOKENS_SQL} THEN 0 ELSE 1 END), 0) AS requests, "
+    f"COALESCE(SUM(CASE WHEN {COUNT_TOKENS_SQL} THEN 1 ELSE 0 END), 0) AS count_tokens, "
     + ", ".join(f"COALESCE(SUM({f}), 0) AS {f}" for f in TOKEN_FIELDS)
     + ", COALESCE(SUM(cost_usd), 0.0) AS cost_usd"
 )
@@ -63,9 +66,9 @@ def report(
                 group_by, datetime.fromtimestamp(slot * _SLOT, tz).date()
             )
         acc = groups.setdefault(
-            key, {"key": key, "requests": 0, **dict.fromkeys(TOKEN_FIELDS, 0), "cost_usd": 0.0}
+            key, {"key": key, "requests": 0, "count_tokens": 0, **dict.fromkeys(TOKEN_FIELDS, 0), "cost_usd": 0.0}
         )
-        for f in ("requests", *TOKEN_FIELDS, "cost_usd"):
+        for f in ("requests", "count_tokens", *TOKEN_FIELDS, "cost_usd"):
             acc[f] += row[f]
         if row["model"]:
             models.setdefault(key, set()).add(row["model"])
@@ -91,6 +94,17 @@ def totals(db: sqlite_utils.Database, tz: ZoneInfo, now: datetime | None = None)
         row = next(db.query(sql, [_start_of(start, tz), _start_of(end, tz)]))
         out[name] = _finish({"key": key, **row})
     return out
+
+
+def recent(db: sqlite_utils.Database, since: float, limit: int, brief: bool = False) -> list[dict[str, Any]]:
+    """The ledger's rows from `since` (epoch seconds) on, newest first, at most `limit`; `brief`
+    keeps only id, ts, endpoint and cost_usd (enough for a burn rate)."""
+    columns = "id, ts, endpoint, cost_usd" if brief else "*"
+    rows = [dict(r) for r in db.query(f"SELECT {columns} FROM usage WHERE ts >= ? ORDER BY ts DESC, id DESC LIMIT ?", [since, limit])]
+    for row in rows:
+        if "stream" in row:
+            row["stream"] = bool(row["stream"])
+    return rows
 
 
 def local_zone(cfg_tz: str | None = None) -> ZoneInfo:

@@ -113,6 +113,40 @@ async def usage(request: web.Request) -> web.Response:
     return web.json_response({"group_by": group, "rows": await asyncio.to_thread(run)})
 
 
+RECENT_LIMIT = 10_000  # the most rows one /requests answer carries
+
+
+def _number_param(request: web.Request, name: str, default: float, low: float, high: float) -> float:
+    raw = request.query.get(name)
+    try:
+        value = default if raw is None else float(raw)
+    except ValueError:
+        raise InvalidRequest(f"{name}: {raw!r} is not a number") from None
+    if not low <= value <= high:
+        raise InvalidRequest(f"{name}: {raw} is not between {low:g} and {high:g}")
+    return value
+
+
+async def recent_requests(request: web.Request) -> web.Response:
+    """The ledger's recent requests, newest first, as `request` events carry them:
+    `?since=EPOCH&limit=N` (default the last 24 h, 200 rows); `brief=1` keeps id, ts, endpoint, cost_usd."""
+    since = _number_param(request, "since", time.time() - 86400, 0, float("inf"))
+    limit = int(_number_param(request, "limit", 200, 1, RECENT_LIMIT))
+    brief = request.query.get("brief", "") in ("1", "true")
+    paths = request.app[PATHS]
+
+    def run() -> list[dict[str, Any]]:
+        if not paths.db_file.exists():
+            return []
+        db = open_db(paths.db_file)
+        try:
+            return reports.recent(db, since, limit, brief)
+        finally:
+            db.conn.close()
+
+    return web.json_response({"since": since, "limit": limit, "rows": await asyncio.to_thread(run)})
+
+
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: `request_started` and `request` (the priced usage row) as they happen."""
     bus = request.app[BUS]
@@ -150,4 +184,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/sidecar/v1/status", status)
     app.router.add_get("/sidecar/v1/usage", usage)
     app.router.add_get("/sidecar/v1/events", events)
+    app.router.add_get("/sidecar/v1/requests", recent_requests)
     app.router.add_post("/sidecar/v1/shutdown", shutdown)

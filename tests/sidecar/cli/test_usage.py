@@ -174,3 +174,22 @@ def test_a_corrupt_ledger_is_one_clear_error(home: Path) -> None:
     code, out = run()
     assert code == 1
     assert "cannot read the usage ledger" in out
+
+
+def test_count_tokens_calls_are_shown_apart_from_requests(home: Path) -> None:
+    seed(SAMPLE[:1])
+    db = open_db(paths.resolve().db_file)
+    try:
+        for minute in (1, 2, 3):
+            rec = usage_record(f"2026-03-01T10:0{minute}", session_id="sess-a", endpoint="/v1/messages/count_tokens")
+            db.table("usage").insert(rec.to_dict())
+    finally:
+        db.close()
+
+    code, out = run()
+    _, as_json = run("--json")
+
+    assert code == 0
+    [row] = json.loads(as_json)
+    assert (row["requests"], row["count_tokens"]) == (1, 3)
+    assert "plus 3 count_tokens calls (free; not counted as requests)" in out

@@ -63,6 +63,7 @@ def test_daily_columns_and_sums(db: sqlite_utils.Database) -> None:
     assert rows[0] == {
         "key": "2026-03-01",
         "requests": 2,
+        "count_tokens": 0,
         "input_tokens": 11,
         "output_tokens": 22,
         "cache_write_tokens": 44,
@@ -72,6 +73,25 @@ def test_daily_columns_and_sums(db: sqlite_utils.Database) -> None:
         "models": ["claude-haiku-4-5", "claude-opus-4-8"],
     }
     assert keys(rows) == ["2026-03-01", "2026-03-02"]
+
+
+def test_count_tokens_calls_are_counted_apart_from_requests(db: sqlite_utils.Database) -> None:
+    """They cost nothing: a report that counted them as requests would halve the cost per request."""
+    add(db, "2026-03-01T10:00", cost=0.5)
+    for minute, endpoint in ((1, "/v1/messages/count_tokens"), (2, "/anthropic/v1/messages/count_tokens")):
+        db.table("usage").insert(usage_record(f"2026-03-01T10:0{minute}", endpoint=endpoint, session_id="s1", cost_usd=0.0).to_dict())
+    now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+    for group in reports.GROUPS:
+        [row] = report(db, group, None, None, UTC_ZONE)
+        assert (row["requests"], row["count_tokens"], row["cost_usd"]) == (1, 2, 0.5), group
+    today = totals(db, UTC_ZONE, now)["today"]
+    assert (today["requests"], today["count_tokens"]) == (1, 2)
+    newest = reports.recent(db, 0.0, 10)
+    assert [r["endpoint"] for r in newest] == ["/anthropic/v1/messages/count_tokens", "/v1/messages/count_tokens", "/v1/messages"]
+    assert newest[-1]["stream"] is True
+    assert [r["id"] for r in reports.recent(db, 0.0, 1, brief=True)] == [newest[0]["id"]]
+    assert set(reports.recent(db, 0.0, 1, brief=True)[0]) == {"id", "ts", "endpoint", "cost_usd"}
 
 
 def test_days_are_cut_in_the_given_zone(db: sqlite_utils.Database) -> None:
@@ -179,6 +199,7 @@ def test_totals_for_today_and_this_month(db: sqlite_utils.Database) -> None:
     assert t["today"] == {
         "key": "2026-11-28",
         "requests": 2,
+        "count_tokens": 0,
         "input_tokens": 2,
         "output_tokens": 2,
         "cache_write_tokens": 2,

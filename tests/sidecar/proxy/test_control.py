@@ -10,6 +10,7 @@ import aiohttp
 
 from sidecar.testing.fake_anthropic import FakeAnthropic, Text
 from sidecar.testing.harness import InProcessSidecar
+from tests.sidecar.proxy.conftest import ledger_rows
 
 BODY = {"model": "claude-opus-4-8", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
 
@@ -87,3 +88,37 @@ async def test_models_and_count_tokens_pass_through(fake: FakeAnthropic, sidecar
         assert resp.status == 200
         assert isinstance((await resp.json())["input_tokens"], int)
     assert [r.path for r in fake.requests] == ["/v1/messages/count_tokens"]
+
+
+async def test_recent_requests_newest_first_bounded_and_as_the_events_carry_them(
+    fake: FakeAnthropic, sidecar: InProcessSidecar, client: aiohttp.ClientSession
+) -> None:
+    """What a dashboard opened late loads: the ledger's rows, the same fields as `request` events."""
+    auth = {"Authorization": f"Bearer {sidecar.token}"}
+    fake.script(*(Text("x", usage={"input_tokens": 10 * (n + 1), "output_tokens": 2}) for n in range(3)))
+    async with client.get(sidecar.url + "/sidecar/v1/events", headers=auth) as ev:
+        await read_events(ev, 1)
+        for _ in range(3):
+            async with client.post(sidecar.url + "/v1/messages", json=BODY, headers={"x-api-key": "k"}) as resp:
+                await resp.read()
+        async with client.post(sidecar.url + "/v1/messages/count_tokens", json=BODY, headers={"x-api-key": "k"}) as resp:
+            assert resp.status == 200
+        live = [d for k, d in await asyncio.wait_for(read_events(ev, 8), 5) if k == "request"]
+    await ledger_rows(sidecar)  # flushed
+
+    async with client.get(sidecar.url + "/sidecar/v1/requests", headers=auth) as resp:
+        assert resp.status == 200
+        rows = (await resp.json())["rows"]
+    async with client.get(sidecar.url + "/sidecar/v1/requests?limit=2&brief=1", headers=auth) as resp:
+        brief = (await resp.json())["rows"]
+    async with client.get(sidecar.url + "/sidecar/v1/requests?limit=0", headers=auth) as resp:
+        bad = resp.status, (await resp.json())["error"]["type"]
+    async with client.get(sidecar.url + "/sidecar/v1/requests") as resp:
+        unauthenticated = resp.status
+
+    assert rows == list(reversed(live))  # newest first, field for field
+    assert rows[0]["endpoint"] == "/v1/messages/count_tokens"
+    assert [r["id"] for r in brief] == [r["id"] for r in rows[:2]]
+    assert set(brief[0]) == {"id", "ts", "endpoint", "cost_usd"}
+    assert bad == (400, "invalid_request_error")
+    assert unauthenticated == 401
