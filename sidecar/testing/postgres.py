@@ -30,7 +30,8 @@ def available() -> bool:
     return (PG_BIN / "initdb").exists()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port free at the time of asking."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -96,7 +97,7 @@ class PgCluster:
             [str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"],
             check=True, capture_output=True, preexec_fn=_demote(), cwd=root,
         )  # fmt: skip
-        self.port = _free_port()
+        self.port = free_port()
         self._log = open(root / "postgres.log", "wb")  # closed in stop()
         self._proc = subprocess.Popen(
             [str(PG_BIN / "postgres"), "-D", str(data), "-p", str(self.port), "-h", "127.0.0.1", "-k", str(sock),

@@ -16,6 +16,7 @@ from mcp import types
 from sidecar.mcp import upstream
 from sidecar.mcp.server import MCP
 from sidecar.testing.harness import anthropic_config, sidecar_in_process
+from sidecar.testing.postgres import free_port
 
 from .conftest import EVERYTHING, FILESYSTEM, TOY, audit_calls, mcp_client, stdio_server
 
@@ -78,14 +79,8 @@ async def test_mcp_needs_the_local_token(hermetic_env: Path) -> None:
             assert resp.status == 401
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_streamable_http_upstream(npm_servers: None, hermetic_env: Path) -> None:
-    port = _free_port()
+    port = free_port()
     proc = await asyncio.create_subprocess_exec(
         "node", str(EVERYTHING), "streamableHttp", env={**os.environ, "PORT": str(port)},
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
