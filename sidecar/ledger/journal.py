@@ -250,18 +250,17 @@ def _replay(db: sqlite_utils.Database, usage: list[Sequence[Any]], audit: list[S
 
     width = len(USAGE_COLUMNS)
     with db.atomic():
-        before = db.conn.total_changes
         for row in usage:
             try:
                 if len(row) != width:
                     raise ValueError(f"{len(row)} values, not {width}")
-                db.conn.execute(INSERT_USAGE, row)
+                # rowcount, not total_changes: that also counts the outbox trigger's inserts.
+                found.usage += db.conn.execute(INSERT_USAGE, row).rowcount
             except sqlite3.OperationalError:
                 raise  # the store, not the row: recovery fails and the journal stays
             except Exception as e:
                 found.bad_lines += 1
                 log.error("a journaled usage record cannot be stored (%s); dropped", e)
-        found.usage = db.conn.total_changes - before
         if audit and db["audit"].exists():
             _replay_audit(db, audit, found)
 

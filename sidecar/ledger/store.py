@@ -163,6 +163,25 @@ def m006_index_usage_upstream_request_id(db: sqlite_utils.Database) -> None:
     db.table("usage").create_index(["upstream_request_id"], index_name="idx_usage_upstream_request_id")
 
 
+@migration
+def m007_sync_outbox(db: sqlite_utils.Database) -> None:
+    """The usage outbox (sidecar.sync.outbox): while `sync_meta` holds the key 'outbox' (the
+    device is enrolled), a trigger queues every new usage row in the same transaction that
+    writes it, whoever writes it (the ledger's batches, the journal's recovery). A row that
+    is not inserted (INSERT OR IGNORE of a known id) fires no trigger, so is never queued
+    twice. Rows the server refuses for good are parked in `outbox_parked`, not retried."""
+    db.execute("CREATE TABLE sync_meta (key TEXT PRIMARY KEY, value TEXT)")
+    db.execute("CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, usage_id TEXT NOT NULL)")
+    db.execute(
+        "CREATE TABLE outbox_parked (usage_id TEXT PRIMARY KEY, parked_at REAL NOT NULL, reason TEXT NOT NULL)"
+    )
+    db.execute(
+        "CREATE TRIGGER usage_outbox AFTER INSERT ON usage "
+        "WHEN EXISTS (SELECT 1 FROM sync_meta WHERE key = 'outbox') "
+        "BEGIN INSERT INTO outbox (usage_id) VALUES (NEW.id); END"
+    )
+
+
 def open_db(path: Path) -> sqlite_utils.Database:
     """Open (creating if needed) the store at `path`, in WAL mode, with every migration applied."""
     _create_private(path)
