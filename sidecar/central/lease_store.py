@@ -100,6 +100,10 @@ class LeaseStore(PolicyStore):
                 )  # fmt: skip
                 remaining[pool] = max(0.0, limit - float(committed))
                 granted = min(granted, remaining[pool])
+            names = {pool: "org" for pool, _ in pools}
+            if device.team_id and f"team:{device.team_id}" in names:
+                team = await tx.fetchval("SELECT name FROM teams WHERE id = ?", device.team_id)
+                names[f"team:{device.team_id}"] = f"team {team or device.team_id}"
             lease_id = tokens.new_id("lse_")
             if pools and granted > 0:
                 await tx.executemany(
@@ -111,6 +115,9 @@ class LeaseStore(PolicyStore):
             "lease_id": lease_id if pools and granted > 0 else None,
             "granted_usd": granted if pools else None,  # None: no shared pool limits this device
             "period": key, "expires_at": expires, "pools": sorted(remaining),
+            # what the device needs to say which pool ran dry and when it refills
+            "limits": dict(pools), "remaining": remaining, "names": names,
+            "resets_at": period_end, "timezone": tz_name or "UTC",
         }  # fmt: skip
 
     async def return_lease(self, device: Device, lease_id: str, used_usd: Any) -> None:

@@ -127,7 +127,9 @@ def document() -> S:
         "/v1/leases": {"post": _op(
             "Ask for a slice of the team's and org's budget pools",
             {"200": _json(_obj({"lease_id": NSTR, "granted_usd": NNUM, "period": STR, "expires_at": NUM,
-                                "pools": {"type": "array", "items": STR}}), "the grant")},
+                                "pools": {"type": "array", "items": STR}, "limits": {"type": "object"},
+                                "remaining": {"type": "object"}, "names": {"type": "object"}, "resets_at": NUM,
+                                "timezone": STR}), "the grant")},
             (401, 429), "device",
             requestBody=_body(_obj({"amount_usd": NUM, "period": {"type": "string", "enum": ["day", "month"]},
                                     "ttl_seconds": NUM}, required=["amount_usd"])),
