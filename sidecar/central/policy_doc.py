@@ -22,6 +22,12 @@ Merge rules, applied org first, then the developer's team, then the developer:
   clamps as well, so lowering an org ceiling later also binds the narrower scopes.
 - `routes` and `providers` replace wholesale.
 
+`sync` (org scope only) is how the org's sidecars sync: ``{"grace_hours": 72,
+"after_grace": "open" | "closed", "lease_usd": 5.0, "lease_ttl_seconds": 3600}`` (these are
+the defaults). A sidecar that cannot get a fresh policy for `grace_hours` keeps serving
+under its last good one ("open", with a loud warning) or refuses requests until it
+reaches the server again ("closed"); leases are asked for `lease_usd` at a time.
+
 `pools` (org and team scopes: ``{"daily_usd": 500, "monthly_usd": 8000}``, and at the org
 ``"timezone": "Europe/Berlin"`` where days and months are cut, UTC by default) are the shared
 budgets that budget leases split between devices; they stay on the server and are not part
@@ -53,7 +59,10 @@ DENY_KEYS = ("policy.deny_models", "tools.deny")
 OFF_TIGHTER = ("policy.log_content",)
 ON_TIGHTER = ("policy.audit",)
 MODES = ("off", "warn", "redact", "block")
-DOC_KEYS = {*GOVERNANCE_SECTIONS, "routes", "providers", "ceilings", "pools"}
+DOC_KEYS = {*GOVERNANCE_SECTIONS, "routes", "providers", "ceilings", "pools", "sync"}
+SYNC_DEFAULTS: dict[str, Any] = {"grace_hours": 72.0, "after_grace": "open", "lease_usd": 5.0, "lease_ttl_seconds": 3600.0}
+_SYNC_RANGES = {"grace_hours": (0.01, 24 * 365, "hours"), "lease_usd": (0.0001, 1e6, "US dollars"),
+                "lease_ttl_seconds": (30, 7 * 86400, "seconds")}  # fmt: skip
 _SECRET_WORDS = {"secret", "password", "passwd", "token", "apikey", "credential", "credentials", "private",
                  "authorization", "cookie", "bearer"}  # fmt: skip
 _SECRET_PAIRS = {("api", "key"), ("access", "key"), ("private", "key"), ("session", "key")}
@@ -94,6 +103,10 @@ def validate(doc: Any, scope: str) -> dict[str, Any]:
         if c not in ceiling_keys() and not c.startswith("guardrails.detectors."):
             raise ConfigError(f"{where}: {c!r} cannot be a ceiling (one of: {', '.join(ceiling_keys())})")
     _pools(doc.get("pools"), scope, where)
+    if "sync" in doc:
+        if scope != "org":
+            raise ConfigError(f"{where}: only the org scope may set sync (how every sidecar of the org syncs)")
+        sync_settings(doc["sync"], where)
     for p in doc.get("providers", []) if isinstance(doc.get("providers"), list) else []:
         _no_secrets(p, f"{where}: providers")
     _routes_and_providers(doc, where)
@@ -122,6 +135,26 @@ def _pools(pools: Any, scope: str, where: str) -> None:
             continue
         if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
             raise ConfigError(f"{where}: pools.{k} must be a positive number of US dollars")
+
+
+def sync_settings(value: Any, where: str = "policy") -> dict[str, Any]:
+    """The org's `sync` settings with defaults filled in (raises ConfigError naming the key)."""
+    if value is None:
+        return dict(SYNC_DEFAULTS)
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: sync must be an object such as {{\"grace_hours\": 72, \"after_grace\": \"open\"}}")
+    unknown = set(value) - set(SYNC_DEFAULTS)
+    if unknown:
+        raise ConfigError(f"{where}: sync has unknown keys {sorted(unknown)} (expected {', '.join(SYNC_DEFAULTS)})")
+    out = {**SYNC_DEFAULTS, **value}
+    for key, (low, high, unit) in _SYNC_RANGES.items():
+        v = out[key]
+        if isinstance(v, bool) or not isinstance(v, int | float) or not low <= v <= high:
+            raise ConfigError(f"{where}: sync.{key} must be a number of {unit} between {low:g} and {high:g}")
+        out[key] = float(v)
+    if out["after_grace"] not in ("open", "closed"):
+        raise ConfigError(f"{where}: sync.after_grace must be \"open\" (keep serving under the last policy) or \"closed\" (refuse)")
+    return out
 
 
 def _looks_secret(key: str) -> bool:
@@ -234,7 +267,7 @@ def merge(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
                 _set(out, key, copy.deepcopy(eff))
             else:
                 _set(out, key, copy.deepcopy(value))
-        for key in ("routes", "providers"):
+        for key in ("routes", "providers", "sync"):
             if key in doc:
                 out[key] = copy.deepcopy(doc[key])
     return out, problems
