@@ -38,7 +38,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sidecar.config import BudgetConfig, Config
-from sidecar.errors import PolicyBlocked, PolicyDenied, SidecarError
+from sidecar.errors import ConfigError, PolicyBlocked, PolicyDenied, PolicyStale, SidecarError
 from sidecar.gateway import unified
 from sidecar.ledger import reports
 from sidecar.ledger.pricing import Pricing
@@ -54,6 +54,7 @@ from sidecar.policy.tools import ToolRules, ToolUseFilter
 from sidecar.proxy.context import RequestContext
 from sidecar.proxy.events import EventBus
 from sidecar.proxy.stages import Reply
+from sidecar.sync.leases import LeaseHold, LeaseManager
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +71,14 @@ class _Held:
 
     reservation: Reservation | None = None
     ticket: Ticket | None = None
+    lease: LeaseHold | None = None
     tools: ToolUseFilter | None = None
 
 
 class PolicyGate:
     """Enforces one Policy on the request path (a Stage)."""
+
+    _leases: LeaseManager | None = None
 
     def __init__(
         self,
@@ -96,11 +100,16 @@ class PolicyGate:
         self.guardrails = Guardrails(policy.guardrails, key)
         self.tools = ToolRules(policy.tools)
         self.history = estimate.OutputHistory(policy.budget.default_output_tokens)
+        self._key = key
+        self.key_path: Path | None = None  # where the redaction key is, for a policy that newly needs it
+        self.spent_since: Callable[[float], float] | None = None  # the ledger's spend, for a newly budgeted period
+        # Set by the sync service: why requests are refused now (the org's policy is stale and it fails closed).
+        self.closed: Callable[[], str | None] | None = None
         self._flags()
         self._held: dict[str, _Held] = {}
 
     def _flags(self) -> None:
-        self._metered = self.budgets.configured or self.limits.configured
+        self._metered = self.budgets.configured or self.limits.configured or self._leases is not None
         self._rewrites = self.guardrails.active or self.tools.active
         access = self.policy.access
         self.active = self._metered or self._rewrites or bool(access.models or access.deny_models or access.providers)
@@ -114,10 +123,44 @@ class PolicyGate:
         self._flags()
         return True
 
+    def apply_policy(self, policy: Policy) -> None:
+        """Put `policy` in force now (a central push or a config reload), every section.
+
+        Requests in flight keep what they hold: their reservations and tickets settle in the
+        budgets and buckets they were admitted under, their tool filter keeps its rules."""
+        rules, old = policy.rules, self.policy.rules
+        guardrails = self.guardrails
+        if rules.guardrails != old.guardrails:
+            if rules_for(rules.guardrails) and len(self._key) < 32:
+                self._key = load_key(self.key_path) if self.key_path is not None else secrets.token_bytes(32)
+            guardrails = Guardrails(rules.guardrails, self._key)
+        if not self.budgets.reconfigure(rules.budget, self.spent_since):
+            raise ConfigError("a newly budgeted period needs the ledger's spend so far; restart the sidecar to apply it")
+        self.limits.reconfigure(rules.limits)
+        self.guardrails = guardrails
+        if rules.tools != old.tools:
+            self.tools = ToolRules(rules.tools)
+        self.history.default_tokens = rules.budget.default_output_tokens
+        self.policy = policy
+        self._flags()
+
+    @property
+    def leases(self) -> LeaseManager | None:
+        """The shared pools' leases (set by the sync service while enrolled), enforced with the budgets."""
+        return self._leases
+
+    @leases.setter
+    def leases(self, manager: LeaseManager | None) -> None:
+        self._leases = manager
+        self._flags()
+
     # ------------------------------------------------------------------ the stage
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         """Refuse, rewrite or admit `ctx` (see the module docstring)."""
+        if self.closed is not None and (reason := self.closed()) is not None:
+            ctx.decide("sync", "deny", reason)
+            raise PolicyStale(reason)
         if not self.active:
             return None
         model = ctx.head.model
@@ -145,8 +188,12 @@ class PolicyGate:
         usage = ctx.summary.usage
         if held.ticket is not None:
             self.limits.settle(held.ticket, usage.input_tokens + usage.cache_write_tokens, usage.output_tokens, ctx.attempts > 0)
-        if held.reservation is not None:
-            self.budgets.settle(held.reservation, self._cost(ctx))
+        if held.reservation is not None or held.lease is not None:
+            cost = self._cost(ctx)
+            if held.reservation is not None:
+                self.budgets.settle(held.reservation, cost)
+            if held.lease is not None:
+                held.lease.owner.settle(held.lease, cost)
         if ctx.status == 200 and ctx.outcome == "ok" and usage.output_tokens:
             self.history.record(ctx.head.model, usage.output_tokens)
         if held.tools is not None and held.tools.refused:
@@ -167,15 +214,34 @@ class PolicyGate:
                 held.reservation = self._reserve(ctx, tokens_in)
                 if ctx.head.max_tokens is not None and ctx.head.max_tokens >= 0:
                     tokens_out = min(tokens_out, ctx.head.max_tokens)
+            if (leases := self._leases) is not None:
+                stage = "lease"
+                held.lease = await self._lease(ctx, leases, tokens_in, held.reservation)
         except BaseException as e:
             if slot:
                 self.limits.release_slot()
+            if held.reservation is not None:
+                self.budgets.settle(held.reservation, 0.0)  # refused by the shared pool: nothing was spent
+                held.reservation = None
             if isinstance(e, SidecarError):
                 ctx.decide(stage, "deny", e.message)
             raise
         held.ticket = self.limits.take(slot, tokens_in, tokens_out)
         if self.limits.configured:
             ctx.decide("limits", "allow", f"took 1 request, ~{tokens_in:,} input and ~{tokens_out:,} output tokens")
+
+    async def _lease(self, ctx: RequestContext, leases: LeaseManager, tokens_in: int, res: Reservation | None) -> LeaseHold | None:
+        """Hold the same worst case in the shared pools' leases as the budgets reserved."""
+        if res is not None:
+            amount = res.amount
+        else:
+            base, per_token = estimate.worst_case(self.pricing, ctx.head.model, tokens_in)
+            asked = ctx.head.max_tokens
+            amount = base + per_token * (estimate.NO_MAX_TOKENS if asked is None else max(0, asked))
+        hold = await leases.admit(amount)
+        if hold is not None:
+            ctx.decide("lease", "allow", f"held {usd(amount)} in the shared budget's lease")
+        return hold
 
     def _reserve(self, ctx: RequestContext, tokens_in: int) -> Reservation:
         """Reserve the worst case the provider can bill; lower max_tokens when only that fits."""
@@ -345,6 +411,8 @@ async def open_policy(cfg: Config, paths: Paths, ledger: Ledger, bus: EventBus) 
     if rules_for(policy.guardrails):
         key = await asyncio.to_thread(load_key, paths.data_dir / KEY_FILE)
     gate = PolicyGate(policy, tz=reports.local_zone(cfg.usage.timezone), pricing=ledger.pricing, key=key, bus=bus)
+    gate.key_path = paths.data_dir / KEY_FILE
+    gate.spent_since = spent_since(paths.db_file)
     if gate.budgets.configured:
         await asyncio.to_thread(gate.budgets.load, spent_since(paths.db_file))
     return gate

@@ -15,9 +15,12 @@ import aiohttp
 import pytest
 
 from sidecar.errors import BudgetExhausted, RateLimited
+from sidecar.policy.control import POLICY
 from sidecar.sync.client import DeviceClient
 from sidecar.sync.leases import LeaseHold, LeaseManager
 from sidecar.testing.central import CentralProcess
+from sidecar.testing.fake_anthropic import FakeAnthropic, Text
+from sidecar.testing.harness import InProcessSidecar, anthropic_config, sidecar_in_process
 
 EPS = 1e-6
 
@@ -204,3 +207,75 @@ async def test_three_devices_under_load_never_spend_more_than_the_team_pool(org:
     assert abs(team["used_usd"] - spent[0]) < 1e-5 and team["outstanding_usd"] == 0
     assert refused["exhausted"] > 0  # the load did run the pool dry
     assert spent[0] > limit - 3 * (1.5 + 0.4)  # and most of it went to requests, not idle leases
+
+
+# ---------------------------------------------------------------------- through the gate
+
+PRICES = '\n[pricing."claude-opus-4-8"]\ninput = 5.0\noutput = 25.0\ncache_read = 0.5\ncache_write = 6.25\n'
+USAGE = {"input_tokens": 200, "output_tokens": 400}
+COST = (200 * 5.0 + 400 * 25.0) / 1e6  # what each answer costs: $0.011
+
+
+def _payload(max_tokens: int = 1000) -> dict[str, Any]:
+    return {"model": "claude-opus-4-8", "max_tokens": max_tokens, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def _post(http: aiohttp.ClientSession, sc: InProcessSidecar, max_tokens: int = 1000) -> tuple[int, bytes]:
+    async with http.post(sc.url + "/v1/messages", json=_payload(max_tokens), headers={"x-api-key": "sk-ant-test"}) as r:
+        return r.status, await r.read()
+
+
+@contextlib.asynccontextmanager
+async def _sidecars(org: Org, tmp_path: Path, upstream: str, n: int, extra: str = "", lease_usd: float = 0.1) -> AsyncIterator[list[InProcessSidecar]]:
+    async with contextlib.AsyncExitStack() as stack:
+        out = []
+        for i in range(n):
+            sc = await stack.enter_async_context(sidecar_in_process(anthropic_config(upstream, PRICES + extra), tmp_path / f"sc{i}"))
+            sc.app[POLICY].leases = await org.manager(await org.device(f"sc{i}@example.com", "core"), lease_usd=lease_usd)
+            out.append(sc)
+        yield out
+
+
+async def test_three_sidecars_through_the_gate_stay_within_the_team_pool(org: Org, tmp_path: Path) -> None:
+    """The gate holds each request's worst case (here ~$0.026 for max_tokens 1000) in the lease
+    and settles the real cost ($0.011): 200s x cost <= the pool, and the server's used after
+    close equals it exactly."""
+    limit = 0.6
+    await _team_pool(org, daily=limit, org_daily=1000.0)
+    async with FakeAnthropic(default=Text("ok", usage=USAGE)) as fake, aiohttp.ClientSession() as http:
+        async with _sidecars(org, tmp_path, fake.url, 3) as sidecars:
+            statuses: list[int] = []
+
+            async def client(sc: InProcessSidecar) -> None:
+                for _ in range(40):
+                    status, raw = await _post(http, sc)
+                    statuses.append(status)
+                    if status == 429 and b"billing_error" in raw:
+                        assert b"team core's shared daily budget" in raw, raw
+                        return
+
+            await asyncio.gather(*(client(sc) for sc in sidecars for _ in range(4)))
+            for sc in sidecars:
+                await sc.app[POLICY].leases.close()
+    ok = statuses.count(200)
+    team = next(p for name, p in (await org.pools()).items() if name.startswith("team:"))
+    print(f"{ok} answered, spent {ok * COST:.4f} of {limit}; statuses {sorted(set(statuses))}; {team['leases']} leases")
+    assert ok * COST <= limit + EPS
+    assert abs(team["used_usd"] - ok * COST) < 1e-6 and team["outstanding_usd"] == 0
+    assert ok * COST > limit - 3 * 0.1 - 0.03  # at most each sidecar's last lease went unspent
+    assert 429 in statuses
+
+
+async def test_a_pool_refusal_releases_the_local_budget_reservation(org: Org, tmp_path: Path) -> None:
+    await _team_pool(org, daily=0.02)
+    budget = "\n[budget]\ndaily_usd = 5.0\n"
+    async with FakeAnthropic(default=Text("ok", usage=USAGE)) as fake, aiohttp.ClientSession() as http:
+        async with _sidecars(org, tmp_path, fake.url, 1, extra=budget, lease_usd=0.02) as (sc,):
+            status, raw = await _post(http, sc)  # worst case ~$0.026: more than the team has
+            assert status == 429 and b"billing_error" in raw and b"team core" in raw, raw
+            gate = sc.app[POLICY]
+            day = gate.budgets.state()[0]
+            assert day["reserved_usd"] == 0 and day["in_flight"] == 0 and day["spent_usd"] == 0
+            status, raw = await _post(http, sc, max_tokens=300)  # ~$0.0085 fits
+            assert status == 200, raw
+            assert abs(gate.budgets.state()[0]["spent_usd"] - COST) < 1e-9
