@@ -22,7 +22,8 @@ WAIT_SECONDS for the renewal it asks for. When the server says the pool has noth
 it, the request is refused with 429 `billing_error` naming the team (or org) budget and its
 reset. When the server cannot be reached, requests are admitted against the lease held and,
 once that is spent or expired, without one (fail open, shown in `state()`): an offline
-laptop keeps working, as it does under its last good policy.
+laptop keeps working, as it does under its last good policy, and what it spends meanwhile
+is reported with the next lease it gets, so the pool counts it.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ class _Account:
     retry_at: float = 0.0
     failures: int = 0
     checked: float = 0.0  # when the server last answered for this period
-    debt: float = 0.0  # spend with no open lease to charge it to yet
+    debt: float = 0.0  # spend with no open lease to charge it to yet (offline, or past its lease)
 
     def in_flight(self) -> int:
         return sum(x.holds for x in [*([self.lease] if self.lease else []), *self.retiring])
@@ -121,6 +122,7 @@ class LeaseHold:
     owner: LeaseManager
     amount: float
     leases: list[_Lease]
+    unleased: list[str] = field(default_factory=list)  # periods admitted without a lease (offline)
 
 
 class LeaseManager:
@@ -177,13 +179,15 @@ class LeaseManager:
         if not pooled:
             return None
         take: list[_Lease] = []
+        unleased: list[str] = []
         for a in pooled:
             lease = a.lease if a.lease is not None and now < a.lease.expires_at - a.lease.margin / 2 else None
             if lease is not None and lease.room >= amount - EPS:
                 take.append(lease)
                 continue
             if a.offline is not None:
-                continue  # the server is unreachable: fail open for this period
+                unleased.append(a.period)  # the server is unreachable: fail open, charged to the next lease
+                continue
             if a.short is not None and now - a.short.at < RECHECK_SECONDS:
                 if a.in_flight():
                     raise self._crowded(a, amount)
@@ -196,7 +200,7 @@ class LeaseManager:
             lease.holds += 1
             if lease.room < RENEW_AT * lease.amount:
                 self._wake.set()
-        return LeaseHold(self, amount, take)
+        return LeaseHold(self, amount, take, unleased)
 
     def settle(self, hold: LeaseHold, cost_usd: float) -> None:
         """Release `hold` and charge the request's real cost."""
@@ -213,6 +217,8 @@ class LeaseManager:
                 self._carry(a, lease, cost_usd - part)
             if lease.holds == 0 and lease in a.retiring:
                 self._wake.set()
+        for period in hold.unleased:
+            self.accounts[period].debt += cost_usd
 
     def _carry(self, a: _Account, lease: _Lease, excess: float) -> None:
         cur = a.lease
@@ -309,7 +315,7 @@ class LeaseManager:
             a.lease = None
             await self._return(a, old)  # first, so the pool has its room back for the new grant
             old = None
-        ask = max(self.lease_usd, a.want)
+        ask = max(self.lease_usd, a.want) + a.debt
         now = self.clock()
         try:
             answer = await self.client.lease(ask, a.period, self.ttl)
@@ -338,7 +344,8 @@ class LeaseManager:
         if new is not None and (self.closed or (old is not None and not expiring and new.amount <= old.room)):
             await self._return(a, new)  # not worth more than what the current lease has left
         elif new is not None:
-            new.used, a.debt = a.debt, 0.0
+            new.used = min(a.debt, new.amount)  # spent offline or past its lease: reported with this one
+            a.debt -= new.used
             if old is not None:
                 a.retiring.append(old)
             a.lease = new

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -279,3 +280,48 @@ async def test_a_pool_refusal_releases_the_local_budget_reservation(org: Org, tm
             status, raw = await _post(http, sc, max_tokens=300)  # ~$0.0085 fits
             assert status == 200, raw
             assert abs(gate.budgets.state()[0]["spent_usd"] - COST) < 1e-9
+
+
+async def test_offline_a_device_keeps_serving_and_reports_the_spend_with_its_next_lease(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    db = f"sqlite:///{tmp_path / 'central.db'}"
+    server = await CentralProcess(db, "--port", port).__aenter__()
+    try:
+        async with aiohttp.ClientSession() as http:
+            assert server.bootstrap_token
+            org = Org(server.url, server.bootstrap_token, http)
+            await org.call("POST", "/v1/admin/teams", json={"name": "core"})
+            await _team_pool(org, daily=10.0)
+            m = await org.manager(await org.device("ada@example.com", "core"), lease_usd=1.0)
+            for amount in (0.4, 0.3):
+                h = await m.admit(amount)
+                assert h is not None
+                if amount == 0.3:
+                    await server.stop()  # the server goes away with 0.6 of the lease left
+                m.settle(h, amount)
+
+            async def offline() -> bool:
+                return m.state()["periods"]["day"]["offline"] is not None
+
+            await _until(offline, "the renewal finds the server gone")
+            h = await m.admit(0.5)  # more than the lease has left: admitted without one
+            assert h is not None and h.leases == [] and h.unleased == ["day"]
+            m.settle(h, 0.5)
+            server = await CentralProcess(db, "--port", port).__aenter__()
+
+            async def back() -> bool:
+                day = m.state()["periods"]["day"]
+                return day["offline"] is None and day["lease_id"] is not None and day["retiring"] == 0
+
+            await _until(back, "the leases are renewed once the server is back", rounds=800)
+            assert abs(m.state()["periods"]["day"]["used_usd"] - 0.5) < EPS  # the offline spend rides on the new lease
+            await m.close()
+            await m.client.close()
+            for t in org.tasks:
+                t.cancel()
+            team = next(p for name, p in (await org.pools()).items() if name.startswith("team:"))
+            assert abs(team["used_usd"] - 1.2) < EPS and team["outstanding_usd"] == 0
+    finally:
+        await server.stop()
