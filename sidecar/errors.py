@@ -24,6 +24,8 @@ Hierarchy::
     ├── StorageError                  the store cannot be opened at start (CLI: one line, exit 1)
     ├── StorageUnavailable            503 api_error, retry-after: usage cannot be recorded
     │                                 (full disk, read-only store); see sidecar.ledger.health
+    ├── PolicyStale                   503 api_error, x-should-retry: false: the org's policy is
+    │                                 older than its grace period and the org fails closed
     └── UpstreamError                 no byte has reached the client yet
         ├── UpstreamUnavailable       529 overloaded_error (connect failure, no answer)
         ├── UpstreamBadAnswer         502 api_error (an answer cut short, a 101, not final)
@@ -163,6 +165,19 @@ class StorageUnavailable(SidecarError):
 
     def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message, headers={"retry-after": "5", **(headers or {})})
+
+
+class PolicyStale(SidecarError):
+    """The org's central server has not been reached for longer than the org's grace period
+    and the org says "closed": nothing is served until a fresh policy arrives. A 503 with
+    `x-should-retry: false`, so Claude Code prints the sentence (what to do) at once instead
+    of retrying for minutes, and no 400 that it would re-send without its betas."""
+
+    status = 503
+    error_type = "api_error"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, headers={"x-should-retry": "false", **(headers or {})})
 
 
 class RequestTimeout(ClientError):

@@ -135,17 +135,26 @@ class Budgets:
             w.spent = spent_since(w.start)
             w.fired = {t for t in self.thresholds if w.spent >= t * w.limit}
 
-    def reconfigure(self, cfg: BudgetConfig) -> bool:
+    def reconfigure(self, cfg: BudgetConfig, spent_since: Callable[[float], float] | None = None) -> bool:
         """Take new limits and thresholds, keeping what was spent and what is reserved.
 
-        A period that was not budgeted would need its spend so far from the ledger, so
-        adding one is refused (False, nothing changed): that takes a restart.
+        A period that was not budgeted needs its spend so far from the ledger
+        (`spent_since(epoch)`, as `load` takes it); without that reader adding one is
+        refused (False, nothing changed). Requests in flight when a period is added are
+        not counted in it (they settle in the periods they reserved in).
         """
         limits = {p: float(getattr(cfg, _LIMIT_KEY[p])) for p in PERIODS if getattr(cfg, _LIMIT_KEY[p]) is not None}
-        if not set(limits) <= {w.period for w in self.windows}:
+        have = {w.period for w in self.windows}
+        if not set(limits) <= have and spent_since is None:
             return False
         self.thresholds = cfg.thresholds
-        self.windows = [w for w in self.windows if w.period in limits]
+        added = [Window(p, limit) for p, limit in limits.items() if p not in have]
+        now = self.clock()
+        for w in added:
+            w.start, w.end = period_bounds(w.period, now, self.tz)
+            w.spent = spent_since(w.start) if spent_since is not None else 0.0
+        order = {p: i for i, p in enumerate(PERIODS)}
+        self.windows = sorted([w for w in self.windows if w.period in limits] + added, key=lambda w: order[w.period])
         for w in self.windows:
             w.limit = limits[w.period]
             w.fired = {t for t in self.thresholds if w.spent >= t * w.limit}

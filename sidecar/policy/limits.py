@@ -60,6 +60,13 @@ class TokenBucket:
         self._refill()
         self.level -= amount
 
+    def resize(self, per_minute: int) -> None:
+        """A new limit from now on; what the bucket holds is kept, up to the new capacity."""
+        self._refill()
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self.level = min(self.level, self.capacity)
+
     def give(self, amount: float) -> None:
         """Return `amount` (a reservation that was not used), up to a full bucket."""
         self._refill()
@@ -100,6 +107,15 @@ class Slots:
             raise
         return True
 
+    def resize(self, limit: int) -> None:
+        """A new cap: requests holding slots keep them; waiters get the room a raise makes."""
+        self.limit = limit
+        while self.in_use < self.limit and self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self.in_use += 1
+                fut.set_result(None)
+
     def release(self) -> None:
         """Free a slot, or hand it straight to the longest waiter."""
         while self._waiters:
@@ -129,10 +145,34 @@ class RateLimits:
 
     def __init__(self, cfg: LimitsConfig, clock: Clock = time.monotonic) -> None:
         self.cfg = cfg
+        self.clock = clock
         self.requests = TokenBucket("requests_per_minute", cfg.requests_per_minute, clock) if cfg.requests_per_minute else None
         self.input = TokenBucket("input_tokens_per_minute", cfg.input_tokens_per_minute, clock) if cfg.input_tokens_per_minute else None
         self.output = TokenBucket("output_tokens_per_minute", cfg.output_tokens_per_minute, clock) if cfg.output_tokens_per_minute else None
         self.slots = Slots(cfg.max_concurrent) if cfg.max_concurrent else None
+        self._slots = self.slots  # kept when the cap is lifted: requests in flight still release
+
+    def reconfigure(self, cfg: LimitsConfig) -> None:
+        """Take new limits now (a policy change); requests in flight settle as admitted."""
+        for attr, name in (("requests", "requests_per_minute"), ("input", "input_tokens_per_minute"), ("output", "output_tokens_per_minute")):
+            per_minute, bucket = getattr(cfg, name), getattr(self, attr)
+            if not per_minute:
+                setattr(self, attr, None)
+            elif bucket is None:
+                setattr(self, attr, TokenBucket(name, per_minute, self.clock))
+            else:
+                bucket.resize(per_minute)
+        if cfg.max_concurrent:
+            if self._slots is None:
+                self._slots = Slots(cfg.max_concurrent)
+            else:
+                self._slots.resize(cfg.max_concurrent)
+            self.slots = self._slots
+        else:
+            if self._slots is not None:
+                self._slots.resize(2**31)  # the queue drains; holders still release
+            self.slots = None
+        self.cfg = cfg
 
     @property
     def configured(self) -> bool:
@@ -196,8 +236,8 @@ class RateLimits:
 
     def release_slot(self) -> None:
         """Free a slot taken by `acquire_slot`."""
-        if self.slots is not None:
-            self.slots.release()
+        if self._slots is not None:
+            self._slots.release()
 
     def state(self) -> dict[str, Any]:
         """The limits and what is in use (for the control API)."""
