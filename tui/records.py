@@ -40,6 +40,7 @@ class Tally:
     """Requests, tokens and dollars summed over some group (a day, a model, a session)."""
 
     requests: int = 0
+    count_tokens: int = 0  # count_tokens calls: free, and no model request, so counted apart
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
@@ -51,6 +52,7 @@ class Tally:
         """A tally from a `/usage` report row or a status total."""
         return cls(
             requests=as_int(row, "requests"),
+            count_tokens=as_int(row, "count_tokens"),
             input_tokens=as_int(row, "input_tokens"),
             output_tokens=as_int(row, "output_tokens"),
             cache_read_tokens=as_int(row, "cache_read_tokens"),
@@ -64,8 +66,11 @@ class Tally:
         return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
 
     def add(self, row: RequestRow) -> None:
-        """Count one finished request."""
-        self.requests += 1
+        """Count one finished request (a count_tokens call apart)."""
+        if row.is_count_tokens:
+            self.count_tokens += 1
+        else:
+            self.requests += 1
         self.input_tokens += row.input_tokens
         self.output_tokens += row.output_tokens
         self.cache_read_tokens += row.cache_read_tokens
@@ -102,6 +107,11 @@ class RequestRow:
     def in_flight(self) -> bool:
         """True until the request's priced record arrives."""
         return self.outcome == IN_FLIGHT
+
+    @property
+    def is_count_tokens(self) -> bool:
+        """A count_tokens call (free; shown and counted apart from model requests)."""
+        return (as_str(self.data, "endpoint") or "").endswith("/count_tokens")
 
     @property
     def model_key(self) -> str:

@@ -24,6 +24,7 @@ from tui.client import ControlClient, ControlError, Unreachable
 from tui.locate import Locator, NotRunning
 from tui.sse import ServerEvent
 from tui.state import (
+    BURN_WINDOW,
     DAILY_DAYS,
     FEATURES,
     SESSION_DAYS,
@@ -36,6 +37,8 @@ from tui.state import (
 # the daemon's CPU each with a 200k-row ledger (no index on usage.upstream_request_id), so
 # they are fetched at most this often (seconds), not on every refresh.
 TELEMETRY_INTERVAL = 30.0
+HISTORY_ROWS = 200  # today's requests loaded into the table on (re)connecting, newest first
+BURN_ROWS = 10_000  # the last hour's requests (id, time, cost) loaded for the burn rate
 # Events after which the ledger-backed figures are worth fetching again.
 _REFRESH_AFTER = {"request", "budget_threshold", "routes_changed", "mcp_server_up", "mcp_server_down"}
 
@@ -177,6 +180,12 @@ class LiveSource:
     # ---------------------------------------------------------------- polling
 
     async def _poll(self, client: ControlClient, model: Dashboard) -> None:
+        try:
+            await self.load_history(client, model)
+        except Unreachable:
+            pass  # the event stream notices too, and reconnects
+        except ControlError as e:
+            model.alert("warning", f"the sidecar did not answer for its recent requests: {e}")
         while True:
             self._dirty.clear()
             try:
@@ -204,6 +213,21 @@ class LiveSource:
                 await asyncio.wait_for(self._arrived.wait(), min(self.settle, left))
             except TimeoutError:
                 return  # quiet for `settle` seconds: the ledger has caught up
+
+    async def load_history(self, client: ControlClient, model: Dashboard) -> None:
+        """Today's recent requests into the table and the last hour's spend into the burn rate,
+        from the ledger: what happened before the dashboard opened (or while it was cut off)."""
+        now = model.clock.now()
+        midnight = datetime.combine(model.local(now).date(), datetime.min.time(), model.zone).timestamp()
+        burn_since = now - BURN_WINDOW
+        table, spend = await asyncio.gather(
+            client.get("/requests", since=f"{midnight:.3f}", limit=str(HISTORY_ROWS)),
+            client.get("/requests", since=f"{burn_since:.3f}", limit=str(BURN_ROWS), brief="1"),
+        )
+        if isinstance(table, dict) and isinstance(table.get("rows"), list):
+            model.apply_history(table["rows"])
+        if isinstance(spend, dict) and isinstance(rows := spend.get("rows"), list):
+            model.apply_recent_spend(rows, burn_since, complete=len(rows) < BURN_ROWS)
 
     async def refresh(self, client: ControlClient, model: Dashboard) -> None:
         """Fetch every ledger-backed figure and hand it to the model; raises the first failure."""

@@ -100,7 +100,8 @@ class Dashboard:
         self.live_since: float | None = None
         self.sessions: dict[str, Tally] = {}
         self.session_seen: dict[str, float] = {}
-        self._burn: deque[tuple[float, float]] = deque()
+        self._burn: dict[str, tuple[float, float]] = {}  # request id -> (ts, cost) in the burn window
+        self.burn_known_since: float | None = None  # every request after this is in _burn (the ledger's history)
         self.routes = Feature()
         self.cache = Feature()
         self.policy = Feature()
@@ -217,6 +218,41 @@ class Dashboard:
             self.telemetry.state = "ready"
             self.telemetry.data = {"by": clean, "sessions": [s for s in sessions if isinstance(s, dict)]}
         self._touch("telemetry")
+
+    def apply_history(self, rows: list[dict[str, Any]]) -> None:
+        """`/requests` rows (the ledger's recent requests, newest first): into the table, oldest
+        first, beside what arrived live. The ledger's totals already count them, so nothing is counted."""
+        before = list(self.rows)
+        for data in rows:
+            if not isinstance(data, dict) or "id" not in data:
+                continue
+            old = self.rows.get(str(data["id"]))
+            if old is not None and not old.in_flight and old.outcome != LOST:
+                continue  # seen live already
+            row = RequestRow.finished(data, 0.0)
+            self.rows[row.id] = row
+            if old is not None:
+                self._row_changed(row.id)  # an in-flight or lost row gets its outcome
+                self._touch("requests")
+        ordered = sorted(self.rows.values(), key=lambda r: (r.ts, r.id))[-self.max_rows :]
+        self.rows = OrderedDict((r.id, r) for r in ordered)
+        if list(self.rows) == before:
+            return  # nothing new (rows seen live, or older than the table keeps)
+        self._row_changes = RowChanges(rebuild=True)
+        self._touch("requests")
+
+    def apply_recent_spend(self, rows: list[dict[str, Any]], since: float, complete: bool) -> None:
+        """`/requests?brief=1` rows since `since`: the burn rate's window from the ledger, so it
+        reads right at once; `complete` is False when the answer was cut at its limit."""
+        spend = {
+            str(r["id"]): (ts, as_float(r, "cost_usd") or 0.0)
+            for r in rows
+            if isinstance(r, dict) and "id" in r and (ts := as_float(r, "ts")) is not None
+        }
+        self._burn.update(spend)
+        known = since if complete or not spend else min(ts for ts, _ in spend.values())
+        self.burn_known_since = known if self.burn_known_since is None else min(self.burn_known_since, known)
+        self._touch("totals")
 
     def apply_route(self, route: dict[str, Any]) -> None:
         """One changed route (the answer of an enable or disable call)."""
@@ -368,7 +404,7 @@ class Dashboard:
         session = row.session_id or "(none)"
         self.sessions.setdefault(session, Tally()).add(row)
         self.session_seen[session] = max(row.ts, self.session_seen.get(session, 0.0))
-        self._burn.append((row.ts, row.cost_usd))
+        self._burn[row.id] = (row.ts, row.cost_usd)
 
     def _roll_over(self, day: date) -> None:
         """A request from a new local day: today's figures start again (and the month's, maybe)."""
@@ -391,14 +427,17 @@ class Dashboard:
     # ---------------------------------------------------------------- derived figures
 
     def burn_rate(self) -> float | None:
-        """Dollars per hour over the last hour seen live, or None before the link is up."""
-        if self.live_since is None:
+        """Dollars per hour over the last hour: from the ledger's recent history once loaded
+        (whether or not the dashboard was open then), else as seen live; None before either."""
+        known = self.burn_known_since if self.burn_known_since is not None else self.live_since
+        if known is None:
             return None
         now = self.clock.now()
-        while self._burn and self._burn[0][0] < now - BURN_WINDOW:
-            self._burn.popleft()
-        span = max(min(BURN_WINDOW, now - self.live_since), BURN_MIN_SPAN)
-        return sum(cost for _, cost in self._burn) / span * 3600
+        start = now - BURN_WINDOW
+        if any(ts < start for ts, _ in self._burn.values()):
+            self._burn = {i: (ts, cost) for i, (ts, cost) in self._burn.items() if ts >= start}
+        span = max(min(BURN_WINDOW, now - known), BURN_MIN_SPAN)
+        return sum(cost for _, cost in self._burn.values()) / span * 3600
 
     def projected_today(self) -> float | None:
         """Today's spend at local midnight if the burn rate holds."""

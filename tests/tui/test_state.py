@@ -156,3 +156,48 @@ def test_burn_rate_and_projection(model: Dashboard) -> None:
 def test_ratelimit_event_sets_the_plan(model: Dashboard) -> None:
     model.apply_event("ratelimit", {"unified": {"anthropic-ratelimit-unified-5h-utilization": "0.3"}})
     assert model.plan is not None and model.plan.windows[0].utilization == 0.3
+
+
+def test_history_fills_the_table_beside_live_rows_without_counting_twice(model: Dashboard) -> None:
+    model.apply_status(status(today_cost=10.0))
+    model.apply_event("request", req("live", ts=NOW - 10, cost_usd=1.0))
+    model.take_row_changes()
+    # Newest first, as /requests answers; "live" was seen already, "r0" is older than max_rows keeps.
+    history = [req("live", ts=NOW - 10, cost_usd=1.0), req("r3", ts=NOW - 30), req("r2", ts=NOW - 40),
+               req("r1", ts=NOW - 50), req("r0", ts=NOW - 60)]  # fmt: skip
+
+    model.apply_history(history)
+
+    assert list(model.rows) == ["r1", "r2", "r3", "live"]  # oldest first, bounded by max_rows
+    assert model.take_row_changes().rebuild
+    assert model.today.cost_usd == 11.0  # the ledger's total plus the live one; history adds nothing
+    model.apply_history(history)
+    assert not model.take_row_changes().rebuild  # nothing new
+
+
+def test_burn_rate_reads_the_ledgers_hour_at_once(model: Dashboard) -> None:
+    model.live_since = NOW - 5  # the dashboard has just opened
+    model.apply_event("request", req("live", ts=NOW - 2, cost_usd=1.0))
+    spend = [{"id": "live", "ts": NOW - 2, "cost_usd": 1.0}, {"id": "a", "ts": NOW - 1800, "cost_usd": 2.0},
+             {"id": "b", "ts": NOW - 3500, "cost_usd": 3.0}]  # fmt: skip
+
+    model.apply_recent_spend(spend, NOW - 3600, complete=True)
+
+    assert model.burn_rate() == pytest.approx(6.0)  # $6 in the last hour, however long the dashboard was open
+    clock = model.clock
+    assert isinstance(clock, FrozenClock)
+    clock.advance(200)
+    assert model.burn_rate() == pytest.approx(3.0)  # "b" left the window
+
+
+def test_a_cut_burn_history_covers_only_what_it_holds(model: Dashboard) -> None:
+    model.apply_recent_spend([{"id": "a", "ts": NOW - 60, "cost_usd": 1.0}, {"id": "b", "ts": NOW - 1200, "cost_usd": 1.0}],
+                             NOW - 3600, complete=False)  # fmt: skip
+    assert model.burn_rate() == pytest.approx(2.0 / 1200 * 3600)
+
+
+def test_count_tokens_calls_are_counted_apart(model: Dashboard) -> None:
+    model.apply_event("request", req("c", endpoint="/v1/messages/count_tokens", cost_usd=0.0))
+    model.apply_event("request", req("m", endpoint="/v1/messages"))
+    assert (model.today.requests, model.today.count_tokens) == (1, 1)
+    assert model.rows["c"].is_count_tokens and not model.rows["m"].is_count_tokens

@@ -7,6 +7,7 @@ from typing import Any
 from sidecar.sync import status as sync_status
 from tui import format as fmt
 from tui.plan import parse_reset
+from tui.records import Tally
 from tui.state import Dashboard
 from tui.widgets.base import TextView
 
@@ -55,13 +56,18 @@ class SpendHeader(TextView):
 def _spend_line(model: Dashboard) -> str:
     burn, projected = model.burn_rate(), model.projected_today()
     parts = [
-        f"[b]Today[/] [b $accent]{fmt.money(model.today.cost_usd)}[/] · {model.today.requests} req · {fmt.tokens(model.today.total_tokens)} tok",
+        f"[b]Today[/] [b $accent]{fmt.money(model.today.cost_usd)}[/] · {model.today.requests} req{_counts(model.today)} · {fmt.tokens(model.today.total_tokens)} tok",
         f"[b]Month[/] [b]{fmt.money(model.month.cost_usd)}[/] · {model.month.requests} req",
         f"[b]Burn[/] {fmt.money(burn)}/h" if burn is not None else "[b]Burn[/] —",
         f"≈ {fmt.money(projected)} by midnight" if projected is not None else "",
         f"[b]In flight[/] {model.in_flight()}",
     ]
     return "   ".join(p for p in parts if p)
+
+
+def _counts(tally: Tally) -> str:
+    """count_tokens calls beside the requests: they cost nothing."""
+    return f" [$text-muted](+{tally.count_tokens} count_tokens, free)[/]" if tally.count_tokens else ""
 
 
 def _budget_lines(model: Dashboard) -> list[str]:

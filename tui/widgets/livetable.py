@@ -94,6 +94,10 @@ class LiveTable(ScrollView, can_focus=True):
         """How many rows the table holds."""
         return len(self._order)
 
+    def row_keys(self) -> list[str]:
+        """The rows' keys, top to bottom."""
+        return list(self._order)
+
     def __contains__(self, key: object) -> bool:
         return key in self._rows
 

@@ -84,6 +84,8 @@ class RequestTable(ModelView, LiveTable):
         when = model.local(row.ts).strftime("%H:%M:%S") if row.ts else "—"
         served = _served(row)
         asked = f"{short_model(row.requested_model or '?')}{' → ' + served if served else ''}"
+        if row.is_count_tokens:
+            asked = f"count_tokens {short_model(row.requested_model or '?')}"  # a free token count, no model call
         cache_rw = f"{fmt.tokens(row.cache_read_tokens)}/{fmt.tokens(row.cache_write_tokens)}" if done else ""
         cache = (row.cache_outcome or ("—" if done else "")).removeprefix("hit-")
         return [
@@ -94,7 +96,7 @@ class RequestTable(ModelView, LiveTable):
             Text(fmt.tokens(row.input_tokens) if done else ""),
             Text(fmt.tokens(row.output_tokens) if done else ""),
             Text(cache_rw),
-            Text(fmt.money(row.cost_usd) if done else ""),
+            Text(("free" if row.is_count_tokens else fmt.money(row.cost_usd)) if done else ""),
             Text(fmt.millis(row.latency_ms) if done else ""),
             tint(self, cache, _CACHE_COLOURS.get(row.cache_outcome or "")),
             tint(self, _status_text(row), status_colour(row.status, row.outcome)),
