@@ -328,3 +328,24 @@ async def test_offline_a_device_keeps_serving_and_reports_the_spend_with_its_nex
             assert abs(team["used_usd"] - 1.2) < EPS and team["outstanding_usd"] == 0
     finally:
         await server.stop()
+
+
+async def test_a_lease_expiring_under_a_request_in_flight_is_returned_with_its_hold_counted(org: Org) -> None:
+    await _team_pool(org, daily=10.0)
+    m = await org.manager(await org.device("ada@example.com", "core"), lease_usd=1.0, ttl=2.0)
+    h = await m.admit(0.8)
+    assert h is not None
+    first = m.state()["periods"]["day"]["lease_id"]
+
+    async def returned() -> bool:
+        day = m.state()["periods"]["day"]
+        return day["lease_id"] != first and day["retiring"] == 0
+
+    # renewed before it expires; the old one goes back before the server would close it,
+    # with the 0.8 still held counted as spent (the request may cost up to that)
+    await _until(returned, "the expiring lease is replaced and returned")
+    team = next(p for name, p in (await org.pools()).items() if name.startswith("team:"))
+    assert abs(team["used_usd"] - 0.8) < EPS
+    m.settle(h, 0.3)  # counted already: nothing more is charged anywhere
+    assert m.state()["periods"]["day"]["used_usd"] == 0.0
+    assert m.accounts["day"].debt == 0.0
