@@ -140,8 +140,9 @@ class Budgets:
 
         A period that was not budgeted needs its spend so far from the ledger
         (`spent_since(epoch)`, as `load` takes it); without that reader adding one is
-        refused (False, nothing changed). Requests in flight when a period is added are
-        not counted in it (they settle in the periods they reserved in).
+        refused (False, nothing changed). A new period also counts at least what a budgeted
+        period inside it has seen (spend the ledger may not have written yet); requests in
+        flight when it is added settle only in the periods they reserved in.
         """
         limits = {p: float(getattr(cfg, _LIMIT_KEY[p])) for p in PERIODS if getattr(cfg, _LIMIT_KEY[p]) is not None}
         have = {w.period for w in self.windows}
@@ -152,7 +153,8 @@ class Budgets:
         now = self.clock()
         for w in added:
             w.start, w.end = period_bounds(w.period, now, self.tz)
-            w.spent = spent_since(w.start) if spent_since is not None else 0.0
+            inside = [o.spent for o in self.windows if o.start >= w.start and o.end <= w.end]
+            w.spent = max([spent_since(w.start) if spent_since is not None else 0.0, *inside])
         order = {p: i for i, p in enumerate(PERIODS)}
         self.windows = sorted([w for w in self.windows if w.period in limits] + added, key=lambda w: order[w.period])
         for w in self.windows:

@@ -61,11 +61,12 @@ class TokenBucket:
         self.level -= amount
 
     def resize(self, per_minute: int) -> None:
-        """A new limit from now on; what the bucket holds is kept, up to the new capacity."""
+        """A new limit from now on; what was used of the old one (not yet refilled) counts."""
         self._refill()
+        used = self.capacity - self.level
         self.capacity = float(per_minute)
         self.rate = per_minute / 60.0
-        self.level = min(self.level, self.capacity)
+        self.level = self.capacity - used
 
     def give(self, amount: float) -> None:
         """Return `amount` (a reservation that was not used), up to a full bucket."""

@@ -1,5 +1,6 @@
-"""A config reload applies budget limits at once, and says plainly (a warning naming the
-section, a `config_restart_needed` event) when a change needs a restart, instead of
+"""A config reload applies the governance sections at once (budget, limits, guardrails,
+tools, policy: through the policy gate's apply_policy), and says plainly (a warning naming
+the section, a `config_restart_needed` event) when a change needs a restart, instead of
 logging "reloaded" while ignoring it."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from aiohttp import web
 from sidecar import config as config_mod
 from sidecar import paths as paths_mod
 from sidecar.cache.control import CACHE
+from sidecar.policy.control import POLICY
 from sidecar.proxy.app import create_app
 from sidecar.proxy.keys import BUS, RUNTIME
 from sidecar.proxy.server import bind
@@ -55,6 +57,8 @@ async def live_sidecar(home: Path, text: str) -> AsyncIterator[Live]:
     await web.SockSite(runner, sock).start()
     reloader = app[RUNTIME].reloader
     assert reloader is not None
+    if reloader.apply_policy is None:  # until the app wires it itself
+        reloader.apply_policy = app[POLICY].apply_policy
     events = app[BUS].subscribe()
     try:
         yield Live(f"http://127.0.0.1:{sock.getsockname()[1]}", app[RUNTIME].token, file, reloader, events, app)
@@ -96,13 +100,39 @@ async def test_a_new_budget_limit_applies_at_once_and_keeps_the_spend(
 
 
 @pytest.mark.parametrize(
+    ("section", "before", "after", "refused"),
+    [
+        ("limits", "[limits]\nrequests_per_minute = 100\n", "[limits]\nrequests_per_minute = 1\n", "requests_per_minute = 1"),
+        ("guardrails", "", '[guardrails]\nsecrets = "block"\n', "guardrail policy blocks"),
+        ("policy", "", '[policy]\nmodels = ["claude-haiku-*"]\n', "not allowed by the policy"),
+        ("budget", "[budget]\ndaily_usd = 10.0\n", "[budget]\ndaily_usd = 10.0\nmonthly_usd = 0.5\n", "monthly budget"),  # a new period
+    ],
+)
+async def test_a_governance_change_applies_at_once(
+    section: str, before: str, after: str, refused: str, fake: FakeAnthropic, hermetic_env: Path,
+    client: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    fake.script(Text(usage={"input_tokens": 100_000, "output_tokens": 10}))  # $0.50
+    base = anthropic_config(fake.url, PRICES)
+    leaked = {**BODY, "messages": [{"role": "user", "content": "key AKIAQ3EGRTLMZN4XW7PB"}]}
+    async with live_sidecar(hermetic_env, base + before) as sc:
+        async with client.post(sc.url + "/v1/messages", json=BODY, headers={"x-api-key": "k"}) as resp:
+            assert resp.status == 200
+        sc.file.write_text(base + after)
+        with caplog.at_level(logging.INFO, logger="sidecar"):
+            assert await sc.reloader.reload("test")
+        async with client.post(sc.url + "/v1/messages", json=leaked, headers={"x-api-key": "k"}) as resp:
+            status, message = resp.status, (await resp.json())["error"]["message"]
+        needed = restart_events(sc)
+    assert status in (400, 429) and refused in message
+    assert f"[{section}] applied" in caplog.text and needed == []
+
+
+@pytest.mark.parametrize(
     ("section", "before", "after"),
     [
         ("cache", '[cache]\nmode = "exact"\n', '[cache]\nmode = "off"\n'),
-        ("limits", "[limits]\nrequests_per_minute = 100\n", "[limits]\nrequests_per_minute = 5\n"),
-        ("guardrails", "", '[guardrails]\nsecrets = "block"\n'),
-        ("policy", "", '[policy]\nmodels = ["claude-haiku-*"]\n'),
-        ("budget", "[budget]\ndaily_usd = 10.0\n", "[budget]\ndaily_usd = 10.0\nmonthly_usd = 50.0\n"),  # a new period
+        ("usage", "", '[usage]\ntimezone = "Asia/Tokyo"\n'),
     ],
 )
 async def test_a_change_that_needs_a_restart_is_announced_and_the_running_values_stay(
