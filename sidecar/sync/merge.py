@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import tomli_w
@@ -147,3 +148,24 @@ def _routing(local: Config, doc: dict[str, Any], source: str) -> tuple[tuple[con
         dropped = sorted({r.name for r in local.routes} - {r.name for r in kept})
         log.warning("%s replaces the providers; local routes naming others are dropped: %s", source, ", ".join(dropped))
     return parsed.providers, kept
+
+
+class CentralOverlay:
+    """The central policy in force, laid over every local config: the Reloader's `overlay`
+    hook, so a reload of the local file keeps the org's rules on top."""
+
+    def __init__(self) -> None:
+        self.central: CentralPolicy | None = None
+
+    def __call__(self, local: Config) -> tuple[Config, Policy]:
+        return overlay(local, self.central)
+
+    def install(self, central: CentralPolicy | None, apply_now: Callable[[], None]) -> None:
+        """Make `central` (None: no central policy) the one in force and apply it with
+        `apply_now` (e.g. `Reloader.apply_now`); if that raises, the previous one stays."""
+        previous, self.central = self.central, central
+        try:
+            apply_now()
+        except BaseException:
+            self.central = previous
+            raise
