@@ -5,8 +5,13 @@ and counted there exactly once, through a server outage, lost acknowledgements a
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
+import os
+import random
+import signal
 import sqlite3
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,12 +131,13 @@ async def test_a_replayed_row_is_not_queued_twice(tmp_path: Path) -> None:
 class Proxy:
     """A TCP proxy on loopback in front of the central server: `target` None refuses (the
     server is down); while `drop` > 0 the next answers are swallowed after the server sent
-    them (it committed the batch; the device never hears so)."""
+    them (it committed the batch; the device never hears so); `delay` holds traffic back."""
 
     def __init__(self) -> None:
         self.target: tuple[str, int] | None = None
         self.drop = 0
         self.dropped = 0
+        self.delay = 0.0  # seconds each chunk is held back (an upload is in flight most of the time)
         self.url = ""
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -160,6 +166,10 @@ class Proxy:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, answers: bool) -> None:
             try:
                 while chunk := await src.read(65536):
+                    if self.delay:  # both ways: a kill lands before the server has it, or before its answer
+                        await asyncio.sleep(self.delay)
+                        if not answers and (src.at_eof() or src.exception() is not None):
+                            break  # the device died meanwhile: its request never reaches the server
                     if answers and self.drop > 0:
                         self.drop -= 1
                         self.dropped += 1
@@ -289,7 +299,7 @@ async def test_server_down_backlog_grows_then_drains_to_equal_totals(tmp_path: P
             for i in range(40):
                 led.record(rec(burst * 40 + i))
             await led.flush()
-            await until(lambda n=burst * 40: up.state()["backlog"] == n)  # seen at the next attempt, offline too
+            await until(functools.partial(lambda n: up.state()["backlog"] == n, burst * 40))  # seen at the next attempt, offline too
         assert len(outbox_ids(db_file)) == 160 and server.rows().keys() <= ledger_rows(db_file).keys()
         assert up.state()["last_error"] and "cannot reach" in up.state()["last_error"]
         await server.restart()
@@ -362,3 +372,47 @@ async def test_a_revoked_device_stops_uploading(tmp_path: Path, server: Server) 
     assert up.state()["stopped"] and "no longer accepts" in up.state()["stopped"]
     assert events and events[-1][1]["stopped"]
     assert len(outbox_ids(db_file)) == 5 and server.rows() == {}
+
+
+# ---------------------------------------------------------------------------- SIGKILL
+
+
+async def _child(db_file: Path, server: Server, seed: int, mode: str) -> asyncio.subprocess.Process:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    return await asyncio.create_subprocess_exec(
+        sys.executable, str(CHILD), str(db_file), server.proxy.url, server.credential, str(seed), mode,
+        stdout=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+
+
+async def test_sigkill_during_uploads_loses_and_duplicates_nothing(tmp_path: Path, server: Server) -> None:
+    """A child process records rows continuously (journaled) while its Uploader uploads them;
+    it is SIGKILLed at random points, several times, and restarted (the journal's rows are
+    recovered and queued). Afterwards everything drains and the server holds exactly the
+    ledger: every row once, the same token sums and cost."""
+    db_file = tmp_path / "data" / "s.db"
+    rnd = random.Random(1915)
+    server.proxy.delay = 0.05
+
+    for kill in range(4):
+        proc = await _child(db_file, server, kill, "write")
+        assert proc.stdout is not None
+        async with asyncio.timeout(30):
+            while True:  # until this run's uploader has had batches acknowledged
+                line = (await proc.stdout.readline()).decode()
+                assert line, "the child exited"
+                if int(line.split()[1]) > 0:
+                    break
+            await asyncio.sleep(rnd.uniform(0.05, 0.6))
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+
+    uploaded_before = len(server.rows())
+    assert uploaded_before > 0
+    proc = await _child(db_file, server, 0, "drain")
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0 and out.decode().strip() == "drained"
+    assert outbox_ids(db_file) == []
+    ledger = ledger_rows(db_file)
+    assert len(ledger) > uploaded_before  # the last kill left rows in the outbox or the journal
+    assert_same_totals(ledger, server.rows())
