@@ -239,7 +239,6 @@ class LeaseManager:
         s = a.short
         assert s is not None
         left = s.remaining + (a.lease.room if a.lease is not None else 0.0)
-        spent = s.limit - left
         if left <= EPS:
             state = f"is used up ({usd(s.limit)} spent or held by its devices)"
         else:
@@ -254,7 +253,7 @@ class LeaseManager:
             f"{reset:%Y-%m-%d %H:%M} {s.tz} (in {duration(s.resets_at - now)}), so wait until then or ask an org "
             f"admin to raise {_who(s)} pools.{_FIELD[a.period]}."
         )
-        cap = Cap(a.period, s.limit, max(spent, s.limit), s.resets_at)
+        cap = Cap(a.period, s.limit, s.limit, s.resets_at)
         return BudgetExhausted(message, headers=rejection(cap, now, group_pool=True))
 
     # ------------------------------------------------------------------ background
@@ -262,11 +261,11 @@ class LeaseManager:
     async def run(self) -> None:
         """Ask for, renew and return leases until cancelled."""
         while not self.closed:
+            self._wake.clear()  # before the tick: a request that asks during it is not forgotten
             try:
                 await self._tick()
             except Exception:  # a bug here must not stop the leases of a long-running daemon
                 log.exception("lease upkeep failed")
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._sleep())
 
