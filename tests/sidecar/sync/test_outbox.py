@@ -9,6 +9,7 @@ import functools
 import math
 import os
 import random
+import re
 import signal
 import sqlite3
 import sys
@@ -415,4 +416,38 @@ async def test_sigkill_during_uploads_loses_and_duplicates_nothing(tmp_path: Pat
     assert outbox_ids(db_file) == []
     ledger = ledger_rows(db_file)
     assert len(ledger) > uploaded_before  # the last kill left rows in the outbox or the journal
+    assert_same_totals(ledger, server.rows())
+
+
+async def test_a_record_the_server_cannot_take_is_parked_alone(
+    tmp_path: Path, server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row that is not a valid record is parked before sending; one the server refuses
+    (400 for the whole batch) is found by splitting the batch and parked; the rest go up."""
+    from sidecar.sync import outbox
+
+    db_file = tmp_path / "s.db"
+    Uploader.enable(db_file)
+    records = [rec(i) for i in range(40)]
+    records[5].id = "not-a-ulid"  # refused by the server (the local check is off below)
+    records[30].input_tokens = -3  # refused locally
+    await write(db_file, records)
+    monkeypatch.setattr(outbox, "_ULID", re.compile(".+"))
+    client = server.client()
+    up = uploader(db_file, client)
+    try:
+        await asyncio.wait_for(up.drain(), 30)
+    finally:
+        await up.close()
+        await client.close()
+    assert up.state()["conflicts"] == 2 and up.state()["backlog"] == 0 and up.state()["uploaded_total"] == 38
+    db = open_db(db_file)
+    parked = {r[0]: r[1] for r in db.execute("SELECT usage_id, reason FROM outbox_parked")}
+    db.close()
+    assert parked.keys() == {"not-a-ulid", records[30].id}
+    assert parked["not-a-ulid"].startswith("refused: ") and "ULID" in parked["not-a-ulid"]
+    assert parked[records[30].id].startswith("invalid: input_tokens")
+    ledger = ledger_rows(db_file)
+    for i in parked:
+        del ledger[i]
     assert_same_totals(ledger, server.rows())
