@@ -138,7 +138,9 @@ class PolicySync:
             received = float(saved.get("received_at") or 0.0)
             cp = verify(saved.get("envelope"), self.enrollment, 0, received)
             self.apply(cp)
-        except (SignatureInvalid, ConfigError, TypeError, ValueError) as e:
+        except Exception as e:  # the sidecar starts under the local config rather than not at all
+            if not isinstance(e, SignatureInvalid | ConfigError | TypeError | ValueError):
+                log.exception("central policy: applying the saved one failed")
             self._refused(None, f"the saved policy {self.file} was refused: {_why(e)}")
             return None
         self.current = cp
@@ -180,7 +182,9 @@ class PolicySync:
                 self._confirmed(now)
                 return 0.0
             self.apply(cp)
-        except (SignatureInvalid, ConfigError) as e:
+        except Exception as e:  # whatever fails, the running policy stays and the loop goes on
+            if not isinstance(e, SignatureInvalid | ConfigError):
+                log.exception("central policy: applying it failed")
             self._refused(_version_of(envelope), _why(e))
             self.failures += 1
             return self._backoff(None)
@@ -323,7 +327,9 @@ def _version_of(envelope: Any) -> int | None:
 
 
 def _why(e: Exception) -> str:
-    return e.message if isinstance(e, ConfigError) else str(e)
+    if isinstance(e, ConfigError):
+        return e.message
+    return str(e) if isinstance(e, SignatureInvalid) else f"it could not be applied ({type(e).__name__}: {e})"
 
 
 def _when(t: float | None) -> str:

@@ -21,6 +21,7 @@ import pytest
 from sidecar import paths as paths_mod
 from sidecar.central.enrollment import Enrollment
 from sidecar.central.signing import SigningKey
+from sidecar.errors import ConfigError
 from sidecar.paths import Paths
 from sidecar.policy.control import POLICY
 from sidecar.sync.client import DeviceClient
@@ -274,3 +275,19 @@ def test_overlay_of_a_central_policy_keeps_local_keys(tmp_path: Path) -> None:
     cp = CentralPolicy(4, 1.0, {"budget": {"daily_usd": 5}}, {}, 1.0)
     eff, policy = overlay(local, cp)
     assert (eff.governance.budget.daily_usd, eff.governance.limits.requests_per_minute, policy.version) == (5, 10, 4)
+
+
+async def test_a_policy_that_cannot_be_applied_is_refused_and_reported(server: Server, device: Device) -> None:
+    v1 = await server.push({"budget": {"daily_usd": 5}})
+    await device.sync.poll_once()
+
+    def apply(cp: CentralPolicy) -> None:
+        raise ConfigError(f"central v{cp.version}: its routes/providers do not make a valid config")
+
+    device.sync.apply = apply
+    v2 = await server.push({"budget": {"daily_usd": 4}})
+    assert await device.sync.poll_once() > 0
+    await device.sync._send_report()
+    row = await server.device(device.enrollment.device_id)
+    assert device.sync.current is not None and device.sync.current.version == v1
+    assert row["policy_version"] == v1 and f"policy v{v2} was refused" in row["policy_error"]
