@@ -349,3 +349,17 @@ async def test_a_lease_expiring_under_a_request_in_flight_is_returned_with_its_h
     m.settle(h, 0.3)  # counted already: nothing more is charged anywhere
     assert m.state()["periods"]["day"]["used_usd"] == 0.0
     assert m.accounts["day"].debt == 0.0
+
+
+async def test_a_monthly_pool_is_leased_and_enforced_next_to_the_daily_one(org: Org) -> None:
+    await org.call("POST", "/v1/admin/policy", json={"scope": "team:core", "document": {"pools": {"daily_usd": 50.0, "monthly_usd": 1.0}}})
+    m = await org.manager(await org.device("ada@example.com", "core"), lease_usd=5.0)
+    h = await m.admit(0.75)
+    assert h is not None and sorted(x.period for x in h.leases) == ["day", "month"]
+    m.settle(h, 0.75)
+    with pytest.raises(BudgetExhausted) as exc:
+        await m.admit(0.5)  # the day has room, the month does not
+    assert "team core's shared monthly budget of $1.00 cannot fit this request (about $0.50; $0.25 of it is left)" in exc.value.message
+    await m.close()
+    rows = {(r["pool"].split(":")[0], len(r["period"])): r for r in (await org.call("GET", "/v1/admin/leases"))["pools"]}
+    assert rows[("team", 7)]["used_usd"] == 0.75 and rows[("team", 10)]["used_usd"] == 0.75
