@@ -90,3 +90,15 @@ async def test_stale_past_grace_with_closed_refuses_with_what_to_do(hermetic_env
     env = json.loads(raw)
     assert env["error"]["type"] == "api_error" and "reconnect or ask your admin" in env["error"]["message"]
     assert again[0] == 200 and len(up.received) == 1  # the refused request never went upstream
+
+
+async def test_a_policy_that_newly_redacts_loads_the_redaction_key(hermetic_env: Path, client: aiohttp.ClientSession) -> None:
+    async with HeldUpstream({"input_tokens": 10, "output_tokens": 5}) as up, governed(up.url, hermetic_env, "") as sc:
+        up.released.set()
+        key_file = sc.paths.data_dir / "redaction.key"
+        assert not key_file.exists()  # no guardrail at start: no key
+        sc.app[POLICY].apply_policy(central({"guardrails": {"secrets": "redact"}}, 2))
+        status, _, _ = await post(client, sc, body("my key AKIAQ3EGRTLMZN4XW7PB"))
+    assert status == 200 and "AKIAQ3EGRTLMZN4XW7PB" not in json.dumps(up.received[-1])
+    assert "[REDACTED:aws_access_key:" in json.dumps(up.received[-1])
+    assert key_file.stat().st_mode & 0o777 == 0o600 and len(key_file.read_bytes()) == 32
