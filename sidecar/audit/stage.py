@@ -125,6 +125,16 @@ class AuditStage:
             rec["content"] = {"request": _body(ctx.body), "response": recorder.message if recorder else None}
         self.audit.append("request", rec, ctx.id, sync=False)
 
+    def apply_policy(self, policy: Policy) -> None:
+        """A new policy is in force (a central push, a reload): chain a `policy` entry naming
+        it, and keep content from now on as it says. Turning the audit log itself on or off
+        takes a restart."""
+        self.log_content = policy.access.log_content
+        self.audit.append(
+            "policy",
+            {"version": policy.version, "source": policy.source, "digest": policy.digest, "log_content": self.log_content},
+        )
+
     async def close(self) -> None:
         """Chain a `stop` entry, write everything, close the log."""
         self.audit.append("stop", {"pid": os.getpid()})

@@ -102,3 +102,24 @@ async def test_a_policy_that_newly_redacts_loads_the_redaction_key(hermetic_env:
     assert status == 200 and "AKIAQ3EGRTLMZN4XW7PB" not in json.dumps(up.received[-1])
     assert "[REDACTED:aws_access_key:" in json.dumps(up.received[-1])
     assert key_file.stat().st_mode & 0o777 == 0o600 and len(key_file.read_bytes()) == 32
+
+
+async def test_the_audit_log_names_each_policy_put_in_force_and_follows_its_log_content(
+    hermetic_env: Path, client: aiohttp.ClientSession
+) -> None:
+    from sidecar.audit.stage import AuditStage
+    from sidecar.proxy.keys import STAGES
+    from tests.sidecar.audit.test_audit_stage import audit_entries
+
+    async with HeldUpstream({"input_tokens": 10, "output_tokens": 5}) as up, governed(up.url, hermetic_env, "") as sc:
+        up.released.set()
+        [audit] = [s for s in sc.app[STAGES] if isinstance(s, AuditStage)]
+        policy = central({"policy": {"log_content": True}}, 4)
+        sc.app[POLICY].apply_policy(policy)
+        audit.apply_policy(policy)
+        await post(client, sc, body("the quiet lighthouse"))
+    kinds = [e["kind"] for e in audit_entries(hermetic_env)]
+    _, change, request, _ = audit_entries(hermetic_env)
+    assert kinds == ["start", "policy", "request", "stop"]
+    assert (change["version"], change["source"], change["digest"], change["log_content"]) == (4, "central v4", policy.digest, True)
+    assert "lighthouse" in json.dumps(request["content"]["request"])
