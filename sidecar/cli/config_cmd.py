@@ -46,10 +46,15 @@ def check() -> None:
     click.echo(f"ok: {where}")
 
 
+PATH_NAMES = ("config", "database", "state", "token", "logs", "cache")
+
+
 @config.command()
+@click.argument("name", required=False, type=click.Choice(PATH_NAMES))
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def path(as_json: bool) -> None:
-    """Print where the config, data, state and logs live."""
+def path(name: str | None, as_json: bool) -> None:
+    """Print where the config, data, state and logs live (NAME: only that path, e.g.
+    `tail -f "$(claude-sidecar config path logs)"`)."""
     _, p = context()
     rows = {
         "config": p.config_file,
@@ -59,6 +64,9 @@ def path(as_json: bool) -> None:
         "logs": p.log_file,
         "cache": p.cache_dir,
     }
+    if name is not None:
+        click.echo(str(rows[name]))
+        return
     if as_json:
         click.echo(json.dumps({k: str(v) for k, v in rows.items()}, indent=2))
         return

@@ -164,3 +164,14 @@ async def test_an_unknown_path_is_404_even_when_the_token_is_required(
     assert sc.token not in json.dumps(body)
     assert known == 401  # a real endpoint still needs the token
     assert fake.requests == []
+
+
+# ------------------------------------------------------------------ config path NAME
+
+
+def test_config_path_names_one_path_for_scripts() -> None:
+    r = CliRunner().invoke(cli, ["config", "path", "logs"])
+    bad = CliRunner().invoke(cli, ["config", "path", "nope"])
+
+    assert (r.exit_code, r.stdout) == (0, f"{paths.resolve().log_file}\n")
+    assert bad.exit_code == 2 and "'nope' is not one of" in bad.stderr
