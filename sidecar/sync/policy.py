@@ -190,7 +190,10 @@ class PolicySync:
             return self._backoff(None)
         self.current, self.error, self.failures = cp, None, 0
         self._confirmed(now, persist=False)
-        await asyncio.to_thread(self._persist, cp)
+        try:
+            await asyncio.to_thread(self._persist, cp)
+        except OSError as e:  # in force all the same; only a restart without the server loses it
+            log.warning("central policy v%d: cannot save it to %s: %s", cp.version, self.file, e)
         self._report = {"policy_version": cp.version, "policy_error": None}
         log.info("central policy v%d is in force", cp.version)
         self.publish("policy_applied", {"version": cp.version, "issued_at": cp.issued_at})

@@ -291,3 +291,11 @@ async def test_a_policy_that_cannot_be_applied_is_refused_and_reported(server: S
     row = await server.device(device.enrollment.device_id)
     assert device.sync.current is not None and device.sync.current.version == v1
     assert row["policy_version"] == v1 and f"policy v{v2} was refused" in row["policy_error"]
+
+
+async def test_a_policy_that_cannot_be_saved_is_in_force_all_the_same(server: Server, device: Device) -> None:
+    policy_file(device.paths).with_suffix(".tmp").mkdir()  # the atomic write cannot create its temp file
+    version = await server.push({"budget": {"daily_usd": 5}})
+    assert await device.sync.poll_once() == 0
+    assert device.applied[-1].version == version and device.sync.state()["version"] == version
+    assert not policy_file(device.paths).exists()
