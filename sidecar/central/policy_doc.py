@@ -244,6 +244,9 @@ def _tighten(key: str, broad: Any, narrow: Any) -> tuple[Any, bool]:
     return narrow, False
 
 
+tighten = _tighten  # public: a sidecar lays its org's policy over its local config by the same rules
+
+
 def merge(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
     """The effective document of a chain [org, team, developer] (missing scopes as {}), and
     every attempt of a narrower scope to loosen an org ceiling (clamped in the result)."""

@@ -97,7 +97,7 @@ def _tighter(key: str, org: Any, mine: Any) -> Any:
     if key in policy_doc.DENY_KEYS:
         return tuple(dict.fromkeys([*org, *mine]))
     if key in (*policy_doc.LIMIT_KEYS, *policy_doc.MODE_KEYS, *policy_doc.ALLOW_KEYS, *policy_doc.OFF_TIGHTER, *policy_doc.ON_TIGHTER):
-        value, _ = policy_doc._tighten(key, list(org) if isinstance(org, tuple) else org, list(mine) if isinstance(mine, tuple) else mine)
+        value, _ = policy_doc.tighten(key, list(org) if isinstance(org, tuple) else org, list(mine) if isinstance(mine, tuple) else mine)
         return tuple(value) if isinstance(value, list) else value
     return org  # not a tightenable key: the org decides
 
