@@ -66,8 +66,9 @@ def _spend_line(model: Dashboard) -> str:
 
 
 def _counts(tally: Tally) -> str:
-    """count_tokens calls beside the requests: they cost nothing."""
-    return f" [$text-muted](+{tally.count_tokens} count_tokens, free)[/]" if tally.count_tokens else ""
+    """count_tokens calls beside the requests (they cost nothing); short, so the line fits 130 columns."""
+    n = tally.count_tokens
+    return f" [$text-muted](+{n} count{'s' if n != 1 else ''})[/]" if n else ""
 
 
 def _budget_lines(model: Dashboard) -> list[str]:
