@@ -654,6 +654,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--variant", action="append", default=[], metavar="NAME=TOML", type=_variant,
                    help="another sidecar with this config appended, measured in the same rotation and reported "
                         "against the measured sidecar (repeatable), e.g. metrics=bench/metrics_on.toml")
+    p.add_argument("--enrolled", metavar="NAME",
+                   help="another sidecar, enrolled with a central server started for the run (its sync loop and "
+                        "usage outbox on), reported against the measured, un-enrolled sidecar")
     p.add_argument("--quick", action="store_true", help="small counts for a smoke run (< 30 s)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--json-out", type=Path, help="also write the JSON results to this file")
@@ -710,6 +713,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, toml in args.variant:
             procs[name] = Sidecar(home / f"{name}-home", fake.url, toml.read_text())
             started.append(procs[name])
+        if args.enrolled:
+            from bench.enrolled import Central
+
+            central = Central()
+            started.append(central)
+            central.enroll(home / f"{args.enrolled}-home", "bench@example.com")
+            procs[args.enrolled] = Sidecar(home / f"{args.enrolled}-home", fake.url, extra)
+            started.append(procs[args.enrolled])
         log(", ".join(f"{n} {p.url} (pid {p.pid})" for n, p in procs.items()) + f"; sidecar home {home}")
         time.sleep(1.0)  # let start-up work (price data in a thread) settle before idle RSS
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:

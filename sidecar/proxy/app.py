@@ -44,6 +44,7 @@ from sidecar.proxy.keys import (
     RUNTIME,
     STAGES,
     STORAGE,
+    SYNC,
     Runtime,
 )
 from sidecar.proxy.stages import JournalSync, Stage, StorageGate, default_stages
@@ -51,7 +52,13 @@ from sidecar.routing import control as routes_control
 from sidecar.routing.reload import Reloader
 from sidecar.routing.router import Router
 from sidecar.secrets import ResolvedKey, SecretStore, resolve_keys
+from sidecar.sync.merge import CentralOverlay
+from sidecar.sync.policy import CentralPolicy
+from sidecar.sync.service import SyncService
 from sidecar.tasks import TaskSet
+
+RELOADER = web.AppKey("reloader", Reloader)
+OVERLAY = web.AppKey("central_overlay", CentralOverlay)
 
 
 def create_app(
@@ -90,27 +97,28 @@ def create_app(
             raise
         app[ROUTER] = Router(cfg, app[PROVIDERS], on_event=app[BUS].publish)
         tasks = TaskSet()
-        reloader = None
+        store = SecretStore(paths.config_dir / "credentials.json")
+        # The Reloader also lays the org's central policy (when enrolled) over the local
+        # config; it watches the file only when there is one.
+        reloader = app[RELOADER] = Reloader(
+            config_path or paths.config_file,
+            app[ROUTER],
+            app[PROVIDERS],
+            session,
+            lambda c: {p.name: resolve_keys(p, store) for p in c.providers},
+            app[BUS].publish,
+            running=cfg,
+            apply_policy=lambda policy: app[POLICY].apply_policy(policy),
+            overlay=app[OVERLAY],
+        )
         if config_path is not None:
-            store = SecretStore(paths.config_dir / "credentials.json")
-            reloader = Reloader(
-                config_path,
-                app[ROUTER],
-                app[PROVIDERS],
-                session,
-                lambda c: {p.name: resolve_keys(p, store) for p in c.providers},
-                app[BUS].publish,
-                running=cfg,
-                apply_budget=lambda b: (gate := app.get(POLICY)) is not None and gate.apply_budget(b),
-            )
             app[RUNTIME].reloader = reloader
             tasks.spawn(reloader.watch(), name="config-watch")
         yield
         await tasks.close()
         for provider in app[PROVIDERS].values():
             provider.close()
-        if reloader is not None:
-            reloader.close()
+        reloader.close()
         await session.close()
 
     async def ledger(app: web.Application) -> AsyncIterator[None]:
@@ -149,10 +157,24 @@ def create_app(
         await led.close()
         journal.close()
 
+    async def sync(app: web.Application) -> AsyncIterator[None]:
+        """While enrolled: the org's policy in force, usage uploaded, budget leases held."""
+        reloader, overlay = app[RELOADER], app[OVERLAY]
+
+        def install(central: CentralPolicy | None) -> None:
+            reason = f"central policy v{central.version}" if central else "the local config (not enrolled)"
+            overlay.install(central, lambda: reloader.apply_now(reason))
+
+        service = app[SYNC] = SyncService(cfg, paths, app[POLICY], install, app[BUS].publish)
+        await service.start()
+        yield
+        await service.close()
+
     async def announce_shutdown(app: web.Application) -> None:
         app[BUS].publish("shutdown", {})
 
-    app.cleanup_ctx.extend([http_session, ledger])
+    app[OVERLAY] = CentralOverlay()
+    app.cleanup_ctx.extend([http_session, ledger, sync])
     app.on_shutdown.append(announce_shutdown)
     handlers.add_routes(app)
     gateway_routes.add_routes(app)

@@ -20,12 +20,14 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
 from sidecar import paths as paths_mod
 from sidecar.testing.central import CentralProcess
@@ -70,6 +72,7 @@ class Member:
             "input_tokens": sum(r[1] or 0 for r in rows),
             "output_tokens": sum(r[2] or 0 for r in rows),
             "cost_usd": math.fsum(r[3] or 0.0 for r in rows),
+            "costs": {r[0]: float(r[3] or 0.0) for r in rows},
         }
 
 
@@ -211,3 +214,59 @@ def _stop(child: ChildSidecar) -> None:
 def dumps(data: Any) -> str:
     """Compact JSON (for assertion messages)."""
     return json.dumps(data, sort_keys=True, default=str)[:2000]
+
+
+class PolicyTamperer:
+    """A proxy in the middle between sidecars and the central server: forwards every call,
+    and while `tamper` is set, passes each signed policy it relays through it first."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target.rstrip("/")
+        self.tamper: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+        self.tampered = 0
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+        self._http: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> PolicyTamperer:
+        self._http = aiohttp.ClientSession(auto_decompress=False)
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        return self
+
+    async def __aexit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._http is not None:
+            await self._http.close()
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        assert self._http is not None
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length", "transfer-encoding")}
+        try:
+            async with self._http.request(
+                request.method, self.target + request.path_qs, data=await request.read(), headers=headers,
+                timeout=aiohttp.ClientTimeout(total=None),
+            ) as r:
+                body = await r.read()
+                status, rh = r.status, {k: v for k, v in r.headers.items() if k.lower() in ("content-type", "etag", "retry-after")}
+        except aiohttp.ClientError:
+            return web.Response(status=502, text="the central server is down")
+        if self.tamper is not None and request.path == "/v1/policy" and status == 200:
+            body = json.dumps(self.tamper(json.loads(body))).encode()
+            self.tampered += 1
+        return web.Response(status=status, body=body, headers=rh)
+
+
+def flip_policy(envelope: dict[str, Any]) -> dict[str, Any]:
+    """The envelope with its payload changed after signing: every deny list emptied."""
+    payload = json.loads(envelope["payload"])
+    policy = payload.get("policy") or {}
+    policy.setdefault("policy", {})["deny_models"] = []
+    payload["policy"] = policy
+    return {**envelope, "payload": json.dumps(payload, sort_keys=True, separators=(",", ":"))}

@@ -1,0 +1,77 @@
+"""End to end, the org: the real Claude Code CLI through a sidecar enrolled with a central
+server. An admin denies the model Claude Code uses; the next `claude -p` is refused with the
+policy's message; the admin allows it again; the next one passes. Nothing is restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from sidecar.testing.central import CentralProcess
+from tests.e2e.helpers import (
+    MODEL,
+    Setup,
+    claude_result,
+    posts,
+    run_claude,
+    sidecar_cli,
+    start_sidecar,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+async def _admin(http: aiohttp.ClientSession, central: CentralProcess, method: str, path: str, body: object = None) -> dict[str, object]:
+    async with http.request(method, central.url + path, json=body, headers={"authorization": f"Bearer {central.bootstrap_token}"}) as r:
+        data = await r.json()
+        assert r.status < 300, (path, r.status, data)
+        return dict(data)
+
+
+async def _enforced(s: Setup, version: int) -> None:
+    """Until the sidecar runs policy `version` (read from `claude-sidecar status --json`)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done = await sidecar_cli(s.sidecar_env, "status", "--json")
+        sync = json.loads(done.out).get("sync") or {}
+        if (sync.get("policy") or {}).get("version") == version:
+            return
+        await asyncio.sleep(0.1)
+    pytest.fail(f"the sidecar did not take policy v{version}: {sync}")
+
+
+async def test_an_org_push_denies_and_allows_claude_codes_model_without_a_restart(setup: Setup, tmp_path: Path) -> None:
+    s = setup
+    async with CentralProcess(f"sqlite:///{tmp_path / 'central.db'}") as central, aiohttp.ClientSession() as http:
+        await _admin(http, central, "POST", "/v1/admin/developers", {"email": "dev@example.com"})
+        token = await _admin(http, central, "POST", "/v1/admin/enrollment-tokens", {"developer": "dev@example.com"})
+        enrolled = await sidecar_cli(s.sidecar_env, "enroll", central.url, "--token", str(token["token"]))
+        assert enrolled.rc == 0, enrolled.describe()
+        cc_env = await start_sidecar(s)
+        pid = json.loads(s.state_file.read_text())["pid"]
+
+        first = await run_claude(s, cc_env, "Say hello.")
+        assert first.rc == 0 and claude_result(first)["is_error"] is False, first.describe()
+
+        pushed = await _admin(http, central, "POST", "/v1/admin/policy",
+                              {"scope": "org", "document": {"policy": {"deny_models": ["claude-opus-*"]}}})  # fmt: skip
+        await _enforced(s, int(str(pushed["version"])))
+        upstream_before = len(posts(s.fake))
+        denied = await run_claude(s, cc_env, "Say hello again.")
+        result = claude_result(denied)
+        assert denied.rc == 1 and result["is_error"] is True, denied.describe()
+        assert f"the model '{MODEL}' is not allowed by the policy" in result["result"], result
+        assert "claude-opus-*" in result["result"], result
+        assert len(posts(s.fake)) == upstream_before  # refused at the sidecar: nothing went upstream
+
+        pushed = await _admin(http, central, "POST", "/v1/admin/policy", {"scope": "org", "document": {}})
+        await _enforced(s, int(str(pushed["version"])))
+        again = await run_claude(s, cc_env, "Say hello once more.")
+        assert again.rc == 0 and claude_result(again)["is_error"] is False, again.describe()
+        assert json.loads(s.state_file.read_text())["pid"] == pid  # the same daemon throughout
