@@ -41,8 +41,9 @@ guardrails = st.fixed_dictionaries(
 )  # fmt: skip
 tools = st.fixed_dictionaries({}, optional={"allow": globs, "deny": globs})
 access = st.fixed_dictionaries(
-    {}, optional={"models": globs, "deny_models": globs, "log_content": st.booleans(), "audit": st.booleans()}
-)
+    {}, optional={"models": globs, "deny_models": globs, "log_content": st.booleans(), "audit": st.booleans(),
+                  "providers": st.lists(st.sampled_from(["anthropic", "corp", "bedrock-*"]), max_size=2, unique=True)},
+)  # fmt: skip
 documents = st.fixed_dictionaries(
     {}, optional={"budget": budget, "limits": limits, "guardrails": guardrails, "tools": tools, "policy": access}
 )
