@@ -27,7 +27,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,6 +129,7 @@ class Uploader:
         self._wake = asyncio.Event()
         self._rng = random.Random()
         self._failures = 0  # failed attempts in a row
+        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # the backoff's wait (a test seam)
 
     # ------------------------------------------------------------------ switching it on and off
 
@@ -216,20 +217,24 @@ class Uploader:
         except (SyncUnavailable, sqlite3.Error, OSError) as e:
             await self._failed(e)
             return None
+        except Exception as e:  # a bug must not end uploads for the life of the daemon
+            log.exception("sync: usage upload failed unexpectedly")
+            await self._failed(e)
+            return None
 
     async def _failed(self, e: Exception) -> None:
         first = self.last_error is None
-        self.last_error = str(e) if isinstance(e, SyncError) else f"the usage store: {e}"
+        self.last_error = str(e) if isinstance(e, SyncError) else f"{type(e).__name__}: {e}"
         self._failures += 1
         (log.warning if first else log.debug)("sync: usage upload failed (attempt %d): %s", self._failures, self.last_error)
         if first:
             self.publish("sync_outbox", self.state())
-        ceiling = min(self.cfg.retry_max_seconds, FIRST_RETRY * 2 ** (self._failures - 1))
+        ceiling = min(self.cfg.retry_max_seconds, FIRST_RETRY * 2 ** min(self._failures - 1, 20))
         delay = self._rng.uniform(ceiling / 2, ceiling)  # jitter: a fleet back from an outage spreads out
         retry_after = getattr(e, "retry_after", None)
         if retry_after:
             delay = min(max(delay, retry_after), self.cfg.retry_max_seconds)
-        await asyncio.sleep(delay)
+        await self._sleep(delay)
 
     async def _step(self) -> int:
         async with self._step_lock:

@@ -451,3 +451,28 @@ async def test_a_record_the_server_cannot_take_is_parked_alone(
     for i in parked:
         del ledger[i]
     assert_same_totals(ledger, server.rows())
+
+
+async def test_an_unreachable_server_is_retried_with_growing_jittered_waits(tmp_path: Path, server: Server) -> None:
+    db_file = tmp_path / "s.db"
+    Uploader.enable(db_file)
+    await write(db_file, [rec(i) for i in range(3)])
+    await server.stop()
+    client = server.client()
+    up = uploader(db_file, client)
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    up._sleep = sleep
+    try:
+        for _ in range(8):
+            assert await up._attempt() is None
+    finally:
+        await up.close()
+        await client.close()
+    ceilings = [min(FAST.retry_max_seconds, 0.5 * 2**i) for i in range(8)]
+    assert all(c / 2 <= w <= c for w, c in zip(waits, ceilings, strict=True)), waits
+    assert len(set(waits[3:])) == 5  # capped, and still spread out
+    assert up.state()["backlog"] == 3 and "cannot reach" in up.state()["last_error"]
