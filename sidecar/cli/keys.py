@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from sidecar.central.enrollment import enrollment_file
 from sidecar.cli.common import context
 from sidecar.config import Config
 from sidecar.mcp.settings import KEYRING_PREFIX
@@ -50,7 +51,10 @@ def set_key(provider: str, from_stdin: bool, force: bool) -> None:
     """Store the API key for PROVIDER (prompted, hidden; or piped in)."""
     cfg, p = context()
     known = known_names(cfg)
-    if provider not in known and not force:
+    if provider not in known and not force and enrollment_file(p).exists():
+        # The org's policy may bring providers the local file does not name; it carries no keys.
+        click.echo(f"warning: no provider {provider!r} in {p.config_file}; storing it for the org's policy", err=True)
+    elif provider not in known and not force:
         raise click.ClickException(
             f"no provider {provider!r} is configured (configured: {', '.join(sorted(known)) or 'none'}), so the sidecar "
             f"would never use this key; add a [[providers]] entry named {provider!r} to {p.config_file} "

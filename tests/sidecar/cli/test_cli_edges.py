@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from sidecar import paths
+from sidecar.central.enrollment import enrollment_file
 from sidecar.cli import cli
 from sidecar.secrets import SERVICE
 from sidecar.state import read_state
@@ -56,6 +57,19 @@ def test_keys_set_force_stores_for_a_provider_configured_later() -> None:
     r = CliRunner().invoke(cli, ["keys", "set", "openai", "--stdin", "--force"], input=SECRET + "\n")
 
     assert r.exit_code == 0, r.output
+    assert keyring.get_password(SERVICE, "openai") == SECRET
+
+
+def test_keys_set_on_an_enrolled_sidecar_warns_instead(hermetic_env: Path) -> None:
+    """The org's policy may name providers the local file does not; it never carries their keys."""
+    enrolled = enrollment_file(paths.resolve())
+    enrolled.parent.mkdir(parents=True, exist_ok=True)
+    enrolled.write_text("{}")
+
+    r = CliRunner().invoke(cli, ["keys", "set", "openai", "--stdin"], input=SECRET + "\n")
+
+    assert r.exit_code == 0, r.output
+    assert "warning: no provider 'openai'" in r.stderr
     assert keyring.get_password(SERVICE, "openai") == SECRET
 
 
