@@ -398,20 +398,26 @@ async def test_sigkill_during_uploads_loses_and_duplicates_nothing(tmp_path: Pat
     for kill in range(4):
         proc = await _child(db_file, server, kill, "write")
         assert proc.stdout is not None
-        async with asyncio.timeout(30):
-            while True:  # until this run's uploader has had batches acknowledged
-                line = (await proc.stdout.readline()).decode()
-                assert line, "the child exited"
-                if int(line.split()[1]) > 0:
-                    break
-            await asyncio.sleep(rnd.uniform(0.05, 0.6))
-        proc.send_signal(signal.SIGKILL)
-        await proc.wait()
-
+        try:
+            async with asyncio.timeout(30):
+                while True:  # until this run's uploader has had batches acknowledged
+                    line = (await proc.stdout.readline()).decode()
+                    assert line, "the child exited"
+                    if int(line.split()[1]) > 0:
+                        break
+                await asyncio.sleep(rnd.uniform(0.05, 0.6))
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
     uploaded_before = len(server.rows())
     assert uploaded_before > 0
     proc = await _child(db_file, server, 0, "drain")
-    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
     assert proc.returncode == 0 and out.decode().strip() == "drained"
     assert outbox_ids(db_file) == []
     ledger = ledger_rows(db_file)
