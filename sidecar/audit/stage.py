@@ -94,15 +94,16 @@ class ContentRecorder:
 class AuditStage:
     """Writes one audit entry per request (a Stage); owns the audit log."""
 
-    def __init__(self, audit: AuditLog, pricing: Pricing, log_content: bool) -> None:
+    def __init__(self, audit: AuditLog, pricing: Pricing, log_content: bool, on: bool = True) -> None:
         self.audit = audit
         self.pricing = pricing
         self.log_content = log_content
+        self.on = on  # False: the log is open (an org policy may turn it on) but requests are not chained
         self._recorders: dict[str, ContentRecorder] = {}
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         """With content logging on, record the response as the client receives it."""
-        if self.log_content and not ctx.count_tokens:
+        if self.on and self.log_content and not ctx.count_tokens:
             recorder = self._recorders[ctx.id] = ContentRecorder()
             ctx.filters.append(recorder)
         return None
@@ -110,7 +111,7 @@ class AuditStage:
     def on_complete(self, ctx: RequestContext) -> None:
         """Chain the request's entry (the request path's last stage journals it)."""
         recorder = self._recorders.pop(ctx.id, None)
-        if not ctx.record:
+        if not ctx.record or not self.on:
             return
         priced = ctx.usage  # the meter's row, already priced: built and priced once per request
         record = priced or ctx.to_record()
@@ -127,13 +128,14 @@ class AuditStage:
 
     def apply_policy(self, policy: Policy) -> None:
         """A new policy is in force (a central push, a reload): chain a `policy` entry naming
-        it, and keep content from now on as it says. Turning the audit log itself on or off
-        takes a restart."""
+        it, and chain requests (and their content) from now on as it says."""
         self.log_content = policy.access.log_content
+        self.on = policy.access.audit
         self.audit.append(
             "policy",
-            {"version": policy.version, "source": policy.source, "digest": policy.digest, "log_content": self.log_content},
-        )
+            {"version": policy.version, "source": policy.source, "digest": policy.digest, "log_content": self.log_content,
+             "audit": self.on},
+        )  # fmt: skip
 
     async def close(self) -> None:
         """Chain a `stop` entry, write everything, close the log."""
@@ -155,10 +157,12 @@ async def open_audit(
     policy: Policy,
     journal: Journal | None = None,
     recovered: Recovered | None = None,
+    keep_open: bool = False,
 ) -> AuditStage | None:
     """The audit stage, its log opened and a `start` entry chained; None when the policy
-    turns the audit log off."""
-    if not policy.access.audit:
+    turns the audit log off, unless `keep_open` (an enrolled sidecar: the org's policy,
+    installed later, may turn it on; until then requests are not chained)."""
+    if not policy.access.audit and not keep_open:
         return None
     audit = AuditLog(paths.db_file, paths.data_dir / HEAD_FILE, journal=journal)
     await audit.start()
@@ -180,4 +184,4 @@ async def open_audit(
         },
     )
     await audit.flush()  # the crash and the start are on disk before the first request
-    return AuditStage(audit, pricing, policy.access.log_content)
+    return AuditStage(audit, pricing, policy.access.log_content, on=policy.access.audit)

@@ -12,10 +12,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from sidecar.audit.stage import open_audit
+from sidecar.audit.stage import AuditStage, open_audit
 from sidecar.cache import control as cache_control
 from sidecar.cache.control import CACHE
 from sidecar.cache.stage import open_cache
+from sidecar.central import enrollment
 from sidecar.config import Config
 from sidecar.errors import StorageError
 from sidecar.gateway import routes as gateway_routes
@@ -30,6 +31,7 @@ from sidecar.paths import Paths
 from sidecar.policy import control as policy_control
 from sidecar.policy.control import POLICY
 from sidecar.policy.gate import open_policy
+from sidecar.policy.model import Policy
 from sidecar.providers import factory
 from sidecar.proxy import control, handlers
 from sidecar.proxy.events import EventBus
@@ -58,6 +60,7 @@ from sidecar.sync.service import SyncService
 from sidecar.tasks import TaskSet
 
 RELOADER = web.AppKey("reloader", Reloader)
+AUDIT: web.AppKey[AuditStage | None] = web.AppKey("audit_stage")
 OVERLAY = web.AppKey("central_overlay", CentralOverlay)
 
 
@@ -108,7 +111,7 @@ def create_app(
             lambda c: {p.name: resolve_keys(p, store) for p in c.providers},
             app[BUS].publish,
             running=cfg,
-            apply_policy=lambda policy: app[POLICY].apply_policy(policy),
+            apply_policy=lambda policy: _apply_policy(app, policy),
             overlay=app[OVERLAY],
         )
         if config_path is not None:
@@ -131,7 +134,8 @@ def create_app(
             raise StorageError(f"cannot open the usage store in {paths.data_dir}: {e}") from None
         app[LEDGER] = led
         gate = app[POLICY] = await open_policy(cfg, paths, led, app[BUS])
-        audit = await open_audit(cfg, paths, led.pricing, gate.policy, journal, recovered)
+        enrolled = await asyncio.to_thread(enrollment.enrollment_file(paths).exists)
+        audit = app[AUDIT] = await open_audit(cfg, paths, led.pricing, gate.policy, journal, recovered, keep_open=enrolled)
         cache = app[CACHE] = await open_cache(cfg, paths, led.pricing)
         writers: list[Any] = [led] if audit is None else [led, audit.audit]
         health = app[STORAGE] = StorageHealth(
@@ -190,3 +194,11 @@ def create_app(
     else:
         mcp_idle.add_routes(app)
     return app
+
+
+def _apply_policy(app: web.Application, policy: Policy) -> None:
+    """Put a policy in force now (a central push, a config reload): the gate's rules and the
+    audit log's switches."""
+    app[POLICY].apply_policy(policy)
+    if (audit := app.get(AUDIT)) is not None:
+        audit.apply_policy(policy)

@@ -22,6 +22,11 @@ def _ago(seconds: float) -> str:
     return f"{s // 86400} days"
 
 
+def _table(sync: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = sync.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
 def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
@@ -32,8 +37,8 @@ def headline(sync: Any, now: float | None = None) -> str:
         return "sync: not enrolled"
     now = time.time() if now is None else now
     state = str(sync.get("state") or "enrolled")
-    policy = sync.get("policy") if isinstance(sync.get("policy"), Mapping) else {}
-    outbox = sync.get("outbox") if isinstance(sync.get("outbox"), Mapping) else {}
+    policy = _table(sync, "policy")
+    outbox = _table(sync, "outbox")
     parts = [state]
     last = _num(policy.get("last_sync"))
     if policy.get("error") and last is not None:

@@ -14,10 +14,12 @@ On SQLite and on PostgreSQL (the server's side):
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -159,6 +161,10 @@ async def test_push_tamper_outage_and_sigkill_with_three_sidecars(
         assert report["requests"] == len(ledgers)
 
 
+async def _ledger_has(m: Member, n: int) -> bool:
+    return m.ledger()["requests"] >= n
+
+
 async def _backlog_at_least(org: Org, m: Member, n: int) -> bool:
     return await backlog(org, m) >= n
 
@@ -177,3 +183,55 @@ async def _outbox_rows(m: Member) -> int:
         return int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
     finally:
         db.close()
+
+
+async def test_a_team_pool_shared_by_three_sidecars_under_load_holds(db_url: str, tmp_path: Path, upstream: FakeAnthropic) -> None:
+    pool = 0.30
+    async with Org(db_url, tmp_path, upstream.url) as org:
+        await org.push("org", {"sync": {"lease_usd": 0.05, "lease_ttl_seconds": 600}})
+        members = [await org.add_sidecar(f"dev{i}@example.com", team="core") for i in range(3)]
+        await org.push("team:core", {"pools": {"daily_usd": pool}})
+        refusals: list[dict[str, Any]] = []
+        answered = dict.fromkeys((m.name for m in members), 0)
+
+        async def client(m: Member) -> None:
+            for i in range(400):
+                status, body = await org.message(m, ALLOWED, f"{m.name} {i}")
+                answered[m.name] += 1
+                if status == 429 and body["error"]["type"] == "billing_error":
+                    refusals.append(body)
+                    return
+                assert status in (200, 429), (status, body)
+
+        await asyncio.gather(*(client(m) for m in members for _ in range(4)))
+        assert len(refusals) == 12, "every client ran into the team's pool"
+        assert "team core" in refusals[0]["error"]["message"] and "resets" in refusals[0]["error"]["message"], refusals[0]
+        for m in members:  # every answer's row written (the ledger writes in batches)
+            await eventually(lambda m=m: _ledger_has(m, answered[m.name]), f"{m.name}'s ledger has every answer")
+        spent = math.fsum(m.ledger()["cost_usd"] for m in members)
+        outstanding = math.fsum(p["outstanding_usd"] for p in (await org.admin("GET", "/v1/admin/leases"))["pools"])
+        assert spent <= pool + outstanding + 1e-9, (spent, pool, outstanding)
+        assert spent > pool * 0.5, f"only ${spent:.4f} of the ${pool} pool was spent: the pool was not the limit"
+
+
+async def test_an_org_policy_turns_the_audit_log_on_for_a_sidecar_whose_config_has_it_off(
+    db_url: str, tmp_path: Path, upstream: FakeAnthropic
+) -> None:
+    async with Org(db_url, tmp_path, upstream.url) as org:
+        m = await org.add_sidecar("ada@example.com", extra="[policy]\naudit = false\n")
+        assert await passes(org, m, ALLOWED)
+        version = await org.push("org", {"policy": {"audit": True}})
+
+        async def running() -> bool:
+            return ((await org.status(m))["sync"].get("policy") or {}).get("version") == version
+
+        await eventually(running, "the sidecar takes the org's policy")
+        assert await passes(org, m, ALLOWED)
+        await org.stop(m)
+        db = sqlite3.connect(f"file:{m.db_file}?mode=ro", uri=True)
+        try:
+            kinds = [r[0] for r in db.execute("SELECT kind FROM audit ORDER BY seq")]
+        finally:
+            db.close()
+        assert kinds.count("request") == 1, kinds  # the request after the push, not the one before
+        assert "policy" in kinds, kinds
