@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import signal
 import sys
 import textwrap
@@ -28,6 +27,7 @@ from sidecar.state import read_state
 from sidecar.testing.fake_anthropic import FakeAnthropic
 from sidecar.testing.fake_openai import FakeOpenAI
 from sidecar.testing.harness import anthropic_config
+from sidecar.testing.requirements import require_files, require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -143,8 +143,8 @@ def shell_env(hermetic_env: Path, tmp_path: Path) -> dict[str, str]:
     """The environment a reader's shell has: the installed `claude-sidecar` first on PATH, a
     HOME of its own (a `systemctl` that only records, for `service uninstall`)."""
     exe = Path(sys.executable).parent / "claude-sidecar"
-    if not exe.exists() or shutil.which("curl") is None:
-        pytest.skip("needs the installed claude-sidecar script and curl")
+    require_files(exe.exists(), f"{exe} (./scripts/test installs the project into .venv)")
+    require_tool("curl", "./scripts/test installs curl from the distribution")
     home = tmp_path / "home"
     fakebin = tmp_path / "fakebin"
     fakebin.mkdir(parents=True)
