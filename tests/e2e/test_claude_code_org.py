@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from pathlib import Path
 
@@ -15,11 +16,15 @@ import pytest
 
 from sidecar.testing.central import CentralProcess
 from tests.e2e.helpers import (
+    CLAUDE_TIMEOUT,
     MODEL,
+    Done,
     Setup,
+    claude_bin,
+    claude_latest_bin,
     claude_result,
     posts,
-    run_claude,
+    run,
     sidecar_cli,
     start_sidecar,
 )
@@ -34,6 +39,27 @@ async def _admin(http: aiohttp.ClientSession, central: CentralProcess, method: s
         return dict(data)
 
 
+async def _refusals(db_file: Path) -> int:
+    """The ledger's 400 rows, once the ledger has written what it holds (it writes in batches)."""
+    deadline = time.monotonic() + 10
+    count = 0
+    while time.monotonic() < deadline:
+        db = sqlite3.connect(f"file:{db_file}?mode=ro", uri=True)
+        try:
+            count = int(db.execute("SELECT COUNT(*) FROM usage WHERE status = 400").fetchone()[0])
+        finally:
+            db.close()
+        if count:
+            await asyncio.sleep(1.0)  # a retry would land within this second
+            db = sqlite3.connect(f"file:{db_file}?mode=ro", uri=True)
+            try:
+                return int(db.execute("SELECT COUNT(*) FROM usage WHERE status = 400").fetchone()[0])
+            finally:
+                db.close()
+        await asyncio.sleep(0.1)
+    return count
+
+
 async def _enforced(s: Setup, version: int) -> None:
     """Until the sidecar runs policy `version` (read from `claude-sidecar status --json`)."""
     deadline = time.monotonic() + 30
@@ -46,7 +72,14 @@ async def _enforced(s: Setup, version: int) -> None:
     pytest.fail(f"the sidecar did not take policy v{version}: {sync}")
 
 
-async def test_an_org_push_denies_and_allows_claude_codes_model_without_a_restart(setup: Setup, tmp_path: Path) -> None:
+async def run_claude(s: Setup, cc_env: dict[str, str], prompt: str, cli: str) -> Done:
+    """`claude -p PROMPT` with the pinned (2.1.197) or the newest pinned CLI."""
+    exe = claude_bin() if cli == "pinned" else claude_latest_bin()
+    return await run(exe, "-p", prompt, "--output-format", "json", env=s.claude_env(**cc_env), cwd=s.workdir, time_limit=CLAUDE_TIMEOUT)
+
+
+@pytest.mark.parametrize("cli", ["pinned", "newest"])
+async def test_an_org_push_denies_and_allows_claude_codes_model_without_a_restart(setup: Setup, tmp_path: Path, cli: str) -> None:
     s = setup
     async with CentralProcess(f"sqlite:///{tmp_path / 'central.db'}") as central, aiohttp.ClientSession() as http:
         await _admin(http, central, "POST", "/v1/admin/developers", {"email": "dev@example.com"})
@@ -56,22 +89,29 @@ async def test_an_org_push_denies_and_allows_claude_codes_model_without_a_restar
         cc_env = await start_sidecar(s)
         pid = json.loads(s.state_file.read_text())["pid"]
 
-        first = await run_claude(s, cc_env, "Say hello.")
+        first = await run_claude(s, cc_env, "Say hello.", cli)
         assert first.rc == 0 and claude_result(first)["is_error"] is False, first.describe()
 
         pushed = await _admin(http, central, "POST", "/v1/admin/policy",
                               {"scope": "org", "document": {"policy": {"deny_models": ["claude-opus-*"]}}})  # fmt: skip
         await _enforced(s, int(str(pushed["version"])))
         upstream_before = len(posts(s.fake))
-        denied = await run_claude(s, cc_env, "Say hello again.")
+        denied = await run_claude(s, cc_env, "Say hello again.", cli)
         result = claude_result(denied)
         assert denied.rc == 1 and result["is_error"] is True, denied.describe()
-        assert f"the model '{MODEL}' is not allowed by the policy" in result["result"], result
-        assert "claude-opus-*" in result["result"], result
+        model = MODEL if cli == "pinned" else "claude-opus-5-5"  # each CLI's default main model
+        assert f"the model '{model}' is not allowed by the policy (denied: claude-opus-*)" in result["result"], result
         assert len(posts(s.fake)) == upstream_before  # refused at the sidecar: nothing went upstream
+        refusals = await _refusals(s.db_file)
+        if cli == "pinned":
+            assert refusals == 1  # and Claude Code did not ask again
+        else:
+            # 2.1.332 re-sends an unrecognised 400 a few times, each time without one of its
+            # betas (its own fallbacks; docs/claude-code.md): all refused, none upstream.
+            assert 1 <= refusals <= 8, refusals
 
         pushed = await _admin(http, central, "POST", "/v1/admin/policy", {"scope": "org", "document": {}})
         await _enforced(s, int(str(pushed["version"])))
-        again = await run_claude(s, cc_env, "Say hello once more.")
+        again = await run_claude(s, cc_env, "Say hello once more.", cli)
         assert again.rc == 0 and claude_result(again)["is_error"] is False, again.describe()
         assert json.loads(s.state_file.read_text())["pid"] == pid  # the same daemon throughout
