@@ -714,6 +714,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             procs[name] = Sidecar(home / f"{name}-home", fake.url, toml.read_text())
             started.append(procs[name])
         if args.enrolled:
+            sys.path.insert(0, str(HERE.parent))
             from bench.enrolled import Central
 
             central = Central()

@@ -109,10 +109,12 @@ class PolicyGate:
         self._held: dict[str, _Held] = {}
 
     def _flags(self) -> None:
-        self._metered = self.budgets.configured or self.limits.configured or self._leases is not None
+        self._metered = self.budgets.configured or self.limits.configured
         self._rewrites = self.guardrails.active or self.tools.active
         access = self.policy.access
-        self.active = self._metered or self._rewrites or bool(access.models or access.deny_models or access.providers)
+        self.active = (
+            self._metered or self._leases is not None or self._rewrites or bool(access.models or access.deny_models or access.providers)
+        )
 
     def apply_budget(self, budget: BudgetConfig) -> bool:
         """Put new budget limits in force now (a config reload); False when that needs a restart."""
@@ -171,7 +173,10 @@ class PolicyGate:
         if self.policy.access.providers:
             ctx.provider_allowed = self.policy.provider_allowed
         held = _Held()
-        if self._metered and not ctx.count_tokens:
+        leases = self._leases
+        # A device with leases is metered while a shared pool applies to it (or it does not
+        # know yet); with no pool anywhere it costs nothing here.
+        if (self._metered or (leases is not None and leases.applies)) and not ctx.count_tokens:
             await self._admit(ctx, held)
             if held.reservation is not None and (cap := unified.fullest(self.budgets.caps())) is not None:
                 ctx.unified_headers = unified.standing(cap)
@@ -336,7 +341,7 @@ class PolicyGate:
         """The PolicyState of the control API (docs/control-api.md)."""
         p = self.policy
         about = {"version": p.version, "source": p.source, "digest": p.digest}
-        if not self._metered:
+        if not self._metered and self._leases is None:
             return {"configured": False, "policy": about}
         return {
             "configured": True,

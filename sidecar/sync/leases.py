@@ -170,6 +170,11 @@ class LeaseManager:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), deadline - loop.time())
 
+    @property
+    def applies(self) -> bool:
+        """A shared pool may limit this device: some period is pooled or not known yet."""
+        return not self.closed and any(a.pooled is not False for a in self.accounts.values())
+
     def _try(self, amount: float) -> LeaseHold | _Account | None:
         """Take the holds, or the account a renewal must answer first."""
         if self.closed:

@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 
 from sidecar.errors import BudgetExhausted, RateLimited
+from sidecar.policy import estimate
 from sidecar.policy.control import POLICY
 from sidecar.sync.client import DeviceClient
 from sidecar.sync.leases import LeaseHold, LeaseManager
@@ -363,3 +364,26 @@ async def test_a_monthly_pool_is_leased_and_enforced_next_to_the_daily_one(org: 
     await m.close()
     rows = {(r["pool"].split(":")[0], len(r["period"])): r for r in (await org.call("GET", "/v1/admin/leases"))["pools"]}
     assert rows[("team", 7)]["used_usd"] == 0.75 and rows[("team", 10)]["used_usd"] == 0.75
+
+
+async def test_without_a_pool_the_gate_does_no_metering_work(org: Org, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An enrolled device that no pool limits pays nothing for its lease manager per request
+    (no token estimate, no hold), but one still learning whether a pool applies is metered."""
+    estimated: list[int] = []
+    real = estimate.input_tokens
+
+    def counting(*args: Any) -> int:
+        estimated.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(estimate, "input_tokens", counting)
+    async with FakeAnthropic(default=Text("ok", usage=USAGE)) as fake, aiohttp.ClientSession() as http:
+        async with sidecar_in_process(anthropic_config(fake.url, PRICES), tmp_path / "sc") as sc:
+            m = await org.manager(await org.device("solo@example.com", None))
+            assert m.applies  # not known yet: metered
+            assert await m.admit(0.01) is None  # the server says: no pool for this device
+            assert not m.applies
+            sc.app[POLICY].leases = m
+            status, _ = await _post(http, sc)
+            assert status == 200 and estimated == []
+            await m.close()
