@@ -1,0 +1,126 @@
+"""The import graph only gets cleaner: no new circle, no new upward import (scripts/import_graph.py).
+
+The allow-lists below are what remained when they were written; remove an entry when its
+import goes, never add one (move the code to the right room instead).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "import_graph.py"
+
+# Circles that remain: any circle found must lie inside one of these.
+ALLOWED_CIRCLES: list[set[str]] = [
+    {
+        "sidecar.config",
+        "sidecar.ledger.health",
+        "sidecar.ledger.journal",
+        "sidecar.ledger.pricing",
+        "sidecar.ledger.writer",
+        "sidecar.protocol.openai",
+        "sidecar.protocol.openai.stream",
+        "sidecar.providers.base",
+        "sidecar.proxy.context",
+        "sidecar.proxy.stages",
+        "sidecar.routing.config",
+        "sidecar.secrets",
+    },
+    {"sidecar.central.admin_api", "sidecar.central.app", "sidecar.central.device_api", "sidecar.central.metrics"},
+    {"sidecar.mcp.codemode", "sidecar.mcp.gateway"},
+]
+
+# Upward imports that remain (importer, imported).
+ALLOWED_UPWARD: set[tuple[str, str]] = {
+    ("sidecar.audit.stage", "sidecar.proxy.context"),
+    ("sidecar.audit.stage", "sidecar.proxy.stages"),
+    ("sidecar.cache.stage", "sidecar.proxy.context"),
+    ("sidecar.cache.stage", "sidecar.proxy.stages"),
+    ("sidecar.config", "sidecar.cache.normalise"),
+    ("sidecar.config", "sidecar.mcp.settings"),
+    ("sidecar.config", "sidecar.observability.settings"),
+    ("sidecar.config", "sidecar.policy.detectors"),
+    ("sidecar.config", "sidecar.providers.registry"),
+    ("sidecar.config", "sidecar.routing.config"),
+    ("sidecar.config", "sidecar.sync.settings"),
+    ("sidecar.gateway.routes", "sidecar.proxy.handlers"),
+    ("sidecar.gateway.routes", "sidecar.proxy.ingress"),
+    ("sidecar.gateway.routes", "sidecar.proxy.keys"),
+    ("sidecar.gateway.settings", "sidecar.proxy.ingress"),
+    ("sidecar.gateway.settings", "sidecar.proxy.keys"),
+    ("sidecar.gateway.telemetry", "sidecar.proxy.ingress"),
+    ("sidecar.gateway.telemetry", "sidecar.proxy.keys"),
+    ("sidecar.gateway.usage", "sidecar.proxy.keys"),
+    ("sidecar.mcp.server", "sidecar.proxy.keys"),
+    ("sidecar.observability.metrics", "sidecar.proxy.context"),
+    ("sidecar.observability.metrics", "sidecar.proxy.keys"),
+    ("sidecar.observability.metrics", "sidecar.proxy.stages"),
+    ("sidecar.observability.tracing", "sidecar.proxy.context"),
+    ("sidecar.observability.tracing", "sidecar.proxy.stages"),
+    ("sidecar.policy.gate", "sidecar.proxy.context"),
+    ("sidecar.policy.gate", "sidecar.proxy.events"),
+    ("sidecar.policy.gate", "sidecar.proxy.stages"),
+    ("sidecar.protocol.converse", "sidecar.providers.base"),
+    ("sidecar.protocol.gemini", "sidecar.providers.betas"),
+    ("sidecar.protocol.gemini_response", "sidecar.providers.base"),
+    ("sidecar.protocol.openai.stream", "sidecar.providers.base"),
+    ("sidecar.providers.base", "sidecar.proxy.context"),
+    ("sidecar.routing.control", "sidecar.proxy.keys"),
+    ("sidecar.routing.reload", "sidecar.policy.model"),
+    ("sidecar.routing.router", "sidecar.proxy.context"),
+    ("sidecar.routing.router", "sidecar.proxy.relay"),
+    ("sidecar.routing.scenario", "sidecar.proxy.context"),
+}
+
+# Third-party imports a room must not make (see FORBIDDEN in the script) that remain.
+ALLOWED_FORBIDDEN: set[tuple[str, str]] = {
+    ("sidecar.routing.control", "aiohttp"),
+    ("sidecar.routing.reload", "aiohttp"),
+    ("sidecar.routing.router", "aiohttp"),
+}
+
+
+def _script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("import_graph", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("import_graph", mod)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def violations(report: dict[str, Any]) -> list[str]:
+    """What the report has that the allow-lists do not."""
+    out = [f"new import circle: {', '.join(c)}" for c in report["circles"] if not any(set(c) <= a for a in ALLOWED_CIRCLES)]
+    out += [f"new upward import: {s} -> {d} [{k}]" for s, d, k in report["upward"] if (s, d) not in ALLOWED_UPWARD]
+    out += [f"new forbidden import: {s} -> {d} [{k}]" for s, d, k in report["forbidden"] if (s, d) not in ALLOWED_FORBIDDEN]
+    return out
+
+
+def test_no_new_circle_or_upward_import() -> None:
+    report = _script().report()
+    assert violations(report) == [], "\n".join(violations(report))
+
+
+def test_a_new_circle_or_upward_import_is_caught() -> None:
+    """The check can fail: a circle, an upward import and a forbidden import that are not allowed."""
+    g = _script()
+    edges = {
+        g.Edge("sidecar.errors", "sidecar.paths", "top"),
+        g.Edge("sidecar.paths", "sidecar.errors", "lazy"),
+        g.Edge("sidecar.errors", "sidecar.proxy.app", "typing"),
+    }
+    report = {
+        "circles": g.circles(edges),
+        "upward": [[e.src, e.dst, e.kind] for e in g.upward(edges)],
+        "forbidden": [["sidecar.routing.router2", "aiohttp", "top"]],
+    }
+    assert violations(report) == [
+        "new import circle: sidecar.errors, sidecar.paths",
+        "new upward import: sidecar.errors -> sidecar.proxy.app [typing]",
+        "new forbidden import: sidecar.routing.router2 -> aiohttp [top]",
+    ]
