@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -26,6 +29,7 @@ import pytest
 from sidecar.central.store import open_store
 from sidecar.testing.fake_anthropic import FakeAnthropic
 from sidecar.testing.fake_behaviours import Text
+from sidecar.testing.harness import anthropic_config
 from sidecar.testing.org import Member, Org, PolicyTamperer, dumps, flip_policy
 
 ALLOWED, DENIED = "claude-sonnet-4-5", "claude-opus-4-1"
@@ -235,3 +239,43 @@ async def test_an_org_policy_turns_the_audit_log_on_for_a_sidecar_whose_config_h
             db.close()
         assert kinds.count("request") == 1, kinds  # the request after the push, not the one before
         assert "policy" in kinds, kinds
+
+
+async def test_enroll_and_unenroll_while_the_daemon_runs(db_url: str, tmp_path: Path, upstream: FakeAnthropic) -> None:
+    async with Org(db_url, tmp_path, upstream.url) as org:
+        await org.push("org", {"policy": {"deny_models": ["claude-opus-*"]}})
+        m = Member("solo", "solo@example.com", tmp_path / "solo", anthropic_config(upstream.url))
+        m.home.mkdir()
+        m.env = {**os.environ, "CLAUDE_SIDECAR_HOME": str(m.home), "CLAUDE_SIDECAR_CONFIG": str(m.home / "config.toml")}
+        org.members.append(m)  # stopped with the org
+        await org.start(m)
+        assert (await org.status(m))["sync"] == {"enrolled": False, "state": "not enrolled"}
+        assert await passes(org, m, DENIED)
+
+        await org.admin("POST", "/v1/admin/developers", {"email": m.email})
+        token = (await org.admin("POST", "/v1/admin/enrollment-tokens", {"developer": m.email}))["token"]
+        done = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "sidecar", "enroll", org.url, "--token", token], env=m.env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        await eventually(lambda: denies(org, m, DENIED), "the running daemon enrolls and enforces the org's policy")
+        assert await passes(org, m, ALLOWED)
+
+        async def uploaded() -> bool:
+            return (await org.server_usage())["requests"] >= 2  # the refusal and the answer
+
+        await eventually(uploaded, "what it served enrolled is uploaded")
+
+        done = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "sidecar", "unenroll"], env=m.env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+
+        async def local_again() -> bool:
+            return (await org.status(m))["sync"].get("enrolled") is False and await passes(org, m, DENIED)
+
+        await eventually(local_again, "unenrolled, the local config's policy is in force again")
+        served = m.ledger()["requests"]
+        assert await passes(org, m, ALLOWED)
+        await eventually(lambda: _ledger_has(m, served + 1), "the request after unenrolling is in the ledger")
+        assert await _outbox_rows(m) == 0  # and nothing is queued for a server it left
+        devices = (await org.admin("GET", "/v1/admin/devices"))["devices"]
+        assert all(d["revoked_at"] for d in devices), devices
