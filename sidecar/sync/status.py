@@ -84,8 +84,22 @@ def lines(sync: Any, now: float | None = None) -> list[str]:
 
 
 def _leases(leases: Mapping[str, Any]) -> str:
-    if leases.get("summary"):
-        return str(leases["summary"])
-    if leases.get("pooled") is False:
-        return "no team or org pool applies"
-    return ", ".join(f"{k} {v}" for k, v in leases.items() if not isinstance(v, Mapping | list))
+    """Each pooled period's lease: used of granted, and an empty pool or an outage."""
+    periods = leases.get("periods")
+    if not isinstance(periods, Mapping):
+        return "unknown"
+    parts = []
+    for period, p in periods.items():
+        if not isinstance(p, Mapping) or p.get("pooled") is False:
+            continue
+        if p.get("pooled") is None:
+            parts.append(f"{period}: asking the server")
+            continue
+        text = f"{period}: ${_num(p.get('used_usd')) or 0:.4f} used of a ${_num(p.get('amount_usd')) or 0:.2f} lease"
+        short = p.get("exhausted")
+        if isinstance(short, Mapping):
+            text += f"; {short.get('pool', 'the pool')} has ${_num(short.get('remaining_usd')) or 0:.2f} left"
+        if p.get("offline"):
+            text += f"; offline: {p['offline']}"
+        parts.append(text)
+    return "; ".join(parts) if parts else "no team or org pool applies"

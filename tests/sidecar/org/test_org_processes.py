@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -265,6 +266,9 @@ async def test_enroll_and_unenroll_while_the_daemon_runs(db_url: str, tmp_path: 
             return (await org.server_usage())["requests"] >= 2  # the refusal and the answer
 
         await eventually(uploaded, "what it served enrolled is uploaded")
+        shown = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "sidecar", "status"], env=m.env, capture_output=True, text=True)
+        assert f"  sync: synced v1 with {org.url} as dvc_" in shown.stdout, shown.stdout
+        assert "    org policy: v1, issued " in shown.stdout and re.search(r"    usage upload: 0 waiting, \d+ sent", shown.stdout), shown.stdout
 
         done = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "sidecar", "unenroll"], env=m.env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
