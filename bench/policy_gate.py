@@ -42,11 +42,11 @@ from sidecar.audit.log import HEAD_FILE, AuditLog
 from sidecar.audit.stage import AuditStage
 from sidecar.config import parse
 from sidecar.ledger.pricing import Pricing
+from sidecar.pipeline import RequestContext
 from sidecar.policy.gate import PolicyGate
 from sidecar.policy.guardrails import Guardrails
 from sidecar.policy.model import Policy
 from sidecar.protocol.anthropic import parse_head
-from sidecar.proxy.context import RequestContext
 from sidecar.testing import captures
 
 CAPTURE = "main-turn-haiku"  # 115,825 bytes: the "116k" body of bench/overhead.py

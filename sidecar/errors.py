@@ -31,6 +31,10 @@ Hierarchy::
         ├── UpstreamBadAnswer         502 api_error (an answer cut short, a 101, not final)
         └── UpstreamTimeout           504 timeout_error (no answer in time)
 
+    StreamBroken                      not a SidecarError: the upstream failed after its answer
+                                      started, so nothing can be sent; the client's connection
+                                      is reset, never ended cleanly
+
 Errors that an upstream returns are *not* SidecarErrors: they pass through unmodified,
 because Claude Code matches on their wording. Every error this module defines is sent as
 the Anthropic envelope ``{"type":"error","error":{"type":...,"message":...}}`` with a
@@ -217,3 +221,6 @@ class UpstreamTimeout(UpstreamError):
 
     status = 504
     error_type = "timeout_error"
+
+class StreamBroken(Exception):
+    """The upstream failed after its answer had started (the client connection is aborted)."""

@@ -27,9 +27,8 @@ from sidecar.ledger.journal import Journal, Recovered
 from sidecar.ledger.pricing import Pricing
 from sidecar.ledger.record import UsageRecord
 from sidecar.paths import Paths
+from sidecar.pipeline import Reply, RequestContext
 from sidecar.policy.model import Policy
-from sidecar.proxy.context import RequestContext
-from sidecar.proxy.stages import Reply
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +37,8 @@ _FIELDS = tuple(f.name for f in fields(UsageRecord) if f.name != "id")  # the id
 
 class ContentRecorder:
     """A response filter that rebuilds the message the client received (for content logging)."""
+
+    passive = False  # it only observes, but has always had the relay re-encode what it saw
 
     def __init__(self) -> None:
         self.message: dict[str, Any] = {}

@@ -37,9 +37,8 @@ from sidecar.cache.store import COUNTERS, CacheStore, Entry, summary
 from sidecar.config import CacheConfig, Config
 from sidecar.ledger.pricing import Pricing
 from sidecar.paths import Paths
+from sidecar.pipeline import Reply, RequestContext
 from sidecar.protocol.anthropic import MessageSummary
-from sidecar.proxy.context import RequestContext
-from sidecar.proxy.stages import Reply
 from sidecar.tasks import TaskSet
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,7 @@ from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from sidecar import __version__
-from sidecar.proxy.context import RequestContext
-from sidecar.proxy.stages import Reply
+from sidecar.pipeline import Reply, RequestContext
 
 PREFIX = "claude_sidecar"
 MAX_VALUES = 64

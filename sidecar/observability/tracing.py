@@ -28,8 +28,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from sidecar.errors import ConfigError
 from sidecar.observability.settings import ObservabilityConfig
-from sidecar.proxy.context import RequestContext
-from sidecar.proxy.stages import Reply
+from sidecar.pipeline import Reply, RequestContext
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider

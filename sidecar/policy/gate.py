@@ -45,15 +45,14 @@ from sidecar.ledger.pricing import Pricing
 from sidecar.ledger.store import open_db
 from sidecar.ledger.writer import Ledger
 from sidecar.paths import Paths
+from sidecar.pipeline import Reply, RequestContext
 from sidecar.policy import estimate
 from sidecar.policy.budgets import Budgets, Reservation, usd
 from sidecar.policy.guardrails import Finding, Guardrails, Outcome, rules_for
 from sidecar.policy.limits import RateLimits, Ticket
 from sidecar.policy.model import Policy
 from sidecar.policy.tools import ToolRules, ToolUseFilter
-from sidecar.proxy.context import RequestContext
 from sidecar.proxy.events import EventBus
-from sidecar.proxy.stages import Reply
 from sidecar.sync.leases import LeaseHold, LeaseManager
 
 log = logging.getLogger(__name__)

@@ -75,6 +75,8 @@ class ToolRules:
 class ToolUseFilter:
     """A response filter that turns calls of denied tools into readable refusals."""
 
+    passive = False  # it rewrites events
+
     def __init__(self, rules: ToolRules) -> None:
         self.rules = rules
         self.refused: list[str] = []  # names of the calls refused, in order

@@ -33,9 +33,9 @@ from typing import Any
 
 import msgspec
 
+from sidecar.errors import StreamBroken
 from sidecar.protocol.anthropic_stream import EventWriter, new_id
 from sidecar.protocol.eventstream import EventStreamDecoder, Message
-from sidecar.providers.base import StreamBroken
 
 _NAME_OK = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _BAD_CHARS = re.compile(r"[^a-zA-Z0-9_-]")

@@ -30,11 +30,11 @@ from typing import Any
 
 import msgspec
 
+from sidecar.errors import StreamBroken
 from sidecar.protocol import sse
 from sidecar.protocol.anthropic_stream import Event, EventWriter, new_id
 from sidecar.protocol.gemini import NEXT_SIG, PREV_SIG, THOUGHT_SIG
 from sidecar.protocol.gemini_tools import ToolNames
-from sidecar.providers.base import StreamBroken
 
 REFUSALS = frozenset(
     {

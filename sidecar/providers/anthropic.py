@@ -13,11 +13,11 @@ import msgspec
 from multidict import CIMultiDictProxy
 
 from sidecar.config import ProviderConfig
+from sidecar.errors import StreamBroken
 from sidecar.protocol import foreign
 from sidecar.providers.base import (
     Attempt,
     Call,
-    StreamBroken,
     Transport,
     UpstreamResponse,
     read_body,

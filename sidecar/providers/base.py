@@ -25,13 +25,19 @@ import yarl
 from multidict import CIMultiDictProxy
 
 from sidecar.config import ProviderConfig
-from sidecar.errors import InvalidRequest, UpstreamBadAnswer, UpstreamTimeout, UpstreamUnavailable
+from sidecar.errors import (
+    InvalidRequest,
+    StreamBroken,
+    UpstreamBadAnswer,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from sidecar.net import upstream_proxy
+from sidecar.pipeline import RequestContext
 from sidecar.protocol import sse
 from sidecar.providers import h1
 from sidecar.providers.h1 import H1Pool, H1Response
 from sidecar.providers.heads import UnsafeHead, check_fields, safe_target
-from sidecar.proxy.context import RequestContext
 from sidecar.secrets import ResolvedKey
 
 log = logging.getLogger(__name__)
@@ -40,10 +46,6 @@ UpstreamResponse = aiohttp.ClientResponse | H1Response
 
 # Upstream response headers that are worth passing on from a translating provider.
 KEEP_DOWN = ("retry-after", "request-id", "x-request-id")
-
-
-class StreamBroken(Exception):
-    """The upstream failed after its answer had started (the client connection is aborted)."""
 
 
 @dataclass

@@ -32,7 +32,7 @@ import msgspec
 import yarl
 
 from sidecar.config import ProviderConfig
-from sidecar.errors import UpstreamTimeout, UpstreamUnavailable
+from sidecar.errors import StreamBroken, UpstreamTimeout, UpstreamUnavailable
 from sidecar.protocol import converse, sse
 from sidecar.protocol.eventstream import EventStreamDecoder, EventStreamError, Message
 from sidecar.providers import betas
@@ -48,7 +48,6 @@ from sidecar.providers.base import (
     Attempt,
     Call,
     StaticCall,
-    StreamBroken,
     StreamTranslator,
     TranslatedCall,
     Transport,

@@ -28,6 +28,7 @@ from sidecar.mcp import idle as mcp_idle
 from sidecar.observability import metrics as observe_metrics
 from sidecar.observability import tracing as observe_tracing
 from sidecar.paths import Paths
+from sidecar.pipeline import Stage
 from sidecar.policy import control as policy_control
 from sidecar.policy.control import POLICY
 from sidecar.policy.gate import open_policy
@@ -49,7 +50,7 @@ from sidecar.proxy.keys import (
     SYNC,
     Runtime,
 )
-from sidecar.proxy.stages import JournalSync, Stage, StorageGate, default_stages
+from sidecar.proxy.stages import JournalSync, StorageGate, default_stages
 from sidecar.routing import control as routes_control
 from sidecar.routing.reload import Reloader
 from sidecar.routing.router import Router

@@ -10,12 +10,11 @@ from aiohttp import web
 
 from sidecar import __version__
 from sidecar.errors import PolicyBlocked, PolicyDenied, SidecarError
+from sidecar.pipeline import Reply, RequestContext, Stage
 from sidecar.protocol.anthropic import RequestHead, parse_head
-from sidecar.proxy.context import RequestContext
 from sidecar.proxy.ingress import REFUSALS, REQUEST_ID, error_response
 from sidecar.proxy.keys import ROUTER, RUNTIME, STAGES, STORAGE
 from sidecar.proxy.relay import sidecar_headers
-from sidecar.proxy.stages import Reply, Stage
 
 log = logging.getLogger(__name__)
 

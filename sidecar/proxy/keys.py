@@ -12,10 +12,9 @@ from sidecar.config import Config
 from sidecar.ledger.health import StorageHealth
 from sidecar.ledger.writer import Ledger
 from sidecar.paths import Paths
+from sidecar.pipeline import RequestContext, Stage
 from sidecar.providers.base import Provider
-from sidecar.proxy.context import RequestContext
 from sidecar.proxy.events import EventBus
-from sidecar.proxy.stages import Stage
 
 if TYPE_CHECKING:
     from sidecar.routing.reload import Reloader

@@ -19,11 +19,12 @@ import msgspec
 from aiohttp import web
 from multidict import CIMultiDict
 
+from sidecar.errors import StreamBroken
 from sidecar.gateway.unified import UPSTREAM_PREFIX
+from sidecar.pipeline import RequestContext
 from sidecar.protocol import sse
 from sidecar.protocol.anthropic import SSETap
-from sidecar.providers.base import Call, StreamBroken
-from sidecar.proxy.context import RequestContext
+from sidecar.providers.base import Call
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ async def relay(
             if ctx.filters:
                 for f in ctx.filters:
                     msg = f.on_message(msg)
-                if not all(getattr(f, "passive", False) for f in ctx.filters):
+                if not all(f.passive for f in ctx.filters):
                     body = msgspec.json.encode(msg)
     for f in ctx.filters:
         f.on_end(call.status < 400 and ctx.summary.stopped and ctx.summary.error_type is None)
@@ -121,7 +122,7 @@ class _Filtered:
     def __init__(self, ctx: RequestContext) -> None:
         self.filters = ctx.filters
         self.reader = sse.SSEReader()
-        self.passive = all(getattr(f, "passive", False) for f in ctx.filters)
+        self.passive = all(f.passive for f in ctx.filters)
 
     def feed(self, chunk: bytes) -> bytes:
         out: list[bytes] = []

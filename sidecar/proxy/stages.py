@@ -1,74 +1,21 @@
-"""The request path as an ordered list of stages (mitmproxy's addon pattern).
+"""The stages of the HTTP layer, and `request_path()`: the one list of the request path.
 
-Each stage is a small object with named hooks; `default_stages()` is the one place that
-says which stages run and in what order:
-
-    StorageGate -> Announce -> policy gate -> cache -> (router and provider, in the handler)
-    -> Meter -> (Metrics) -> (audit) -> JournalSync
-
-Hooks:
-
-- ``async on_request(ctx) -> Reply | None``: before anything goes upstream. A stage may
-  raise a SidecarError to refuse the request, change the body with ``ctx.replace_body``,
-  record decisions with ``ctx.decide``, add response filters to ``ctx.filters``, or return
-  a Reply to answer without going upstream (a cache hit). Later stages do not run then.
-- ``on_complete(ctx)``: once the response is complete, refused or failed, just BEFORE its
-  final byte goes to the client (the message_stop chunk of a stream, a whole answer, an
-  error), so that the last stage can make the request's records durable first; or after
-  the response broke off. Runs once; never raises into the request (failures are logged).
-
-Response filters (`EventFilter`) see the Anthropic response on its way to the client:
-every SSE event of a stream, or the whole message of a non-streaming answer. A request
-with no filters is relayed byte for byte without being parsed.
+The request model and the stage protocol (hooks, Reply, response filters) are in
+sidecar.pipeline; docs/architecture.md lists every stage with the file it lives in.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 from sidecar.errors import StorageUnavailable
 from sidecar.ledger.health import StorageHealth
 from sidecar.ledger.journal import Journal
 from sidecar.ledger.writer import Ledger
-from sidecar.proxy.context import RequestContext
+from sidecar.pipeline import Reply, RequestContext, Stage
 from sidecar.proxy.events import EventBus
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Reply:
-    """An answer a stage gives in place of the upstream's (e.g. a cache hit)."""
-
-    body: bytes
-    status: int = 200
-    content_type: str = "application/json"
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-class Stage(Protocol):
-    """A step on the request path."""
-
-    async def on_request(self, ctx: RequestContext) -> Reply | None:
-        """Before the request goes upstream; may raise a SidecarError to refuse it."""
-
-    def on_complete(self, ctx: RequestContext) -> None:
-        """Called once the response has been fully sent, refused or failed."""
-
-
-class EventFilter(Protocol):
-    """Sees (and may rewrite) the Anthropic response on its way to the client."""
-
-    def on_event(self, event: str, data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-        """One SSE event of a stream; return the events to send instead (usually [(event, data)])."""
-
-    def on_message(self, message: dict[str, Any]) -> dict[str, Any]:
-        """A whole non-streaming response body (a message or an error envelope)."""
-
-    def on_end(self, complete: bool) -> None:
-        """The response is over; `complete` is True when it ended with message_stop and no error."""
 
 
 class Announce:

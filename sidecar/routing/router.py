@@ -26,12 +26,13 @@ from sidecar.config import Config
 from sidecar.errors import (
     PolicyDenied,
     SidecarError,
+    StreamBroken,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from sidecar.providers.base import Attempt, Call, Provider, StaticCall, StreamBroken
-from sidecar.proxy.context import RequestContext
+from sidecar.pipeline import RequestContext
+from sidecar.providers.base import Attempt, Call, Provider, StaticCall
 from sidecar.proxy.relay import relay
 from sidecar.routing.balance import SmoothRoundRobin, weighted_order
 from sidecar.routing.breaker import Breaker

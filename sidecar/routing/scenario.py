@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import msgspec
 
-from sidecar.proxy.context import RequestContext
+from sidecar.pipeline import RequestContext
 
 # Claude Code's JSON is dense: about 3.6 bytes per token for prose, less for code; a
 # conservative 4 keeps the estimate from calling a request long too early.

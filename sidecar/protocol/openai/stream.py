@@ -21,6 +21,7 @@ from typing import Any
 
 import msgspec
 
+from sidecar.errors import StreamBroken
 from sidecar.protocol.anthropic_stream import Event, EventWriter
 from sidecar.protocol.openai.jsonprefix import JsonPrefix
 from sidecar.protocol.openai.names import ToolNames, client_tool_id
@@ -37,7 +38,6 @@ from sidecar.protocol.openai.response import (
 )
 from sidecar.protocol.sse import Event as SSEEvent
 from sidecar.protocol.sse import SSEReader
-from sidecar.providers.base import StreamBroken
 
 log = logging.getLogger(__name__)
 

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sidecar.errors import StreamBroken
 from sidecar.protocol.anthropic_stream import Event
 from sidecar.protocol.gemini import NEXT_SIG, PREV_SIG, THOUGHT_SIG
 from sidecar.protocol.gemini_response import (
@@ -22,7 +23,6 @@ from sidecar.protocol.gemini_response import (
     stop_reason,
 )
 from sidecar.protocol.gemini_tools import ToolNames
-from sidecar.providers.base import StreamBroken
 from sidecar.testing.fake_gemini import (
     Quirks,
     Reply,

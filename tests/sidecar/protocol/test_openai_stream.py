@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jiter import from_json
 
+from sidecar.errors import StreamBroken
 from sidecar.protocol.openai import ChatStream, ToolNames
 from sidecar.protocol.openai.response import parse_arguments
-from sidecar.providers.base import StreamBroken
 from sidecar.testing.fake_openai import Reply, ToolCall, Wire, frame, stream_chunks
 
 Events = list[tuple[str, dict[str, Any]]]

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sidecar.errors import StreamBroken
 from sidecar.protocol import converse, eventstream
 from sidecar.protocol.converse import ConverseStreamTranslator, ToolNames, short_name, to_converse
-from sidecar.providers.base import StreamBroken
 from sidecar.testing import anthropic_sse as sse
 from sidecar.testing.fake_bedrock import (
     AwsKeys,

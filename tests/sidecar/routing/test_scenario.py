@@ -8,8 +8,8 @@ import msgspec
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from sidecar.pipeline import RequestContext
 from sidecar.protocol.anthropic import RequestHead
-from sidecar.proxy.context import RequestContext
 from sidecar.routing.scenario import scenarios
 from sidecar.testing.captures import shared_dir
 

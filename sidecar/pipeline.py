@@ -1,11 +1,33 @@
-"""The per-request context that stages read and write (never globals)."""
+"""The request model and the stage protocol: what every room on the request path shares.
+
+The request path is an ordered list of stages (mitmproxy's addon pattern), assembled in
+one place, `sidecar.proxy.stages.request_path()`; docs/architecture.md lists them. This
+module sits low in the tree (it knows the wire format and the usage record, nothing of
+HTTP), so providers, the router and the stages import it, never the HTTP layer.
+
+Hooks of a stage:
+
+- ``async on_request(ctx) -> Reply | None``: before anything goes upstream. A stage may
+  raise a SidecarError to refuse the request, change the body with ``ctx.replace_body``,
+  record decisions with ``ctx.decide``, add response filters to ``ctx.filters``, or return
+  a Reply to answer without going upstream (a cache hit). Later stages do not run then.
+  The dispatch stage (sidecar.proxy.dispatch) is the one that goes upstream.
+- ``on_complete(ctx)``: once the response is complete, refused or failed, just BEFORE its
+  final byte goes to the client (the message_stop chunk of a stream, a whole answer, an
+  error), so that the last stage can make the request's records durable first; or after
+  the response broke off. Runs once; never raises into the request (failures are logged).
+
+Response filters (`EventFilter`) see the Anthropic response on its way to the client:
+every SSE event of a stream, or the whole message of a non-streaming answer. A request
+with no filters is relayed byte for byte without being parsed.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -13,9 +35,6 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from sidecar.errors import InvalidRequest
 from sidecar.ledger.record import UsageRecord, new_ulid
 from sidecar.protocol.anthropic import MessageSummary, RequestHead
-
-if TYPE_CHECKING:
-    from sidecar.proxy.stages import EventFilter
 
 _EMPTY: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 
@@ -150,3 +169,41 @@ class RequestContext:
             cache_outcome=self.cache_outcome,
             saved_usd=self.saved_usd,
         )
+
+
+@dataclass
+class Reply:
+    """An answer a stage gives in place of the upstream's (e.g. a cache hit)."""
+
+    body: bytes
+    status: int = 200
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Stage(Protocol):
+    """A step on the request path."""
+
+    async def on_request(self, ctx: RequestContext) -> Reply | None:
+        """Before the request goes upstream; may raise a SidecarError to refuse it."""
+
+    def on_complete(self, ctx: RequestContext) -> None:
+        """Called once the response has been fully sent, refused or failed."""
+
+
+class EventFilter(Protocol):
+    """Sees (and may rewrite) the Anthropic response on its way to the client.
+
+    `passive` declares a filter that only observes (e.g. the cache's collector): when every
+    filter of a request is passive the relay passes the upstream's bytes on unchanged."""
+
+    passive: bool
+
+    def on_event(self, event: str, data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        """One SSE event of a stream; return the events to send instead (usually [(event, data)])."""
+
+    def on_message(self, message: dict[str, Any]) -> dict[str, Any]:
+        """A whole non-streaming response body (a message or an error envelope)."""
+
+    def on_end(self, complete: bool) -> None:
+        """The response is over; `complete` is True when it ended with message_stop and no error."""
