@@ -45,6 +45,33 @@ from __future__ import annotations
 
 import json
 
+# The Anthropic API's HTTP status -> `error.type` (docs: "API errors"), the one table that
+# translators of other providers' errors and the fake API use.
+STATUS_ERROR_TYPES: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def error_type_for(status: int) -> str:
+    """The Anthropic `error.type` for an HTTP status: the documented one; else an upstream's
+    503 is `overloaded_error` (the API says 529), another 5xx `api_error`, anything else
+    `invalid_request_error` (the API uses it "for other 4XX status codes")."""
+    etype = STATUS_ERROR_TYPES.get(status)
+    if etype is not None:
+        return etype
+    if status == 503:
+        return "overloaded_error"
+    return "api_error" if status >= 500 else "invalid_request_error"
+
 
 class SidecarError(Exception):
     """Base of every error the sidecar raises itself."""
@@ -221,6 +248,7 @@ class UpstreamTimeout(UpstreamError):
 
     status = 504
     error_type = "timeout_error"
+
 
 class StreamBroken(Exception):
     """The upstream failed after its answer had started (the client connection is aborted)."""

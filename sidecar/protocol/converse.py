@@ -33,7 +33,7 @@ from typing import Any
 
 import msgspec
 
-from sidecar.errors import StreamBroken
+from sidecar.errors import StreamBroken, error_type_for
 from sidecar.protocol.anthropic_stream import EventWriter, new_id
 from sidecar.protocol.eventstream import EventStreamDecoder, Message
 
@@ -339,8 +339,6 @@ AWS_ERRORS: dict[str, tuple[int, str]] = {
     "ModelErrorException": (500, "api_error"),
     "ModelStreamErrorException": (500, "api_error"),
 }
-_BY_STATUS = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-              404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error"}  # fmt: skip
 
 
 def error_code(header: str | None, body: Any) -> str | None:
@@ -369,7 +367,7 @@ def map_error(status: int, code: str | None, body: bytes) -> tuple[int, str, str
         return st, etype, message
     if status >= 500:
         return (529, "overloaded_error", message) if status == 503 else (500, "api_error", message)
-    return status, _BY_STATUS.get(status, "invalid_request_error"), message
+    return status, error_type_for(status), message
 
 
 # ---------------------------------------------------------------- streaming

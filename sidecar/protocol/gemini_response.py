@@ -30,7 +30,7 @@ from typing import Any
 
 import msgspec
 
-from sidecar.errors import StreamBroken
+from sidecar.errors import STATUS_ERROR_TYPES, StreamBroken, error_type_for
 from sidecar.protocol import sse
 from sidecar.protocol.anthropic_stream import Event, EventWriter, new_id
 from sidecar.protocol.gemini import NEXT_SIG, PREV_SIG, THOUGHT_SIG
@@ -60,11 +60,6 @@ _BY_STATUS = {
     "UNAVAILABLE": (503, "overloaded_error"),
     "DEADLINE_EXCEEDED": (504, "timeout_error"),
 }
-_BY_CODE = {
-    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
-    500: "api_error", 503: "overloaded_error", 504: "timeout_error", 529: "overloaded_error",
-}  # fmt: skip
 _TOO_LONG = re.compile(r"input token count \(?(\d+)\)? exceeds the maximum number of tokens allowed \(?(\d+)\)?", re.I)
 
 
@@ -308,15 +303,14 @@ def error_parts(status: int, obj: Any) -> tuple[int, str, str]:
     """(status, Anthropic error type, message) for a Gemini error body already decoded."""
     err = obj.get("error") if isinstance(obj, dict) else None
     if not isinstance(err, dict):
-        return status, _BY_CODE.get(status, "api_error" if status >= 500 else "invalid_request_error"), f"Gemini answered HTTP {status}"
+        return status, error_type_for(status), f"Gemini answered HTTP {status}"
     message = str(err.get("message") or f"Gemini answered HTTP {status}")
     google = err.get("status")
-    if status in _BY_CODE:
-        etype = _BY_CODE[status]
-    elif isinstance(google, str) and google in _BY_STATUS:
+    # An odd HTTP status (one the API does not use, nor a 503) defers to Google's status name.
+    if status not in STATUS_ERROR_TYPES and status != 503 and isinstance(google, str) and google in _BY_STATUS:
         status, etype = _BY_STATUS[google]
     else:
-        etype = "api_error" if status >= 500 else "invalid_request_error"
+        etype = error_type_for(status)
     m = _TOO_LONG.search(message)
     if m:
         # Claude Code recognises Anthropic's wording and offers to compact the conversation.

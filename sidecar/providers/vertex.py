@@ -25,6 +25,7 @@ import aiohttp
 import msgspec
 
 from sidecar.config import ProviderConfig
+from sidecar.errors import error_type_for
 from sidecar.providers import betas
 from sidecar.providers.anthropic import PassthroughCall
 from sidecar.providers.base import (
@@ -60,9 +61,6 @@ GOOGLE_ERRORS: dict[str, tuple[int, str]] = {
     "UNAVAILABLE": (529, "overloaded_error"),
     "DEADLINE_EXCEEDED": (504, "timeout_error"),
 }
-_BY_STATUS = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-              404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
-              503: "overloaded_error", 504: "timeout_error", 529: "overloaded_error"}  # fmt: skip
 
 
 def vertex_body(body: dict[str, Any], flags: list[str], allowed: frozenset[str], keep_model: bool = False) -> tuple[dict[str, Any], list[str]]:
@@ -97,8 +95,7 @@ def map_error(status: int, raw: bytes) -> tuple[int, bytes]:
             return st, error_envelope(etype, message)
     else:
         message = raw.decode("utf-8", errors="replace").strip() or f"HTTP {status}"
-    etype = _BY_STATUS.get(status, "api_error" if status >= 500 else "invalid_request_error")
-    return (529 if status == 503 else status), error_envelope(etype, message)
+    return (529 if status == 503 else status), error_envelope(error_type_for(status), message)
 
 
 def region_from(options: Mapping[str, Any], base_url: str, env: Mapping[str, str]) -> str | None:

@@ -20,27 +20,19 @@ from typing import Any
 
 import msgspec
 
+from sidecar.errors import STATUS_ERROR_TYPES
+
 SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
 JSON_CONTENT_TYPE = "application/json"
 
 # The API writes this one event with a space after the colon; every other event is compact.
 PING = b'event: ping\ndata: {"type": "ping"}\n\n'
 
-STATUS_ERROR_TYPES: dict[int, str] = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    500: "api_error",
-    504: "timeout_error",
-    529: "overloaded_error",
-}
 ERROR_TYPE_STATUSES: dict[str, int] = {v: k for k, v in STATUS_ERROR_TYPES.items()}
 ERROR_MESSAGES: dict[str, str] = {
     "invalid_request_error": "Invalid request",
     "authentication_error": "invalid x-api-key",
+    "billing_error": "Your credit balance is too low to access the Anthropic API.",
     "permission_error": "Your API key does not have permission to use the specified resource.",
     "not_found_error": "Not found",
     "request_too_large": "Request exceeds the maximum allowed number of bytes.",
@@ -58,13 +50,6 @@ _encode = msgspec.json.Encoder().encode
 def new_id(prefix: str, length: int = 22) -> str:
     """A random id in the API's style, e.g. new_id("msg_01") -> "msg_01XFDUDYJgAACzvnptvVoYEL"."""
     return prefix + "".join(random.choices(_B62, k=length))
-
-
-def error_type_for(status: int) -> str:
-    """The Anthropic `error.type` the API sends with an HTTP status."""
-    if status in STATUS_ERROR_TYPES:
-        return STATUS_ERROR_TYPES[status]
-    return "api_error" if status >= 500 else "invalid_request_error"
 
 
 def estimate_tokens(body: bytes) -> int:

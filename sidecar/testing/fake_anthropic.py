@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import msgspec
 from aiohttp import web
 
+from sidecar.errors import error_type_for
 from sidecar.lifecycle import stop_on_signals
 from sidecar.testing import anthropic_sse as sse
 from sidecar.testing.fake_behaviours import (
@@ -209,7 +210,7 @@ class FakeAnthropic:
         self, status: int, error_type: str | None = None, message: str | None = None,
         extra: Mapping[str, str] | None = None, should_retry: bool | None = None,
     ) -> web.Response:  # fmt: skip
-        error_type = error_type or sse.error_type_for(status)
+        error_type = error_type or error_type_for(status)
         headers, request_id = self._headers(sse.JSON_CONTENT_TYPE)
         if should_retry is not None:
             headers["x-should-retry"] = "true" if should_retry else "false"

@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from sidecar.errors import error_type_for
 from sidecar.protocol.anthropic_stream import new_id
 from sidecar.protocol.openai.jsonprefix import close_prefix
 from sidecar.protocol.openai.names import ToolNames, client_tool_id
@@ -24,32 +25,12 @@ FINISH_REASONS = {
     "function_call": "tool_use",
     "content_filter": "refusal",
 }
-STATUS_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-    500: "api_error",
-    503: "overloaded_error",
-    504: "timeout_error",
-    529: "overloaded_error",
-}
 _TRAILING_COMMA = re.compile(r",\s*([}\]])")
 
 
 def as_dict(value: Any) -> dict[str, Any]:
     """`value` when it is a JSON object, else an empty one (answers are read defensively)."""
     return value if isinstance(value, dict) else {}
-
-
-def error_type_for(status: int) -> str:
-    """The Anthropic `error.type` for an upstream HTTP status."""
-    if status in STATUS_ERROR_TYPES:
-        return STATUS_ERROR_TYPES[status]
-    return "api_error" if status >= 500 else "invalid_request_error"
 
 
 def error_message(body: bytes, status: int) -> str:
