@@ -1,10 +1,8 @@
 """What a request will probably use, before it is sent: the basis of every reservation.
 
-Input tokens are counted from the body at 4 bytes a token. Claude Code's own `/context`
-puts its 76.6 KB first turn at 17.9k tokens (4.3 bytes a token: JSON punctuation and
-schema keys are cheap), so the count errs a little high, which is the safe side for a
-reservation. Images are counted at what the API charges for a full-size one, not at the
-size of their base64.
+Input tokens are the one size estimate of the body (`sidecar.providers.tokens.estimate`:
+4 bytes a token, erring a little high, the safe side for a reservation; images at what the
+API charges).
 
 Output tokens are unknowable in advance. Budgets are ceilings, so a budget reservation
 covers the worst case the provider can bill (`worst_case`): the estimated input at the
@@ -17,29 +15,14 @@ after the response corrects both with the usage the provider reports.
 
 from __future__ import annotations
 
-import math
 from collections import deque
-from collections.abc import Callable
-from typing import Any
 
 from sidecar.ledger.pricing import Pricing
 
-BYTES_PER_TOKEN = 4
-IMAGE_TOKENS = 1600  # a ~1.15 megapixel image, the largest the API keeps unscaled
 HISTORY = 64  # recent answers kept per model
 PERCENTILE = 0.9
 NO_MAX_TOKENS = 64_000  # output ceiling written into a request that sets none (Claude Code's largest)
 _PER_MILLION = 1_000_000
-
-
-def input_tokens(body: bytes, parsed: Callable[[], dict[str, Any]]) -> int:
-    """The input tokens of a request body, estimated (see the module docstring); `parsed`
-    gives the decoded body, and is called only when the body holds base64 data."""
-    n = len(body)
-    if b'"base64"' not in body:
-        return max(1, math.ceil(n / BYTES_PER_TOKEN))
-    images, encoded = _base64_blocks(parsed())
-    return max(1, math.ceil((n - encoded) / BYTES_PER_TOKEN) + images * IMAGE_TOKENS)
 
 
 def worst_case(pricing: Pricing, model: str | None, tokens_in: int) -> tuple[float, float]:
@@ -53,27 +36,6 @@ def worst_case(pricing: Pricing, model: str | None, tokens_in: int) -> tuple[flo
     )
     per_token = (cost("", model, tokens_in, _PER_MILLION)[0] - cost("", model, tokens_in, 0)[0]) / _PER_MILLION
     return base, max(0.0, per_token)
-
-
-def _base64_blocks(obj: Any) -> tuple[int, int]:
-    """How many base64 images a request holds, and the bytes of base64 image data in it.
-
-    Base64 documents (PDFs) stay counted by their size: their text is what is billed.
-    """
-    images = encoded = 0
-    stack = [obj]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            source = item.get("source")
-            if item.get("type") == "image" and isinstance(source, dict) and isinstance(source.get("data"), str):
-                images += 1
-                encoded += len(source["data"])
-                continue
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return images, encoded
 
 
 class OutputHistory:

@@ -52,6 +52,7 @@ from sidecar.policy.guardrails import Finding, Guardrails, Outcome, rules_for
 from sidecar.policy.limits import RateLimits, Ticket
 from sidecar.policy.model import Policy
 from sidecar.policy.tools import ToolRules, ToolUseFilter
+from sidecar.providers import tokens as request_tokens
 from sidecar.proxy.events import EventBus
 from sidecar.sync.leases import LeaseHold, LeaseManager
 
@@ -210,7 +211,7 @@ class PolicyGate:
         stage, slot = "limits", False
         try:
             slot = await self.limits.acquire_slot()
-            tokens_in = estimate.input_tokens(ctx.body, ctx.json)
+            tokens_in = request_tokens.estimate(ctx.body, ctx.json)
             tokens_out = self.history.estimate(ctx.head.model, ctx.head.max_tokens)
             self.limits.check(tokens_in, tokens_out)
             if self.budgets.configured:

@@ -99,8 +99,8 @@ async def estimate_tokens(body: dict[str, Any]) -> int:
     try:
         return await asyncio.to_thread(tokens.count_request, body)
     except tokens.TokenizerUnavailable as e:
-        log.error("token counting falls back to bytes / 4: %s", e)
-        return max(1, len(_encode(body)) // 4)
+        log.error("token counting falls back to the size estimate: %s", e)
+        return tokens.estimate(_encode(body), lambda: body)
 
 
 def chat_base_url(url: str) -> str:

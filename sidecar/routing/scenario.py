@@ -6,7 +6,8 @@ building it), so classifying Claude Code's 76 KB main request costs tens of micr
 - `background`: small/fast calls: a haiku-class model, or no tools and no thinking (Claude
   Code's session-title and WebFetch-summary calls send `tools: []`).
 - `subagent`: the `x-claude-code-agent-id` header is present.
-- `long_context`: estimated input tokens at or above `[routing] long_context_tokens`.
+- `long_context`: estimated input tokens (sidecar.providers.tokens.estimate) at or above
+  `[routing] long_context_tokens`.
 - `thinking`: extended thinking is on (`thinking.type` enabled or adaptive).
 - `web_search`: a server tool of type `web_search_*` is offered.
 - `image`: an image block appears in any message.
@@ -17,10 +18,7 @@ from __future__ import annotations
 import msgspec
 
 from sidecar.pipeline import RequestContext
-
-# Claude Code's JSON is dense: about 3.6 bytes per token for prose, less for code; a
-# conservative 4 keeps the estimate from calling a request long too early.
-BYTES_PER_TOKEN = 4
+from sidecar.providers import tokens
 
 
 class _Block(msgspec.Struct):
@@ -50,8 +48,8 @@ _decoder = msgspec.json.Decoder(_Shape)
 
 
 def estimate_input_tokens(ctx: RequestContext) -> int:
-    """A cheap estimate of the request's input tokens (from its size)."""
-    return len(ctx.body) // BYTES_PER_TOKEN
+    """The request's input tokens, by the one size estimate (the policy gate's too)."""
+    return tokens.estimate(ctx.body, ctx.json)
 
 
 def scenarios(ctx: RequestContext, long_context_tokens: int) -> frozenset[str]:

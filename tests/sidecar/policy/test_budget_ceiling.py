@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 
 from sidecar.config import BudgetConfig
 from sidecar.errors import PolicyDenied, RateLimited
-from sidecar.policy import estimate
 from sidecar.policy.budgets import Budgets, Reservation
+from sidecar.providers import tokens as request_tokens
 from sidecar.testing import anthropic_sse as sse
 from tests.sidecar.policy.conftest import error_message, governed, policy_state
 from tests.sidecar.proxy.conftest import ledger_rows
@@ -105,9 +105,9 @@ def request_bytes(n: int, max_tokens: int, output: int | None = None, **extra: A
 
     est = 0
     for _ in range(4):  # the estimate depends on the digits of the estimate
-        est = estimate.input_tokens(encode(est), dict)
+        est = request_tokens.estimate(encode(est), dict)
     raw = encode(est)
-    assert estimate.input_tokens(raw, dict) == est
+    assert request_tokens.estimate(raw, dict) == est
     return raw
 
 

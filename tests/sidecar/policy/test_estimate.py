@@ -7,7 +7,9 @@ import json
 import math
 from typing import Any
 
-from sidecar.policy.estimate import IMAGE_TOKENS, OutputHistory, input_tokens
+from sidecar.policy.estimate import OutputHistory
+from sidecar.providers.tokens import IMAGE_MAX as IMAGE_TOKENS
+from sidecar.providers.tokens import estimate as input_tokens
 from sidecar.testing import captures
 
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import pytest
 from PIL import Image
 
-from sidecar.providers import tokens
+from sidecar.providers import openai, tokens
 from sidecar.testing import captures
 
 
@@ -79,3 +82,13 @@ def test_pdfs_count_per_page() -> None:
     doc = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": base64.b64encode(pdf).decode()}}
     body = {"messages": [{"role": "user", "content": [doc]}]}
     assert tokens.count_request(body) == tokens.PER_MESSAGE + 3 * tokens.PDF_PAGE
+
+
+async def test_a_broken_tokenizer_falls_back_to_the_one_size_estimate(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(body: dict[str, Any]) -> int:
+        raise tokens.TokenizerUnavailable("no rank file")
+
+    monkeypatch.setattr(tokens, "count_request", broken)
+    body = {"messages": [{"role": "user", "content": "hello"}]}  # 50 bytes of JSON
+    raw = msgspec.json.encode(body)
+    assert await openai.estimate_tokens(body) == tokens.estimate(raw, lambda: body) == math.ceil(len(raw) / tokens.BYTES_PER_TOKEN)

@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 
 from sidecar.errors import BudgetExhausted, RateLimited
-from sidecar.policy import estimate
 from sidecar.policy.control import POLICY
+from sidecar.providers import tokens
 from sidecar.sync.client import DeviceClient
 from sidecar.sync.leases import LeaseHold, LeaseManager
 from sidecar.testing.central import CentralProcess
@@ -370,13 +370,13 @@ async def test_without_a_pool_the_gate_does_no_metering_work(org: Org, tmp_path:
     """An enrolled device that no pool limits pays nothing for its lease manager per request
     (no token estimate, no hold), but one still learning whether a pool applies is metered."""
     estimated: list[int] = []
-    real = estimate.input_tokens
+    real = tokens.estimate
 
     def counting(*args: Any) -> int:
         estimated.append(1)
         return real(*args)
 
-    monkeypatch.setattr(estimate, "input_tokens", counting)
+    monkeypatch.setattr(tokens, "estimate", counting)
     async with FakeAnthropic(default=Text("ok", usage=USAGE)) as fake, aiohttp.ClientSession() as http:
         async with sidecar_in_process(anthropic_config(fake.url, PRICES), tmp_path / "sc") as sc:
             m = await org.manager(await org.device("solo@example.com", None))
