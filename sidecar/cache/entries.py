@@ -4,6 +4,13 @@
 runs on the loop, and calls never overlap) and keeps in memory what every request asks:
 which keys exist, when each was made and last delivered, and the semantic index. A miss
 therefore costs no thread hop at all; a hit costs one, to read the stored message.
+
+New answers are not written one transaction each: `put` adds them to a buffer that goes to
+the database thread as one batch (one transaction) STORE_DELAY after the first, or at once
+when anything else is asked of the thread, so calls still run in the order they were made.
+The buffer and the batches under way hold at most MAX_PENDING_STORES answers: past that a
+store is shed (counted in `shed`): under a load the disk cannot keep up with, the cost is a
+lost cache entry, never memory without bound (and never a ledger row: that is not here).
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 EVICT_TO = 0.9  # past the cap, evict down to this fraction of it
+STORE_DELAY = 0.05  # seconds a new answer waits to share its transaction with others
+MAX_PENDING_STORES = 256  # answers buffered or being written; more are shed
 
 
 @dataclass
@@ -48,6 +57,14 @@ class Entries:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sidecar-cache-db")
         self._writes: set[Future[Any]] = set()
         self.error: str | None = None  # the last failed store call, until one succeeds (storage health)
+        # The buffer of writes for the next batch, in call order: an Entry to store, or the
+        # hits noted before it; a newer store of the same key replaces the buffered one.
+        self._buffer: list[Entry | dict[str, tuple[float, int]]] = []
+        self._buffered: dict[str, tuple[Entry, asyncio.Future[list[str]]]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._unwritten = 0  # answers buffered or in a batch under way (bounded by MAX_PENDING_STORES)
+        self.shed = 0  # answers not stored because MAX_PENDING_STORES were waiting
+        self.on_evicted: Callable[[int], None] | None = None  # told how many entries each batch evicted
 
     def __len__(self) -> int:
         return len(self._meta)
@@ -60,6 +77,8 @@ class Entries:
 
     def write(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         """Queue `fn(*args)` in the database thread; failures are logged, `drain` waits for it."""
+        if self._buffer:
+            self._send()  # the stores buffered before this call run before it
         fut = self._pool.submit(fn, *args)
         self._writes.add(fut)
         fut.add_done_callback(self._written)
@@ -75,13 +94,17 @@ class Entries:
 
     @property
     def busy(self) -> bool:
-        """Whether database work is queued or running."""
-        return bool(self._writes)
+        """Whether database work is buffered, queued or running."""
+        return bool(self._writes or self._buffer or self._unwritten)
 
     async def drain(self) -> None:
-        """Wait for every queued database call."""
-        while self._writes:
-            await asyncio.gather(*(asyncio.wrap_future(f) for f in list(self._writes)), return_exceptions=True)
+        """Wait for every buffered and queued database call."""
+        while self._buffer or self._writes or self._unwritten:
+            self._send()
+            if self._writes:
+                await asyncio.gather(*(asyncio.wrap_future(f) for f in list(self._writes)), return_exceptions=True)
+            else:
+                await asyncio.sleep(0)  # a batch is written: its callback is about to run
 
     async def close(self) -> None:
         """Write the hits noted, finish queued calls, close the store and the thread."""
@@ -128,32 +151,80 @@ class Entries:
             served, self._served = self._served, {}
             self.write(self.store.served, served)
 
-    def put(self, entry: Entry) -> asyncio.Future[list[str]]:
-        """Store `entry` (replacing its key's older one); the future gives the keys evicted for room.
+    def put(self, entry: Entry) -> asyncio.Future[list[str]] | None:
+        """Store `entry` (replacing its key's older one) with the next batch; the future gives
+        the keys that batch evicted for room. None: the store was shed (see the module doc).
 
         The key is known at once: a lookup queued after this reads the new entry, as the
-        database thread runs calls in order.
+        buffer goes to the database thread before any later call.
         """
-        self.index.remove(entry.exact_key)  # a replaced entry's vector must not linger
-        self._meta[entry.exact_key] = Meta(entry.created_at, entry.used_at, entry.volatile)
-        self.flush()  # eviction orders by last use: the latest hits first
-        done = asyncio.wrap_future(self.write(self._put, entry))
-        done.add_done_callback(self._evicted)
+        key = entry.exact_key
+        replaced = self._buffered.get(key)
+        if replaced is None and self._unwritten >= MAX_PENDING_STORES:
+            self.shed += 1
+            return None
+        self.index.remove(key)  # a replaced entry's vector must not linger
+        self._meta[key] = Meta(entry.created_at, entry.used_at, entry.volatile)
+        if self._served:  # eviction orders by last use: the latest hits first
+            served, self._served = self._served, {}
+            self._buffer.append(served)
+        if replaced is None:
+            self._unwritten += 1
+            done: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+        else:
+            done = replaced[1]  # the older answer is not written at all: one future for both
+        self._buffered[key] = (entry, done)
+        self._buffer.append(entry)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(STORE_DELAY, self._send)
         return done
 
-    def _evicted(self, done: asyncio.Future[list[str]]) -> None:
-        if done.cancelled() or done.exception() is not None:
+    def _send(self) -> None:
+        """Hand the buffer to the database thread as one batch."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._buffer:
             return
-        for key in done.result():
-            self._forget(key)
+        ops, waiting = self._buffer, self._buffered
+        self._buffer, self._buffered = [], {}
+        stores = {key: entry for key, (entry, _) in waiting.items()}
+        # Submitted here, not through write(): that would send the (now empty) buffer again.
+        fut = self._pool.submit(self._write_batch, ops, stores)
+        self._writes.add(fut)
+        fut.add_done_callback(self._written)
+        asyncio.wrap_future(fut).add_done_callback(lambda f: self._batch_done(f, waiting))
 
-    def _put(self, entry: Entry) -> list[str]:
-        """In the database thread: store, then evict the least recently used over the cap."""
-        self.store.put(entry)
+    def _batch_done(self, fut: asyncio.Future[list[str]], waiting: dict[str, tuple[Entry, asyncio.Future[list[str]]]]) -> None:
+        self._unwritten -= len(waiting)
+        # A failed batch is logged and noted in `error` by _written; its answers are not stored.
+        victims = [] if fut.cancelled() or fut.exception() is not None else fut.result()
+        for key in victims:
+            self._forget(key)
+        if victims and self.on_evicted is not None:
+            self.on_evicted(len(victims))
+        for i, (_, done) in enumerate(waiting.values()):
+            if not done.done():
+                done.set_result(victims if i == len(waiting) - 1 else [])
+
+    def _write_batch(self, ops: list[Entry | dict[str, tuple[float, int]]], stores: dict[str, Entry]) -> list[str]:
+        """In the database thread: the buffered writes in order, in one transaction, then
+        evict the least recently used over the cap."""
+        try:
+            for op in ops:
+                if isinstance(op, dict):
+                    self.store.served(op, commit=False)
+                elif stores.get(op.exact_key) is op:  # not replaced by a newer store of its key
+                    self.store.put(op, commit=False)
+            self.store.conn.commit()
+        except BaseException:
+            self.store.rollback()
+            raise
         total = self.store.total_bytes
         if total <= self.max_bytes:
             return []
-        victims = [k for k in self.store.lru(total - int(self.max_bytes * EVICT_TO)) if k != entry.exact_key]
+        newest = next((op.exact_key for op in reversed(ops) if isinstance(op, Entry)), None)  # as one put at a time would
+        victims = [k for k in self.store.lru(total - int(self.max_bytes * EVICT_TO)) if k != newest]
         self.store.delete(victims)
         return victims
 
@@ -199,5 +270,8 @@ class Entries:
         return n
 
     def _forget(self, key: str) -> None:
+        if key in self._buffered:
+            return  # a store of it is on its way
         self._meta.pop(key, None)
         self.index.remove(key)
+

@@ -104,6 +104,7 @@ class CacheStage:
         self.read_only_tools = frozenset(cfg.read_only_tools)
         self._pending: dict[str, _Pending] = {}
         self._counts = _Counts()
+        self.entries.on_evicted = lambda n: self._counts.add("evicted", n)
         self._tasks = TaskSet()
         self._background: set[asyncio.Task[Any]] = set()  # stores and embeddings under way
         self._embedding: set[str] = set()  # keys whose own task will embed them
@@ -354,18 +355,24 @@ class CacheStage:
             cost_usd=cost,
             semantic_ok=semantic,
         )
+        put = self.entries.put(entry)
+        if put is None:  # shed: too many stores are waiting for the disk
+            self._counts.add("shed")
+            ctx.decide("cache", "not-stored", "too many answers are waiting to be stored")
+            return
         self._counts.add("stored")
+        if not semantic and (self._backfilled or self.embedder is None):
+            return  # nothing to wait for: the batch writes it, and counts what it evicts
         if semantic:
             self._embedding.add(entry.exact_key)
-        put = self.entries.put(entry)
         task = self._tasks.spawn(self._stored(entry, put, pending if semantic else None), name=f"cache-store-{ctx.id}")
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
     async def _stored(self, entry: Entry, put: asyncio.Future[list[str]], pending: _Pending | None) -> None:
-        """Count evictions; for the semantic tier, embed the stored prompt (no deadline here)."""
+        """For the semantic tier, embed the stored prompt once it is stored (no deadline here)."""
         try:
-            self._counts.add("evicted", len(await put))
+            await put
             if pending is None:
                 return
             assert self.embedder is not None and entry.query is not None

@@ -29,6 +29,7 @@ COUNTERS = (
     "shadow_would_hit",
     "shadow_agreed",
     "semantic_skipped",
+    "shed",  # answers not stored because too many stores were waiting for the disk
     "tokens_saved",
     "usd_saved",
 )
@@ -115,8 +116,9 @@ class CacheStore:
         row = self.conn.execute(f"SELECT {_COLUMNS} FROM cache_entries WHERE exact_key = ?", (exact_key,)).fetchone()
         return None if row is None else _entry(row)
 
-    def put(self, entry: Entry) -> int:
-        """Store `entry` (replacing one with the same key); returns its size in bytes."""
+    def put(self, entry: Entry, commit: bool = True) -> int:
+        """Store `entry` (replacing one with the same key); returns its size in bytes.
+        `commit=False` leaves the transaction open for more (then `commit()` or `rollback()`)."""
         blob = entry.blob()
         entry.size = len(blob) + len((entry.query or "").encode())
         total = self.total_bytes
@@ -144,7 +146,8 @@ class CacheStore:
                 entry.size,
             ),
         )
-        self.conn.commit()
+        if commit:
+            self.conn.commit()
         self._total = total + entry.size - (old[0] if old else 0)
         return entry.size
 
@@ -160,13 +163,19 @@ class CacheStore:
             self._total = total + len(vector)
         return cur.rowcount > 0
 
-    def served(self, hits: dict[str, tuple[float, int]]) -> None:
+    def served(self, hits: dict[str, tuple[float, int]], commit: bool = True) -> None:
         """Record hits: key -> (when last served, how many times)."""
         self.conn.executemany(
             "UPDATE cache_entries SET used_at = max(used_at, ?), hits = hits + ? WHERE exact_key = ?",
             [(at, n, key) for key, (at, n) in hits.items()],
         )
-        self.conn.commit()
+        if commit:
+            self.conn.commit()
+
+    def rollback(self) -> None:
+        """Drop the writes of the open transaction (the size is counted again when next asked)."""
+        self.conn.rollback()
+        self._total = None
 
     def delete(self, keys: Iterable[str]) -> int:
         """Delete the entries `keys`; returns how many there were."""

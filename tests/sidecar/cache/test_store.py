@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 
+from sidecar.cache.entries import MAX_PENDING_STORES, Entries
 from sidecar.cache.store import CacheStore, Entry, summary
 
 
@@ -53,3 +56,33 @@ def test_counters_add_up_across_connections(tmp_path: Path) -> None:
     s = summary("exact", counters, 0, 0, 1024)
     assert s["lookups"] == 6 and s["hits_exact"] == 2 and s["misses"] == 0
     assert s["usd_saved"] == 0.5 and s["hit_rate"] == round(2 / 6, 4)
+
+
+async def test_stores_share_a_transaction_and_a_flood_is_shed_not_queued(tmp_path: Path) -> None:
+    """Under pressure (the database thread busy) stores wait in a bounded buffer and go in
+    batches; past the bound a store is shed (counted), never queued without limit."""
+    store = CacheStore.open(tmp_path / "sidecar.db")
+    begins: list[str] = []
+    store.conn.set_trace_callback(lambda sql: begins.append(sql) if sql.startswith("BEGIN") else None)
+    entries = Entries(store, 1 << 30)
+    gate = threading.Event()
+    blocked = entries.write(gate.wait)  # the database thread is busy
+    n = MAX_PENDING_STORES * 3
+    futures = [entries.put(entry(f"k{i}", used=float(i))) for i in range(n)]
+    kept = [f for f in futures if f is not None]
+    assert len(kept) == MAX_PENDING_STORES and entries.shed == n - MAX_PENDING_STORES
+    assert entries.meta(f"k{n - 1}") is None and entries.meta("k0") is not None  # a shed store is not a stored key
+    gate.set()
+    await asyncio.wrap_future(blocked)
+    await entries.drain()
+    assert all(f.done() and f.result() == [] for f in kept)
+    assert store.sizes()[0] == MAX_PENDING_STORES
+    assert len(begins) <= 3  # batched: not one transaction per store
+    # A lookup queued right after a store reads it (the buffer goes first), and a newer
+    # store of the same key replaces the older one.
+    entries.put(entry("again", "first"))
+    entries.put(entry("again", "second"))
+    got = await entries.get("again")
+    assert got is not None and got.message["content"][0]["text"] == "second"
+    await entries.close()
+    assert "shed" in summary("exact", CacheStore.empty_counters(), 0, 0, 1024)
