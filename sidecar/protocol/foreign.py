@@ -8,7 +8,8 @@ upstream (Anthropic, Bedrock InvokeModel, Vertex rawPredict) the foreign blocks 
 - an empty signature: reasoning translated from an OpenAI-style `reasoning_content`;
 - a signature starting with ``gemini:``: a Gemini thought signature (sidecar.protocol.gemini).
 
-A body without such a block is not decoded at all (four substring searches).
+A body without such a block is not decoded at all (one substring search: every marker starts
+with `"signature":`, and what follows each hit is checked in place).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Any
 
 import msgspec
 
-_MARKERS = (b'"signature":""', b'"signature": ""', b'"signature":"gemini:', b'"signature": "gemini:')
+_KEY = b'"signature":'
+_FOREIGN_VALUES = (b'""', b' ""', b'"gemini:', b' "gemini:')  # after _KEY: the markers of a foreign block
 FOREIGN_PREFIXES = ("gemini:",)
 # What an assistant turn of nothing but foreign thinking keeps (Anthropic refuses empty text).
 OMITTED = {"type": "text", "text": "[reasoning from another model omitted]"}
@@ -31,9 +33,21 @@ def is_foreign(block: Any) -> bool:
     return not sig or (isinstance(sig, str) and sig.startswith(FOREIGN_PREFIXES))
 
 
+def marked(body: bytes) -> bool:
+    """Whether `body` holds a foreign signature marker (`"signature":""`, `"signature": ""`,
+    `"signature":"gemini:` or `"signature": "gemini:`), in one pass over it."""
+    at = body.find(_KEY)
+    while at >= 0:
+        at += len(_KEY)
+        if body.startswith(_FOREIGN_VALUES, at):
+            return True
+        at = body.find(_KEY, at)
+    return False
+
+
 def scrub(body: bytes) -> bytes | None:
     """`body` without foreign thinking blocks, or None when it has none (the usual case)."""
-    if not any(m in body for m in _MARKERS):
+    if not marked(body):
         return None
     try:
         obj = msgspec.json.decode(body)
