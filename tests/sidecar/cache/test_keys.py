@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from sidecar.cache.keys import CacheKeys, KeyMemo, Uncacheable, build_keys
@@ -298,3 +301,35 @@ def test_the_memo_holds_a_bounded_amount_of_prompt_text() -> None:
     raw = json.dumps(body()).encode()
     first = memo.keys(raw, lambda: dict(json.loads(raw)), HEADERS, "/v1/messages")
     assert memo.keys(raw, lambda: pytest.fail("decoded again"), HEADERS, "/v1/messages") is first
+
+
+def test_a_repeat_is_found_without_digesting_the_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The memo compares the bytes it kept instead of hashing 76 KB on every request."""
+    memo = KeyMemo(NORM)
+    raw = json.dumps({**body(), "messages": [{"role": "user", "content": "x" * 80_000}]}).encode()
+    first = memo.keys(raw, lambda: dict(json.loads(raw)), HEADERS, "/v1/messages")
+    digested: list[int] = []
+    real = hashlib.sha256
+
+    def counting(data: bytes = b"") -> Any:
+        digested.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr("sidecar.cache.keys.hashlib.sha256", counting)
+    again = bytes(bytearray(raw))  # equal bytes, another object (as a new request brings)
+    assert memo.keys(again, lambda: pytest.fail("decoded again"), HEADERS, "/v1/messages") is first
+    assert max(digested, default=0) < 1024
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.sampled_from("ab")), min_size=1, max_size=12))
+def test_the_memo_answers_what_keying_answers(steps: list[tuple[int, str]]) -> None:
+    """Bodies of the same length, head and tail that differ only in the middle (the memo's
+    probe is the same for them) still get their own keys: equal bytes are checked."""
+    memo = KeyMemo(NORM, size=3)
+    pad = "y" * 3000
+    for n, letter in steps:
+        middle = [{"role": "user", "content": pad + letter * 5 + pad}, {"role": "assistant", "content": "ok"}]
+        b = {**body(), "messages": [*middle * (n % 2 + 1), {"role": "user", "content": f"question {n}"}]}
+        raw = json.dumps(b).encode()
+        assert memo.keys(raw, lambda raw=raw: dict(json.loads(raw)), HEADERS, "/v1/messages") == keys(b)  # type: ignore[misc]
