@@ -3,22 +3,48 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]  # every 10-bit value as two digits
+_SHIFTS = tuple(range(120, -1, -10))
+# Random bits are drawn from the OS ahead, for many ids at once: one getrandom() per
+# request was a visible share of the request path. Same source, same quality.
+_POOL_BYTES = 10 * 400
+_pool = b""
+_at = 0
+_lock = threading.Lock()
+
+
+def ulid_text(value: int) -> str:
+    """The 26 Crockford base32 digits of a (130-bit) value, most significant first."""
+    return "".join([_PAIRS[(value >> s) & 1023] for s in _SHIFTS])
+
+
+def _random80() -> int:
+    global _pool, _at
+    with _lock:
+        if _at + 10 > len(_pool):
+            _pool, _at = os.urandom(_POOL_BYTES), 0
+        _at += 10
+        return int.from_bytes(_pool[_at - 10 : _at], "big")
+
+
+def _forget_pool() -> None:
+    global _pool, _at
+    _pool, _at = b"", 0
+
+
+os.register_at_fork(after_in_child=_forget_pool)  # a child never reuses its parent's bits
 
 
 def new_ulid(now: float | None = None) -> str:
     """A ULID: 48-bit millisecond time + 80 random bits, Crockford base32, sortable by time."""
     ms = int((time.time() if now is None else now) * 1000)
-    value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
-    out = []
-    for _ in range(26):
-        out.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return "".join(reversed(out))
+    return ulid_text((ms << 80) | _random80())
 
 
 @dataclass
