@@ -7,11 +7,12 @@ HTTP), so providers, the router and the stages import it, never the HTTP layer.
 
 Hooks of a stage:
 
-- ``async on_request(ctx) -> Reply | None``: before anything goes upstream. A stage may
-  raise a SidecarError to refuse the request, change the body with ``ctx.replace_body``,
-  record decisions with ``ctx.decide``, add response filters to ``ctx.filters``, or return
-  a Reply to answer without going upstream (a cache hit). Later stages do not run then.
-  The dispatch stage (sidecar.proxy.dispatch) is the one that goes upstream.
+- ``async on_request(ctx) -> Answer | None``: in list order, before anything goes upstream.
+  A stage may raise a SidecarError to refuse the request, change the body with
+  ``ctx.replace_body``, record decisions with ``ctx.decide``, add response filters to
+  ``ctx.filters``, or return a Reply to answer without going upstream (a cache hit). Later
+  stages do not run then. The last stage, Dispatch (sidecar.proxy.stages), always answers:
+  the router picks a target and opens the upstream's answer, which the HTTP layer relays.
 - ``on_complete(ctx)``: once the response is complete, refused or failed, just BEFORE its
   final byte goes to the client (the message_stop chunk of a stream, a whole answer, an
   error), so that the last stage can make the request's records durable first; or after
@@ -58,6 +59,10 @@ class RequestContext:
     session_id: str | None
     agent_id: str | None
     headers: CIMultiDictProxy[str] = field(default_factory=lambda: _EMPTY)
+    method: str = "POST"
+    # The target as the client encoded it (e.g. /v1/messages?beta=true), what goes upstream:
+    # decoding it would turn %0D%0A into a line break in the upstream request head.
+    path_qs: str = ""
     id: str = field(default_factory=new_ulid)
     ts: float = field(default_factory=time.time)
     t0: float = field(default_factory=time.perf_counter)
@@ -171,8 +176,14 @@ class RequestContext:
         )
 
 
+class Answer:
+    """What a stage's request hook answers with; the stages after it do not run. Either a
+    `Reply` of the stage's own, or the upstream's answer the dispatch stage opened
+    (sidecar.routing.router.Opened). The HTTP layer sends it (sidecar.proxy.handlers)."""
+
+
 @dataclass
-class Reply:
+class Reply(Answer):
     """An answer a stage gives in place of the upstream's (e.g. a cache hit)."""
 
     body: bytes
@@ -184,7 +195,7 @@ class Reply:
 class Stage(Protocol):
     """A step on the request path."""
 
-    async def on_request(self, ctx: RequestContext) -> Reply | None:
+    async def on_request(self, ctx: RequestContext) -> Answer | None:
         """Before the request goes upstream; may raise a SidecarError to refuse it."""
 
     def on_complete(self, ctx: RequestContext) -> None:

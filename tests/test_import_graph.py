@@ -45,14 +45,12 @@ ALLOWED_UPWARD: set[tuple[str, str]] = {
     ("sidecar.protocol.gemini", "sidecar.providers.betas"),
     ("sidecar.routing.control", "sidecar.proxy.keys"),
     ("sidecar.routing.reload", "sidecar.policy.model"),
-    ("sidecar.routing.router", "sidecar.proxy.relay"),
 }
 
 # Third-party imports a room must not make (see FORBIDDEN in the script) that remain.
 ALLOWED_FORBIDDEN: set[tuple[str, str]] = {
     ("sidecar.routing.control", "aiohttp"),
     ("sidecar.routing.reload", "aiohttp"),
-    ("sidecar.routing.router", "aiohttp"),
 }
 
 

@@ -28,7 +28,6 @@ from sidecar.mcp import idle as mcp_idle
 from sidecar.observability import metrics as observe_metrics
 from sidecar.observability import tracing as observe_tracing
 from sidecar.paths import Paths
-from sidecar.pipeline import Stage
 from sidecar.policy import control as policy_control
 from sidecar.policy.control import POLICY
 from sidecar.policy.gate import open_policy
@@ -50,7 +49,7 @@ from sidecar.proxy.keys import (
     SYNC,
     Runtime,
 )
-from sidecar.proxy.stages import JournalSync, StorageGate, default_stages
+from sidecar.proxy.stages import request_path
 from sidecar.routing import control as routes_control
 from sidecar.routing.reload import Reloader
 from sidecar.routing.router import Router
@@ -143,16 +142,10 @@ def create_app(
             journal, writers, refuse=cfg.usage.on_storage_failure == "refuse", others=[cache.entries]
         )
         tracer = observe_tracing.build(cfg.observability, {p.name: p.type for p in cfg.providers})
-        opens: list[Stage] = [tracer] if tracer else []  # first: the span covers every refusal too
-        ends: list[Stage] = [tracer.ender] if tracer else []  # after the meter priced the request
-        app[STAGES] = [
-            *opens,
-            StorageGate(health),
-            *default_stages(led, app[BUS], extra=[gate, cache], metrics=stats),
-            *ends,
-            *([audit] if audit else []),
-            JournalSync(journal),  # last: the request's records reach the disk before its final byte
-        ]
+        app[STAGES] = request_path(
+            health=health, bus=app[BUS], gate=gate, cache=cache, ledger=led, journal=journal, router=app[ROUTER],
+            tracer=tracer, metrics=stats, audit=audit,
+        )  # fmt: skip
         yield
         if tracer is not None:
             await asyncio.to_thread(tracer.close)  # exports what is left, off the loop

@@ -10,11 +10,12 @@ from aiohttp import web
 
 from sidecar import __version__
 from sidecar.errors import PolicyBlocked, PolicyDenied, SidecarError
-from sidecar.pipeline import Reply, RequestContext, Stage
+from sidecar.pipeline import Answer, Reply, RequestContext, Stage
 from sidecar.protocol.anthropic import RequestHead, parse_head
 from sidecar.proxy.ingress import REFUSALS, REQUEST_ID, error_response
 from sidecar.proxy.keys import ROUTER, RUNTIME, STAGES, STORAGE
-from sidecar.proxy.relay import sidecar_headers
+from sidecar.proxy.relay import relay, sidecar_headers
+from sidecar.routing.router import Opened
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
         headers.get("x-claude-code-session-id"),
         headers.get("x-claude-code-agent-id"),
         headers=headers,
+        method=request.method,
+        path_qs=request.rel_url.raw_path_qs,
     )
     ctx.on_finish = functools.partial(_complete, stages, ctx)
     request[REQUEST_ID] = ctx.id  # an unexpected error's 500 names it
@@ -51,16 +54,12 @@ async def messages(request: web.Request) -> web.StreamResponse:
     try:
         try:
             ctx.head = parse_head(body)
-            resp: web.StreamResponse
-            reply = None
-            for stage in stages:
-                reply = await stage.on_request(ctx)
-                if reply is not None:
+            answer = None
+            for stage in stages:  # the last one, Dispatch, always answers
+                answer = await stage.on_request(ctx)
+                if answer is not None:
                     break
-            if reply is not None:
-                resp = _reply(ctx, reply)
-            else:
-                resp = await request.app[ROUTER].handle(ctx, request)
+            resp = await _answer(ctx, request, answer)
         except SidecarError as e:
             _fail(ctx, e)
             if isinstance(e, PolicyBlocked):
@@ -84,6 +83,15 @@ async def _send(request: web.Request, resp: web.StreamResponse, ctx: RequestCont
         await resp.write_eof()
     except ConnectionError:
         pass  # the client left; aiohttp closes the connection
+
+
+async def _answer(ctx: RequestContext, request: web.Request, answer: Answer | None) -> web.StreamResponse:
+    """Send what a stage answered: the upstream's answer (relayed), or a stage's own Reply."""
+    if isinstance(answer, Opened):
+        return await relay(ctx, request, answer.call, answer.prefix, answer.chunks)
+    if isinstance(answer, Reply):
+        return _reply(ctx, answer)
+    raise TypeError(f"request {ctx.id}: the request path ended without an answer ({answer!r})")
 
 
 def _reply(ctx: RequestContext, reply: Reply) -> web.Response:
@@ -113,9 +121,25 @@ def _complete(stages: list[Stage], ctx: RequestContext) -> None:
 
 
 async def models(request: web.Request) -> web.StreamResponse:
-    """`GET /v1/models`: the upstream's list, passed through."""
-    ctx = RequestContext(request.path, b"", RequestHead(), None, None, headers=request.headers)
-    return await request.app[ROUTER].list_models(ctx, request)
+    """`GET /v1/models`: the default provider's own list, passed through, when no routes are
+    configured; otherwise the names the routes serve, after the Anthropic provider's list."""
+    ctx = RequestContext(
+        request.path, b"", RequestHead(), None, None, headers=request.headers, method=request.method,
+        path_qs=request.rel_url.raw_path_qs,
+    )  # fmt: skip
+    router = request.app[ROUTER]
+    if not router.routes:
+        return await _answer(ctx, request, await router.open(ctx))
+    listed = await router.list_models(ctx)
+    ctx.status = 200
+    return web.json_response(
+        {
+            "data": listed,
+            "has_more": False,
+            "first_id": listed[0]["id"] if listed else None,
+            "last_id": listed[-1]["id"] if listed else None,
+        }
+    )
 
 
 def add_routes(app: web.Application) -> None:

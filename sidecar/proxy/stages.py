@@ -12,8 +12,10 @@ from sidecar.errors import StorageUnavailable
 from sidecar.ledger.health import StorageHealth
 from sidecar.ledger.journal import Journal
 from sidecar.ledger.writer import Ledger
+from sidecar.observability.tracing import Tracing
 from sidecar.pipeline import Reply, RequestContext, Stage
 from sidecar.proxy.events import EventBus
+from sidecar.routing.router import Opened, Router
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +103,51 @@ class JournalSync:
         self.journal.sync()
 
 
-def default_stages(
-    ledger: Ledger, bus: EventBus, extra: list[Stage] | None = None, metrics: Stage | None = None
+class Dispatch:
+    """The last stage: the router picks a route and a target, calls the provider (retrying
+    and falling back before the first byte), and answers with the opened upstream exchange,
+    which the HTTP layer relays to the client (sidecar.proxy.relay)."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    async def on_request(self, ctx: RequestContext) -> Opened:
+        """Open the upstream's answer (raises a SidecarError when no target answers)."""
+        return await self.router.open(ctx)
+
+    def on_complete(self, ctx: RequestContext) -> None:
+        """Nothing: the stages above it record the request."""
+
+
+def request_path(
+    *,
+    health: StorageHealth,
+    bus: EventBus,
+    gate: Stage,
+    cache: Stage,
+    ledger: Ledger,
+    journal: Journal,
+    router: Router,
+    tracer: Tracing | None = None,
+    metrics: Stage | None = None,
+    audit: Stage | None = None,
 ) -> list[Stage]:
-    """The stages of the request path, in order: `extra` (policy gate, cache) run between the
-    announcement and the meter; `metrics` (sidecar.observability.metrics) counts after the meter priced."""
-    return [Announce(bus), *(extra or []), Meter(ledger, bus), *([metrics] if metrics else [])]
+    """The request path, in order (docs/architecture.md has the same list with each file).
+
+    Request hooks run top to bottom until a stage answers: a refusal (a SidecarError), a
+    cache hit, or Dispatch, last, which always does. The relay then runs the response
+    filters the stages added, and complete hooks run top to bottom just before the final
+    byte goes out, so the last one can make the request's records durable first."""
+    return [
+        *([tracer] if tracer else []),  # opens the span first, so it covers every refusal too
+        StorageGate(health),  # refuses while usage cannot be recorded
+        Announce(bus),  # `request_started` for the TUI and the tray
+        gate,  # PolicyGate: models, providers, budgets, rate limits, guardrails, tool filter
+        cache,  # CacheStage: an exact or semantic hit answers here
+        Meter(ledger, bus),  # on complete: prices the request and writes its usage row
+        *([metrics] if metrics else []),  # on complete: Prometheus counters, after the meter priced
+        *([tracer.ender] if tracer else []),  # on complete: ends the span
+        *([audit] if audit else []),  # on complete: chains the audit entry
+        JournalSync(journal),  # on complete: one append makes the records durable before the final byte
+        Dispatch(router),  # routes, calls the provider; its answer is relayed
+    ]

@@ -1,11 +1,13 @@
-"""The router: picks a route and a target for each request, and relays the answer.
+"""The router: picks a route and a target for each request, and opens the upstream's answer.
 
 Fail before the first byte, abort after it: while nothing has reached the client, a
 connect error, a timeout, a retryable status (408, 409, 429, 5xx, 529) or an in-stream
 error that arrives before any content moves the request to the next target (the route's
 other targets by weight, then its fallbacks), and after every target failed, round again
 with exponential backoff and jitter that honours `retry-after` (bounded). A 4xx that is the
-client's fault is never retried. Once the answer has started, the relay owns it.
+client's fault is never retried. The router knows nothing of HTTP serving: it returns the
+opened answer (`Opened`), which the dispatch stage's caller relays (sidecar.proxy.relay);
+once the answer has started, the relay owns it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-from aiohttp import web
 
 from sidecar.config import Config
 from sidecar.errors import (
@@ -31,9 +32,8 @@ from sidecar.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from sidecar.pipeline import RequestContext
+from sidecar.pipeline import Answer, RequestContext
 from sidecar.providers.base import Attempt, Call, Provider, StaticCall
-from sidecar.proxy.relay import relay
 from sidecar.routing.balance import SmoothRoundRobin, weighted_order
 from sidecar.routing.breaker import Breaker
 from sidecar.routing.config import RouteConfig, TargetConfig
@@ -47,6 +47,17 @@ RETRYABLE_STREAM_ERRORS = frozenset({"overloaded_error", "api_error", "rate_limi
 PEEK_LIMIT = 256 * 1024  # bytes held while waiting for the first content of a stream
 AFFINITY_SESSIONS = 10_000
 DEFAULT_ROUTE = "default"
+
+
+@dataclass
+class Opened(Answer):
+    """The upstream's answer, opened: its status and headers are known. A stream the router
+    peeked at comes with the chunks it read (`prefix`) and the iterator it read them from
+    (`chunks`), which the relay continues."""
+
+    call: Call
+    prefix: list[bytes] = field(default_factory=list)
+    chunks: AsyncIterator[bytes] | None = None
 
 
 @dataclass
@@ -312,16 +323,14 @@ class Router:
             while len(route.affinity) > AFFINITY_SESSIONS:
                 route.affinity.popitem(last=False)
 
-    async def list_models(self, ctx: RequestContext, request: web.Request) -> web.StreamResponse:
-        """`GET /v1/models`: the default provider's own list when no routes are configured;
-        otherwise the names the routes serve, after the Anthropic provider's list when it answers."""
-        if not self.routes:
-            return await self.handle(ctx, request)
+    async def list_models(self, ctx: RequestContext) -> list[dict[str, Any]]:
+        """The models of `GET /v1/models` when routes are configured: the names the routes
+        serve, after the Anthropic provider's own list when it answers."""
         listed: list[dict[str, Any]] = []
         provider = self.providers[self.default_provider]
         if provider.type == "anthropic":
             try:
-                call = await provider.send(Attempt(ctx, "GET", request.rel_url.raw_path_qs, request.headers))
+                call = await provider.send(Attempt(ctx, "GET", ctx.path_qs, ctx.headers))
                 body = await call.read()
                 if call.status == 200:
                     data = msgspec.json.decode(body).get("data", [])
@@ -332,20 +341,12 @@ class Router:
         for name in self.models():
             if name not in seen:
                 listed.append({"type": "model", "id": name, "display_name": name, "created_at": "1970-01-01T00:00:00Z"})
-        ctx.status = 200
-        return web.json_response(
-            {
-                "data": listed,
-                "has_more": False,
-                "first_id": listed[0]["id"] if listed else None,
-                "last_id": listed[-1]["id"] if listed else None,
-            }
-        )
+        return listed
 
     # -- dispatch ----------------------------------------------------------------------------
 
-    async def handle(self, ctx: RequestContext, request: web.Request) -> web.StreamResponse:
-        """Send `ctx` upstream (trying targets in turn) and relay the answer."""
+    async def open(self, ctx: RequestContext) -> Opened:
+        """Send `ctx` upstream, trying targets in turn, and return the answer to relay."""
         route = self.match(ctx)
         ctx.route = route.name
         slots = self.order(route, ctx)
@@ -382,7 +383,7 @@ class Router:
                 # Peek at a stream's start only when another target could still take over.
                 peek = rnd < rounds or n + 1 < len(slots)
                 try:
-                    call, it, prefix = await self._attempt(ctx, request, slot, first_byte, peek)
+                    call, it, prefix = await self._attempt(ctx, slot, first_byte, peek)
                 except _Failure as f:
                     if guarded:
                         slot.breaker.failure()
@@ -404,7 +405,7 @@ class Router:
                     last.call.close()
                 self._served(ctx, route, slot, primary_ids)
                 ctx.translated = call.translated
-                return await relay(ctx, request, call, prefix, it)
+                return Opened(call, prefix, it)
             if not tried and last is None:
                 raise UpstreamUnavailable(
                     f"every target of route {route.name!r} is failing (circuit open); the next probe is due within "
@@ -412,7 +413,7 @@ class Router:
                 )
         assert last is not None
         if last.call is not None:
-            return await relay(ctx, request, last.call)
+            return Opened(last.call)
         raise last.error or UpstreamUnavailable(last.reason)
 
     def _served(self, ctx: RequestContext, route: Route, slot: Slot, primary_ids: set[str]) -> None:
@@ -424,15 +425,13 @@ class Router:
         self._remember(route, ctx, slot)
 
     async def _attempt(
-        self, ctx: RequestContext, request: web.Request, slot: Slot, first_byte: float | None, peek: bool
+        self, ctx: RequestContext, slot: Slot, first_byte: float | None, peek: bool
     ) -> tuple[Call, AsyncIterator[bytes] | None, list[bytes]]:
         """One try at `slot`: the Call (and, for a stream, the chunks read while peeking), or _Failure."""
         ctx.attempts += 1
         ctx.provider = slot.provider.name
         ctx.upstream_model = slot.model or ctx.head.model
-        # The target as the client encoded it: decoding it (path_qs) would turn %0D%0A into a
-        # line break in the upstream request head.
-        attempt = Attempt(ctx, request.method, request.rel_url.raw_path_qs, ctx.headers, model=slot.model, key=slot.key)
+        attempt = Attempt(ctx, ctx.method, ctx.path_qs, ctx.headers, model=slot.model, key=slot.key)
         call: Call | None = None
         try:
             async with asyncio.timeout(first_byte):
