@@ -1,8 +1,8 @@
 """A small synchronous client for the local control API, for the tray's worker threads.
 
-It finds the sidecar the way the CLI does (the state file names its address, the token
-file holds the local token) on every call, so a sidecar that restarts on another port is
-found again without restarting the tray.
+It finds the sidecar and calls it through the one locator and call the CLI uses
+(sidecar.cli.control) on every call, so a sidecar that restarts on another port is found
+again without restarting the tray; the failures are worded in a few words for the tooltip.
 """
 
 from __future__ import annotations
@@ -11,18 +11,12 @@ import json
 import threading
 import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
+from sidecar.cli import control
 from sidecar.paths import Paths
-from sidecar.state import read_state
 from tray.state import BadAnswer, TrayState, state_from_api
-
-API = "/sidecar/v1"
-# The event stream sends a keepalive comment every 15 s; a read that waits longer than
-# this means the connection is dead.
-EVENTS_READ_TIMEOUT = 40.0
 
 
 class Unreachable(Exception):
@@ -35,40 +29,33 @@ class ControlClient:
     def __init__(self, paths: Paths, timeout: float = 5.0) -> None:
         self.paths = paths
         self.timeout = timeout
-        # Loopback traffic never goes through HTTP(S)_PROXY.
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def locate(self) -> tuple[str, str]:
         """The running sidecar's base URL and the local token."""
-        state = read_state(self.paths)
-        if not state or not isinstance(state.get("url"), str):
-            raise Unreachable("not running")
+        target = self._target()
+        return target.url, target.token
+
+    def _target(self) -> control.Target:
         try:
-            token = self.paths.token_file.read_text().strip()
-        except OSError:
+            return control.locate(self.paths)
+        except control.NoToken:
             raise Unreachable(f"no local token in {self.paths.token_file}") from None
-        return state["url"], token
+        except control.NotRunning:
+            raise Unreachable("not running") from None
 
     def call(
         self, method: str, path: str, *, optional: bool = False, timeout: float | None = None
     ) -> Any:
         """Call `API + path` and return the JSON answer; None for a 404 when `optional`."""
-        url, token = self.locate()
-        req = urllib.request.Request(
-            url + API + path,
-            method=method,
-            headers={"Authorization": f"Bearer {token}"},
-            data=b"" if method == "POST" else None,
-        )
+        target = self._target()
         try:
-            with self._opener.open(req, timeout=timeout or self.timeout) as resp:
-                return json.loads(resp.read())
+            return control.call(target, method, control.API + path, timeout or self.timeout)
         except urllib.error.HTTPError as e:
             if e.code == 404 and optional:
                 return None
             raise Unreachable(_http_problem(e)) from None
         except (urllib.error.URLError, OSError) as e:
-            raise Unreachable(f"not answering at {url}") from e
+            raise Unreachable(f"not answering at {target.url}") from e
         except ValueError:
             raise Unreachable(f"{path}: the answer is not JSON") from None
 
@@ -94,32 +81,16 @@ class ControlClient:
 
     def events(self, stop: threading.Event) -> Iterator[str]:
         """The type of every event on `/sidecar/v1/events` until the stream ends or `stop` is set."""
-        url, token = self.locate()
-        req = urllib.request.Request(
-            url + API + "/events",
-            headers={"Authorization": f"Bearer {token}", "Accept": "text/event-stream"},
-        )
+        target = self._target()
         try:
-            resp = self._opener.open(req, timeout=EVENTS_READ_TIMEOUT)
+            resp = control.open_events(target)
         except urllib.error.HTTPError as e:
             raise Unreachable(_http_problem(e)) from None
         except (urllib.error.URLError, OSError) as e:
-            raise Unreachable(f"not answering at {url}") from e
+            raise Unreachable(f"not answering at {target.url}") from e
         with resp:
-            kind = ""
-            while not stop.is_set():
-                try:
-                    line = resp.readline()
-                except OSError:
-                    return
-                if not line:
-                    return
-                text = line.decode("utf-8", "replace").rstrip("\r\n")
-                if text.startswith("event:"):
-                    kind = text[6:].strip()
-                elif not text and kind:
-                    yield kind
-                    kind = ""
+            for event in control.read_events(resp, stop):
+                yield event.event
 
 
 def _http_problem(e: urllib.error.HTTPError) -> str:

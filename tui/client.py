@@ -20,12 +20,8 @@ from typing import Any
 
 import aiohttp
 
-from tui.locate import Target
-from tui.sse import ServerEvent, SSEParser
-
-API = "/sidecar/v1"
-# The sidecar sends a keepalive comment every 15 s: three missed ones mean the stream is dead.
-EVENTS_READ_TIMEOUT = 45.0
+from sidecar.cli.control import API, EVENTS_READ_TIMEOUT, Target, live
+from sidecar.protocol.sse import Event, SSEReader
 
 
 class ControlError(Exception):
@@ -57,10 +53,6 @@ class ControlClient:
         self.target = target
         self.timeout = aiohttp.ClientTimeout(total=timeout)
 
-    @property
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.target.token}"}
-
     async def get(self, path: str, **params: str) -> Any | None:
         """GET `API + path` and return its JSON, or None when the sidecar answers 404."""
         return await self._call("GET", path, params)
@@ -73,7 +65,7 @@ class ControlClient:
         url = self.target.url + API + path
         try:
             async with self.session.request(
-                method, url, params=params, headers=self._headers, timeout=self.timeout
+                method, url, params=params, headers=self.target.headers, timeout=self.timeout
             ) as resp:
                 body = await resp.read()
                 if resp.status == 404 and method == "GET":
@@ -85,19 +77,19 @@ class ControlClient:
         except ValueError as e:
             raise ApiError(200, f"{method} {path}: the answer is not JSON ({e})") from e
 
-    async def events(self) -> AsyncIterator[ServerEvent]:
+    async def events(self) -> AsyncIterator[Event]:
         """The live event stream, until the sidecar ends it; raises ControlError on failure."""
         timeout = aiohttp.ClientTimeout(total=None, connect=5.0, sock_read=EVENTS_READ_TIMEOUT)
-        parser = SSEParser()
+        reader = SSEReader()
         try:
             async with self.session.get(
-                self.target.url + API + "/events", headers=self._headers, timeout=timeout
+                self.target.url + API + "/events", headers=self.target.headers, timeout=timeout
             ) as resp:
                 if resp.status != 200:
                     _raise_for(resp.status, await resp.read())
                     raise ApiError(resp.status, "the event stream did not open")
                 async for chunk in resp.content.iter_any():
-                    for event in parser.feed(chunk):
+                    for event in live(reader.feed(chunk)):
                         yield event
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
             raise Unreachable(f"{self.target.url}: {_reason(e)}") from e

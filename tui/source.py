@@ -19,10 +19,10 @@ from urllib.parse import quote
 
 import aiohttp
 
+from sidecar.protocol.sse import Event
 from sidecar.tasks import TaskSet
 from tui.client import ControlClient, ControlError, Unreachable
 from tui.locate import Locator, NotRunning
-from tui.sse import ServerEvent
 from tui.state import (
     BURN_WINDOW,
     DAILY_DAYS,
@@ -155,7 +155,7 @@ class LiveSource:
                     model.set_connection("connected", target.url)
                     tasks.spawn(self._poll(client, model), name="tui-poll")
                 self._feed(model, event)
-                if event.kind == "shutdown":
+                if event.event == "shutdown":
                     return target.url, "the sidecar stopped"
             return target.url, "the sidecar closed the event stream"
         except ControlError as e:
@@ -164,16 +164,16 @@ class LiveSource:
             self._client = None
             await tasks.close()
 
-    def _feed(self, model: Dashboard, event: ServerEvent) -> None:
+    def _feed(self, model: Dashboard, event: Event) -> None:
         received = time.perf_counter()
         try:
             data = event.json()
         except ValueError:
             model.bad_events += 1
-            model.alert("warning", f"ignored a {event.kind!r} event that is not JSON")
+            model.alert("warning", f"ignored a {event.event!r} event that is not JSON")
             return
-        model.apply_event(event.kind, data, received)
-        if event.kind in _REFRESH_AFTER:
+        model.apply_event(event.event, data, received)
+        if event.event in _REFRESH_AFTER:
             self._dirty.set()
             self._arrived.set()
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sidecar import paths as paths_mod
+from sidecar.cli import control
 from sidecar.config import Config, load
 from sidecar.paths import Paths
 from sidecar.state import read_state
@@ -38,12 +36,8 @@ class Daemon:
         return str(self.state["url"])
 
     def call(self, method: str, path: str, timeout: float = 5.0) -> Any:
-        """Call the control API and return its JSON answer."""
-        req = urllib.request.Request(
-            self.url + path, method=method, headers={"Authorization": f"Bearer {self.token}"}, data=b"" if method == "POST" else None
-        )
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return json.loads(resp.read())
+        """Call the control API and return its JSON answer (errors as `control.call` raises them)."""
+        return control.call(control.Target(self.url, self.token), method, path, timeout)
 
 
 def find_daemon(p: Paths) -> Daemon | None:
@@ -52,16 +46,12 @@ def find_daemon(p: Paths) -> Daemon | None:
     if not state or not pid_alive(int(state.get("pid", 0))):
         return None
     try:
-        with urllib.request.urlopen(str(state["url"]) + "/healthz", timeout=2) as resp:
-            if resp.status != 200:
-                return None
-    except (urllib.error.URLError, OSError, KeyError):
+        target = control.locate(p)
+    except control.NotRunning:
         return None
-    try:
-        token = p.token_file.read_text().strip()
-    except FileNotFoundError:
+    if not control.healthy(target.url):
         return None
-    return Daemon(state, token)
+    return Daemon(state, target.token)
 
 
 def pid_alive(pid: int) -> bool:
