@@ -135,11 +135,10 @@ class AnthropicProvider:
 
     async def send(self, attempt: Attempt) -> Call:
         """Send the request upstream; return once the answer's headers arrived."""
-        ctx = attempt.ctx
-        body = ctx.body
+        body = attempt.body
         if body:
             body = foreign.scrub(body) or body
-        if attempt.model and attempt.model != ctx.head.model and body:
+        if attempt.model and attempt.model != attempt.requested_model and body:
             body = with_model(body, attempt.model)
         headers = upstream_headers(attempt.headers, attempt.key)
         up = await self.transport.request(attempt.method, attempt.path_qs, headers, body if attempt.method != "GET" else b"")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -50,20 +50,45 @@ KEEP_DOWN = ("retry-after", "request-id", "x-request-id")
 
 @dataclass
 class Attempt:
-    """One try at one target: what the router hands a provider."""
+    """One try at one target: what the router hands a provider. It carries the request as
+    the stages left it, never the request's (mutable) context."""
 
-    ctx: RequestContext
     method: str
     path_qs: str  # the client's path and query as the client encoded them, e.g. /v1/messages?beta=true
     headers: CIMultiDictProxy[str]  # the client's request headers
+    body: bytes = b""  # the request body (a policy may have changed it)
+    requested_model: str | None = None  # the client's model
+    stream: bool = False  # the client asked for SSE
+    count_tokens: bool = False  # a `count_tokens` call
     model: str | None = None  # the upstream model; None means the client's own
     key: ResolvedKey | None = None  # the credential to inject; None forwards the client's
     options: dict[str, Any] = field(default_factory=dict)  # per-target extras from the route
+    decoded: Callable[[], dict[str, Any]] | None = field(default=None, repr=False)  # the body, decoded once
+
+    @classmethod
+    def of(cls, ctx: RequestContext, model: str | None = None, key: ResolvedKey | None = None) -> Attempt:
+        """An attempt at `ctx` (its body decoded at most once for all attempts)."""
+        return cls(
+            ctx.method, ctx.path_qs, ctx.headers, ctx.body, ctx.head.model, ctx.stream, ctx.count_tokens,
+            model, key, decoded=ctx.json,
+        )  # fmt: skip
 
     @property
     def upstream_model(self) -> str | None:
         """The model this attempt asks the upstream for."""
-        return self.model or self.ctx.head.model
+        return self.model or self.requested_model
+
+    def json(self) -> dict[str, Any]:
+        """The request body as a dict; raises InvalidRequest when it is not a JSON object."""
+        if self.decoded is not None:
+            return self.decoded()
+        try:
+            obj = msgspec.json.decode(self.body)
+        except (msgspec.DecodeError, RecursionError):
+            raise InvalidRequest("the request body is not a valid JSON object") from None
+        if not isinstance(obj, dict):
+            raise InvalidRequest("the request body must be a JSON object")
+        return obj
 
 
 class Call(abc.ABC):

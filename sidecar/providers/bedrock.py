@@ -301,9 +301,9 @@ class BedrockProvider:
         model = attempt.upstream_model
         if not model:
             return _sidecar_error(400, "invalid_request_error", "the request has no `model`")
-        body = attempt.ctx.json()
+        body = attempt.json()
         try:
-            if attempt.ctx.count_tokens:
+            if attempt.count_tokens:
                 return await self._count_tokens(attempt, model, body)
             if self.uses_converse(model):
                 return await self._converse(attempt, model, body)
@@ -317,7 +317,7 @@ class BedrockProvider:
         return invoke_body(body, attempt.headers.getall("anthropic-beta", []), self.allowed_betas)
 
     async def _invoke(self, attempt: Attempt, model: str, body: dict[str, Any]) -> Call:
-        stream = attempt.ctx.stream
+        stream = attempt.stream
         payload = msgspec.json.encode(self._invoke_payload(attempt, body))
         path = model_path(model, "invoke-with-response-stream" if stream else "invoke")
         headers = [("content-type", JSON), ("accept", EVENTSTREAM if stream else JSON)]
@@ -333,14 +333,14 @@ class BedrockProvider:
         return await BedrockStreamCall(up, self.name).prime()
 
     async def _converse(self, attempt: Attempt, model: str, body: dict[str, Any]) -> Call:
-        stream = attempt.ctx.stream
+        stream = attempt.stream
         req, names = converse.to_converse(body, cache_points=self.cache_points)
         path = model_path(model, "converse-stream" if stream else "converse")
         headers = [("content-type", JSON), ("accept", EVENTSTREAM if stream else JSON)]
         up = await self._request(attempt, path, headers, msgspec.json.encode(req))
         if up.status >= 400:
             return await self._error(up)
-        call = TranslatedCall(up, ConverseCodec(names), self.name, attempt.ctx.head.model or model, stream)
+        call = TranslatedCall(up, ConverseCodec(names), self.name, attempt.requested_model or model, stream)
         call.request_id = _request_id(up)
         return call
 

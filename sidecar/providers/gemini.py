@@ -126,8 +126,7 @@ class GeminiProvider:
 
     async def send(self, attempt: Attempt) -> Call:
         """Send a messages, count_tokens or model-list request; return once Gemini answered."""
-        ctx = attempt.ctx
-        kind = "models" if attempt.method == "GET" else "count" if ctx.count_tokens else "messages"
+        kind = "models" if attempt.method == "GET" else "count" if attempt.count_tokens else "messages"
         key = attempt.key or (self.keys[0] if self.keys else None)
         if key is None:
             raise InvalidRequest(
@@ -136,11 +135,11 @@ class GeminiProvider:
             )
         headers = [("content-type", "application/json"), ("x-goog-api-key", key.value), *self.extra_headers]
         codec = GeminiCodec(self.prefix, kind, headers)
-        stream = kind == "messages" and ctx.stream
-        body = ctx.json() if kind != "models" else {}
+        stream = kind == "messages" and attempt.stream
+        body = attempt.json() if kind != "models" else {}
         method, path, up_headers, data = codec.build(attempt, body, stream)
         up = await self.transport.request(method, path, up_headers, data)
-        requested = ctx.head.model or codec.upstream_model
+        requested = attempt.requested_model or codec.upstream_model
         call = GeminiCall(up, codec, self.name, requested, stream)
         if call.status >= 400:
             await call.prepare_error()

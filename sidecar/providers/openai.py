@@ -128,20 +128,19 @@ class OpenAIProvider:
 
     async def send(self, attempt: Attempt) -> Call:
         """Translate and send one request; return once the upstream's headers arrived."""
-        ctx = attempt.ctx
         if attempt.method == "GET":
             return await self._models(attempt)
-        body = ctx.json()
-        if ctx.count_tokens:
+        body = attempt.json()
+        if attempt.count_tokens:
             count = await estimate_tokens(body)
             return StaticCall(_encode({"input_tokens": count}), 200, [*_JSON, ("x-sidecar-token-count", "estimate")])
         # Without usage in the stream, the input is estimated so that metering is not zero.
-        estimate = await estimate_tokens(body) if ctx.stream and not self.quirks.include_usage else 0
+        estimate = await estimate_tokens(body) if attempt.stream and not self.quirks.include_usage else 0
         codec = ChatCodec(self.quirks, self.extra_headers, estimate)
-        method, path, headers, data = codec.build(attempt, body, ctx.stream)
+        method, path, headers, data = codec.build(attempt, body, attempt.stream)
         up = await self.transport.request(method, path, headers, data)
-        requested = ctx.head.model or attempt.upstream_model or ""
-        return TranslatedCall(up, codec, self.name, requested, ctx.stream)
+        requested = attempt.requested_model or attempt.upstream_model or ""
+        return TranslatedCall(up, codec, self.name, requested, attempt.stream)
 
     async def _models(self, attempt: Attempt) -> Call:
         """`GET /v1/models`: the upstream's model list, as Anthropic lists models."""

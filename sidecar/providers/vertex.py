@@ -164,15 +164,15 @@ class VertexProvider:
             return _static_error(500, "api_error", f"provider {self.name}: no Vertex region; set `region` in its config")
         static = attempt.key.value if attempt.key is not None else None
         project = self.project(static is not None)
-        body = dict(attempt.ctx.json())
+        body = dict(attempt.json())
         flags = betas.parse([*attempt.headers.getall("anthropic-beta", []), *betas.body_betas(body)])
-        if attempt.ctx.count_tokens:
+        if attempt.count_tokens:
             body["model"] = model
             payload, header_flags = vertex_body(body, flags, self.allowed_betas, keep_model=True)
             upath = self.path(project, "count-tokens", "rawPredict")
         else:
             payload, header_flags = vertex_body(body, flags, self.allowed_betas)
-            upath = self.path(project, model, "streamRawPredict" if attempt.ctx.stream else "rawPredict")
+            upath = self.path(project, model, "streamRawPredict" if attempt.stream else "rawPredict")
         token = static or await self.tokens.token()
         headers = [("content-type", JSON), ("authorization", f"Bearer {token}")]
         if header_flags:

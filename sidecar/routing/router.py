@@ -330,7 +330,9 @@ class Router:
         provider = self.providers[self.default_provider]
         if provider.type == "anthropic":
             try:
-                call = await provider.send(Attempt(ctx, "GET", ctx.path_qs, ctx.headers))
+                attempt = Attempt.of(ctx)
+                attempt.method = "GET"  # a HEAD /v1/models, too, asks for the list
+                call = await provider.send(attempt)
                 body = await call.read()
                 if call.status == 200:
                     data = msgspec.json.decode(body).get("data", [])
@@ -431,7 +433,7 @@ class Router:
         ctx.attempts += 1
         ctx.provider = slot.provider.name
         ctx.upstream_model = slot.model or ctx.head.model
-        attempt = Attempt(ctx, ctx.method, ctx.path_qs, ctx.headers, model=slot.model, key=slot.key)
+        attempt = Attempt.of(ctx, model=slot.model, key=slot.key)
         call: Call | None = None
         try:
             async with asyncio.timeout(first_byte):
