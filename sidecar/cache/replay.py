@@ -27,9 +27,16 @@ ZERO_USAGE = {"input_tokens": 0, "output_tokens": 0, "cache_creation_input_token
 
 class MessageCollector:
     """A response filter that rebuilds the final message from a stream (or takes a whole
-    one) without changing what the client gets."""
+    one) without changing what the client gets.
+
+    The relay hands it the stream's raw bytes (`on_bytes`) rather than parsed events: they
+    are parsed here in batches of PARSE_EVERY bytes and at the end, by a bytes-level reader
+    for the `event: NAME` / `data: JSON` shape every Anthropic event has (anything else goes
+    through sse.SSEReader, with the same result), and nothing is re-encoded.
+    """
 
     passive = True  # only observes: the relay passes the upstream's bytes on unchanged
+    PARSE_EVERY = 64 * 1024
 
     def __init__(self, limit: int = MAX_MESSAGE_BYTES) -> None:
         self.limit = limit
@@ -40,6 +47,69 @@ class MessageCollector:
         self._json: dict[int, list[str]] = {}
         self._size = 0
         self._stopped = False
+        self._raw: list[bytes] = []  # bytes not parsed yet
+        self._held = 0
+        self._reader: sse.SSEReader | None = None  # once the stream is not of the usual shape
+
+    def on_bytes(self, chunk: bytes) -> None:
+        """Take the next bytes of the stream (any boundaries); pass them on unchanged."""
+        if self.broken is not None or not chunk:
+            return
+        self._raw.append(chunk)
+        self._held += len(chunk)
+        if self._held >= self.PARSE_EVERY:
+            self._parse()
+
+    def held_bytes(self) -> int:
+        """Stream bytes taken but not parsed yet."""
+        return self._held
+
+    def _parse(self, end: bool = False) -> None:
+        buf = b"".join(self._raw)
+        self._raw, self._held = [], 0
+        if self._reader is None and b"\r" not in buf:
+            cut = len(buf) if end else buf.rfind(b"\n\n") + 2
+            if cut > 1 and self._fast(buf[:cut]):
+                buf = buf[cut:]
+                if buf and not end:
+                    self._raw, self._held = [buf], len(buf)
+                    return
+                if not buf:
+                    return
+        if self._reader is None:
+            self._reader = sse.SSEReader()
+        events = self._reader.feed(buf)
+        if end:
+            events += self._reader.close()
+        for ev in events:
+            try:
+                data = ev.json()
+            except msgspec.DecodeError:
+                continue
+            if isinstance(data, dict) and self.broken is None:
+                self.on_event(ev.event, data)
+
+    def _fast(self, buf: bytes) -> bool:
+        """Take the events of `buf` (whole events, no CR) when every one is `event: NAME` +
+        `data: JSON`; False (nothing taken) when one is not."""
+        blocks = [b for b in buf.split(b"\n\n") if b.strip(b"\n")]
+        parsed: list[tuple[str, Any]] = []
+        for block in blocks:
+            head, nl, data = block.strip(b"\n").partition(b"\n")
+            if not (nl and head.startswith(b"event: ") and data.startswith(b"data: ") and b"\n" not in data):
+                return False
+            try:
+                obj = msgspec.json.decode(data[6:])
+            except msgspec.DecodeError:
+                try:
+                    obj = msgspec.json.decode(data[6:].decode("utf-8", errors="replace"))
+                except msgspec.DecodeError:
+                    obj = None
+            parsed.append((head[7:].decode("utf-8", errors="replace"), obj))
+        for name, obj in parsed:
+            if isinstance(obj, dict) and self.broken is None:
+                self.on_event(name, obj)
+        return True
 
     # -- EventFilter ----------------------------------------------------------------------
 
@@ -63,6 +133,8 @@ class MessageCollector:
 
     def on_end(self, complete: bool) -> None:
         """The response is over."""
+        if self._raw or self._reader is not None:
+            self._parse(end=True)
         self.complete = complete and self._stopped and self.broken is None
 
     # -- assembling -------------------------------------------------------------------------

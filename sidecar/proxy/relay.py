@@ -12,7 +12,7 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
@@ -123,8 +123,16 @@ class _Filtered:
         self.filters = ctx.filters
         self.reader = sse.SSEReader()
         self.passive = all(f.passive for f in ctx.filters)
+        # Passive filters that read the raw bytes themselves (`on_bytes`, the cache's
+        # collector) need nothing parsed or re-encoded here.
+        taps = [getattr(f, "on_bytes", None) for f in ctx.filters] if self.passive else []
+        self.taps: list[Callable[[bytes], None]] = [t for t in taps if t is not None] if all(taps) else []
 
     def feed(self, chunk: bytes) -> bytes:
+        if self.taps:
+            for tap in self.taps:
+                tap(chunk)
+            return chunk
         out: list[bytes] = []
         for ev in self.reader.feed(chunk):
             try:
@@ -137,7 +145,8 @@ class _Filtered:
             events: list[tuple[str, dict[str, Any]]] = [(ev.event, data)]
             for f in self.filters:
                 events = [e for name, d in events for e in f.on_event(name, d)]
-            out.extend(sse.encode(name, d) for name, d in events)
+            if not self.passive:
+                out.extend(sse.encode(name, d) for name, d in events)
         return chunk if self.passive else b"".join(out)
 
 

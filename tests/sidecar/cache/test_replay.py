@@ -6,9 +6,11 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sidecar.cache.replay import MessageCollector, fresh, replay_body, semantic_view, unstorable
-from sidecar.protocol.sse import iter_events
+from sidecar.protocol.sse import SSEReader, iter_events
 from sidecar.testing import anthropic_sse as sse
 
 USAGE = sse.Usage(input_tokens=1200, output_tokens=40, cache_read_input_tokens=3000)
@@ -143,3 +145,74 @@ def test_a_replayed_stream_collects_back_into_the_stored_message(blocks: list[An
     whole = msgspec.json.decode(body)
     assert [b["type"] for b in whole["content"]] == [b["type"] for b in finals]
     assert TEXT.final in whole["content"] and whole["stop_reason"] == "end_turn"
+
+
+# -- the raw tap: what the relay hands a passive collector instead of parsed events --------
+
+_EVENTS = [
+    *(b"event: " + n.encode() + b"\ndata: " + msgspec.json.encode(d) + b"\n\n"
+      for ev in sse.stream_events("msg_01X", "claude-opus-4-8", sse.content_events([THINKING, TEXT, TOOL]), USAGE, "tool_use")
+      for n, d in [(ev.split(b"\n")[0][7:].decode(), msgspec.json.decode(ev.split(b"\n")[1][6:]))]),
+    b'event: content_block_delta\r\ndata: {"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"\\u00e9"}}\r\n\r\n',
+    b'event: content_block_delta\ndata:{"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"x"}}\n\n',
+    b': keep-alive\n\n',
+    b'event: ping\ndata: {"type": "ping"}\n\n',
+    b'data: {"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"y"}}\n\n',
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"\xff"}}\n\n',
+    b'event: content_block_delta\ndata: [1, 2]\n\n',
+    b'event: content_block_delta\ndata: not json\n\n',
+    b'event: content_block_delta\ndata: {"type":"content_block_delta",\ndata: "index":1,"delta":{"type":"text_delta","text":"z"}}\n\n',
+    b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"busy"}}\n\n',
+    b'id: 7\n\n',
+    b'\n',
+    b'\r',
+]
+
+
+def by_events(chunks: list[bytes]) -> MessageCollector:
+    """The straightforward way: every event read and decoded, dict events handed over (as the relay does)."""
+    col, reader = MessageCollector(), SSEReader()
+    for chunk in chunks:
+        for ev in reader.feed(chunk):
+            try:
+                data = ev.json()
+            except msgspec.DecodeError:
+                continue
+            if isinstance(data, dict):
+                col.on_event(ev.event, data)
+    col.on_end(True)
+    return col
+
+
+def by_bytes(chunks: list[bytes]) -> MessageCollector:
+    col = MessageCollector()
+    for chunk in chunks:
+        col.on_bytes(chunk)
+    col.on_end(True)
+    return col
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.sampled_from(range(len(_EVENTS))), max_size=40), st.lists(st.integers(1, 400), max_size=30), st.booleans())
+def test_the_raw_tap_collects_what_the_parsed_events_collect(picks: list[int], cuts: list[int], whole: bool) -> None:
+    good = _EVENTS[: len(_EVENTS) - 14]
+    raw = b"".join(good) if whole else b""
+    raw += b"".join(_EVENTS[i] for i in picks)
+    chunks, at = [], 0
+    for n in cuts:
+        chunks.append(raw[at : at + n])
+        at += n
+    chunks.append(raw[at:])
+    a, b = by_events(chunks), by_bytes(chunks)
+    assert (a.message, a.complete, a.broken) == (b.message, b.complete, b.broken)
+
+
+def test_the_raw_tap_parses_big_streams_as_they_pass() -> None:
+    """An answer is parsed as its bytes pass, a batch at a time: they are never all held."""
+    col = MessageCollector()
+    raw = stream([sse.text_block("word " * 60_000)])
+    for i in range(0, len(raw), 1000):
+        col.on_bytes(raw[i : i + 1000])
+        assert col.held_bytes() <= 2 * MessageCollector.PARSE_EVERY
+    col.on_end(True)
+    assert col.complete and col.message is not None
