@@ -43,14 +43,10 @@ ALLOWED_UPWARD: set[tuple[str, str]] = {
     ("sidecar.observability.metrics", "sidecar.proxy.keys"),
     ("sidecar.policy.gate", "sidecar.proxy.events"),
     ("sidecar.protocol.gemini", "sidecar.providers.betas"),
-    ("sidecar.routing.control", "sidecar.proxy.keys"),
-    ("sidecar.routing.reload", "sidecar.policy.model"),
 }
 
 # Third-party imports a room must not make (see FORBIDDEN in the script) that remain.
 ALLOWED_FORBIDDEN: set[tuple[str, str]] = {
-    ("sidecar.routing.control", "aiohttp"),
-    ("sidecar.routing.reload", "aiohttp"),
 }
 
 

@@ -33,7 +33,7 @@ from sidecar.policy.control import POLICY
 from sidecar.policy.gate import open_policy
 from sidecar.policy.model import Policy
 from sidecar.providers import factory
-from sidecar.proxy import control, handlers
+from sidecar.proxy import control, handlers, routes_control
 from sidecar.proxy.events import EventBus
 from sidecar.proxy.ingress import ingress
 from sidecar.proxy.keys import (
@@ -49,9 +49,8 @@ from sidecar.proxy.keys import (
     SYNC,
     Runtime,
 )
+from sidecar.proxy.reload import Reloader
 from sidecar.proxy.stages import request_path
-from sidecar.routing import control as routes_control
-from sidecar.routing.reload import Reloader
 from sidecar.routing.router import Router
 from sidecar.secrets import ResolvedKey, SecretStore, resolve_keys
 from sidecar.sync.merge import CentralOverlay

@@ -17,7 +17,7 @@ from sidecar.providers.base import Provider
 from sidecar.proxy.events import EventBus
 
 if TYPE_CHECKING:
-    from sidecar.routing.reload import Reloader
+    from sidecar.proxy.reload import Reloader
     from sidecar.routing.router import Router
     from sidecar.sync.service import SyncService
 

@@ -23,8 +23,8 @@ from sidecar.cache.control import CACHE
 from sidecar.policy.control import POLICY
 from sidecar.proxy.app import create_app
 from sidecar.proxy.keys import BUS, RUNTIME
+from sidecar.proxy.reload import Reloader
 from sidecar.proxy.server import bind
-from sidecar.routing.reload import Reloader
 from sidecar.state import load_or_create_token
 from sidecar.testing.fake_anthropic import FakeAnthropic, Text
 from sidecar.testing.harness import anthropic_config
