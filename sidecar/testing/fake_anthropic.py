@@ -23,9 +23,7 @@ import dataclasses
 import socket
 import struct
 import time
-from collections import deque
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from types import TracebackType
 from typing import Any, Protocol
 
 import msgspec
@@ -51,6 +49,7 @@ from sidecar.testing.fake_behaviours import (
     behaviour_to_json,
 )
 from sidecar.testing.fake_process import FakeAnthropicProcess
+from sidecar.testing.fake_server import FakeServer
 
 __all__ = [
     "DEFAULT_REPLY",
@@ -105,23 +104,19 @@ def _abort(request: web.BaseRequest) -> None:
 _Handler = Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]]
 
 
-class FakeAnthropic:
+class FakeAnthropic(FakeServer[Behaviour]):
     """A fake Anthropic API on loopback: pops a scripted behaviour per POST /v1/messages."""
+
+    handler_cancellation = True
 
     def __init__(
         self, *, host: str = "127.0.0.1", port: int = 0, default: Behaviour = DEFAULT_REPLY
     ) -> None:
-        self.host = host
-        self.port = port
-        self.default: Behaviour = default
-        self.requests: list[RecordedRequest] = []
-        self._queue: deque[Behaviour] = deque()
-        self._runner: web.AppRunner | None = None
+        # The real API takes request bodies up to 32 MB (images, PDFs); aiohttp's default is 1 MiB.
+        super().__init__(default, host=host, port=port, client_max_size=32 * 1024 * 1024)
         self._reset_second = -1
         self._reset_at = ""
         self._models_body = sse.encode_json(self._models_json())
-        # The real API takes request bodies up to 32 MB (images, PDFs); aiohttp's default is 1 MiB.
-        self.app = web.Application(client_max_size=32 * 1024 * 1024)
         routes: list[tuple[str, str, _Handler]] = [
             ("POST", "/v1/messages", self._messages),
             ("POST", "/v1/messages/count_tokens", self._count_tokens),
@@ -129,63 +124,9 @@ class FakeAnthropic:
             ("HEAD", "/", self._head),
             ("POST", "/__fake/script", self._control_script),
             ("POST", "/__fake/default", self._control_default),
-            ("POST", "/__fake/reset", self._control_reset),
-            ("GET", "/__fake/requests", self._control_requests),
         ]
         for method, path, handler in routes:
             self.app.router.add_route(method, path, handler)
-
-    @property
-    def url(self) -> str:
-        """The base URL, e.g. http://127.0.0.1:54321 (valid once started)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-    def script(self, *behaviours: Behaviour) -> None:
-        """Replace the queue of behaviours."""
-        self._queue = deque(behaviours)
-
-    def enqueue(self, *behaviours: Behaviour) -> None:
-        """Append behaviours to the queue."""
-        self._queue.extend(behaviours)
-
-    @property
-    def pending(self) -> int:
-        """How many scripted behaviours are still queued."""
-        return len(self._queue)
-
-    def reset(self) -> None:
-        """Clear the queue and the recorded requests."""
-        self._queue.clear()
-        self.requests.clear()
-
-    async def start(self) -> None:
-        """Bind and start serving; `port` becomes the real port if it was 0."""
-        self._runner = web.AppRunner(
-            self.app,
-            handle_signals=False,
-            access_log=None,
-            handler_cancellation=True,
-            shutdown_timeout=0.5,
-        )
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
-        self.port = int(self._runner.addresses[0][1])
-
-    async def close(self) -> None:
-        """Stop serving and drop open connections."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeAnthropic:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     # ------------------------------------------------------------ responses
 
@@ -219,24 +160,16 @@ class FakeAnthropic:
         body = sse.encode_json(sse.error_body(error_type, message, request_id))
         return web.Response(status=status, body=body, headers=headers)
 
-    def _record(self, request: web.Request, body: bytes) -> None:
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
-        self.requests.append(
-            RecordedRequest(
-                request.method, request.path, request.query_string, headers, body, time.monotonic()
-            )
-        )
-
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        self._record(request, body)
+        self.record(request, body)
         try:
             payload = msgspec.json.decode(body)
         except msgspec.DecodeError:
             payload = None
         if not isinstance(payload, dict):
             return self._error(400, message="There was an error parsing the body of your request.")
-        behaviour = self._queue.popleft() if self._queue else self.default
+        behaviour = self.next_behaviour()
         return await self._perform(request, behaviour, payload, body)
 
     async def _perform(
@@ -327,7 +260,7 @@ class FakeAnthropic:
 
     async def _count_tokens(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        self._record(request, body)
+        self.record(request, body)
         try:
             msgspec.json.decode(body)
         except msgspec.DecodeError:
@@ -370,14 +303,6 @@ class FakeAnthropic:
         except (ValueError, TypeError, msgspec.DecodeError) as e:
             return web.json_response({"error": str(e)}, status=400)
         return web.json_response({"default": behaviour_to_json(self.default)})
-
-    async def _control_reset(self, request: web.Request) -> web.StreamResponse:
-        self.reset()
-        return web.json_response({"ok": True})
-
-    async def _control_requests(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response([r.to_json() for r in self.requests])
-
 
 class _Servable(Protocol):
     @property

@@ -32,9 +32,7 @@ import struct
 import time
 import urllib.parse
 import uuid
-from collections import deque
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, ClassVar, TypeAlias
 
 import msgspec
@@ -44,7 +42,8 @@ from sidecar.protocol import eventstream
 from sidecar.providers import betas
 from sidecar.providers.aws_auth import SigningInput, signature
 from sidecar.testing import anthropic_sse as sse
-from sidecar.testing.fake_behaviours import RecordedRequest, Rendered, Text, ToolUse
+from sidecar.testing.fake_behaviours import Rendered, Text, ToolUse
+from sidecar.testing.fake_server import FakeServer
 
 _PATH = re.compile(r"^/model/([^/]+)/(invoke|invoke-with-response-stream|converse|converse-stream|count-tokens)$")
 _AUTH = re.compile(
@@ -139,7 +138,7 @@ def _padding() -> str:
     return "".join(random.choices("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", k=random.randint(1, 30)))
 
 
-class FakeBedrock:
+class FakeBedrock(FakeServer["Behaviour"]):
     """A fake Bedrock runtime: pops a scripted behaviour per model call."""
 
     def __init__(
@@ -150,46 +149,10 @@ class FakeBedrock:
         self.api_key = api_key
         self.region = region
         self.split = split
-        self.host = host
+        super().__init__(Text(), host=host)
         self.counts_tokens = True  # False: CountTokens refuses every model, as for unsupported ones
-        self.port = 0
-        self.default: Behaviour = Text()
-        self.requests: list[RecordedRequest] = []
         self.auth_failures: list[str] = []
-        self._queue: deque[Behaviour] = deque()
-        self._runner: web.AppRunner | None = None
-        self.app = web.Application(client_max_size=64 * 1024 * 1024)
         self.app.router.add_route("POST", "/{tail:.*}", self._handle)
-
-    @property
-    def url(self) -> str:
-        """The base URL (valid once started)."""
-        return f"http://{self.host}:{self.port}"
-
-    def script(self, *behaviours: Behaviour) -> None:
-        """Replace the queue of behaviours."""
-        self._queue = deque(behaviours)
-
-    async def start(self) -> None:
-        """Bind and serve."""
-        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, 0)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
-
-    async def close(self) -> None:
-        """Stop serving."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeBedrock:
-        await self.start()
-        return self
-
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        await self.close()
 
     # ------------------------------------------------------------ plumbing
 
@@ -199,9 +162,8 @@ class FakeBedrock:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
         raw_path = request.raw_path.split("?", 1)[0]
-        self.requests.append(RecordedRequest(request.method, raw_path, request.query_string, headers, body, time.monotonic()))
+        headers = self.record(request, body, raw_path).headers
         failure = self._check_auth(request, headers, body)
         if failure is not None:
             self.auth_failures.append(failure[1])
@@ -219,7 +181,7 @@ class FakeBedrock:
                 if not self.counts_tokens:
                     return self._error(400, "ValidationException", "The provided model doesn't support counting tokens.")
                 return self._count_tokens(payload)
-            behaviour = self._queue.popleft() if self._queue else self.default
+            behaviour = self.next_behaviour()
             if isinstance(behaviour, AwsError):
                 return self._error(behaviour.status, behaviour.code, behaviour.message)
             if action.startswith("invoke"):

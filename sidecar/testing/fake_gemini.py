@@ -27,16 +27,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import time
-from collections import deque
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, TypeAlias
 
 import msgspec
 from aiohttp import web
 
-from sidecar.testing.fake_behaviours import RecordedRequest
+from sidecar.testing.fake_server import FakeServer
 from sidecar.testing.gemini_validate import (
     SKIP_SIGNATURE,
     GeminiRequestError,
@@ -135,7 +132,7 @@ Behaviour: TypeAlias = Reply | GeminiError
 # ---------------------------------------------------------------- the server
 
 
-class FakeGemini:
+class FakeGemini(FakeServer["Behaviour"]):
     """A fake Gemini API: pops a scripted behaviour per generateContent call."""
 
     def __init__(
@@ -150,61 +147,20 @@ class FakeGemini:
         self.api_key = api_key
         self.require_signatures = require_signatures
         self.known_models = known_models
-        self.default: Behaviour = default or Reply()
-        self.host = host
-        self.port = 0
-        self.requests: list[RecordedRequest] = []
+        super().__init__(default or Reply(), host=host)
         self.issued: dict[str, tuple[str, str]] = {}  # signature -> (part kind, function name)
-        self._queue: deque[Behaviour] = deque()
-        self._runner: web.AppRunner | None = None
-        self.app = web.Application(client_max_size=64 * 1024 * 1024)
         self.app.router.add_post("/{version}/models/{target}", self._model_call)
         self.app.router.add_get("/{version}/models", self._list_models)
-
-    @property
-    def url(self) -> str:
-        """The base URL (valid once started)."""
-        return f"http://{self.host}:{self.port}"
-
-    def script(self, *behaviours: Behaviour) -> None:
-        """Replace the queue of behaviours."""
-        self._queue = deque(behaviours)
-
-    @property
-    def pending(self) -> int:
-        """How many scripted behaviours are still queued."""
-        return len(self._queue)
 
     def bodies(self) -> list[Any]:
         """The JSON bodies of the generate calls received, in order."""
         return [r.json() for r in self.requests if r.path.endswith((":generateContent", ":streamGenerateContent"))]
 
-    async def start(self) -> None:
-        """Bind and serve on a free port."""
-        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, 0).start()
-        self.port = int(self._runner.addresses[0][1])
-
-    async def close(self) -> None:
-        """Stop serving."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeGemini:
-        await self.start()
-        return self
-
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        await self.close()
-
     # ------------------------------------------------------------ handlers
 
     async def _model_call(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
-        self.requests.append(RecordedRequest(request.method, request.path, request.query_string, headers, body, time.monotonic()))
+        self.record(request, body)
         model, _, action = request.match_info["target"].rpartition(":")
         refused = self._auth(request) or self._model(model, request.match_info["version"], action)
         if refused is not None:
@@ -223,7 +179,7 @@ class FakeGemini:
             return error_response(400, str(e))
         if action == "countTokens":
             return web.json_response({"totalTokens": estimate_tokens(body), "promptTokensDetails": [{"modality": "TEXT", "tokenCount": estimate_tokens(body)}]})
-        behaviour = self._queue.popleft() if self._queue else self.default
+        behaviour = self.next_behaviour()
         if isinstance(behaviour, GeminiError):
             return error_response(behaviour.status, behaviour.message, behaviour.retry_delay)
         parts = self._sign(behaviour)

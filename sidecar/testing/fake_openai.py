@@ -27,10 +27,8 @@ import asyncio
 import contextlib
 import json
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, TypeAlias
 
 import msgspec
@@ -38,7 +36,7 @@ from aiohttp import web
 
 from sidecar.testing.anthropic_sse import new_id, split_even, split_text
 from sidecar.testing.fake_anthropic import _abort, serve_until_signalled
-from sidecar.testing.fake_behaviours import RecordedRequest
+from sidecar.testing.fake_server import FakeServer
 
 DEFAULT_TEXT = "Hello from the fake OpenAI upstream."
 MODELS = ("gpt-fake-large", "gpt-fake-mini")
@@ -270,78 +268,30 @@ def frame(item: dict[str, Any] | str, wire: Wire) -> bytes:
     return head + b"data: " + data + nl + nl
 
 
-class FakeOpenAI:
+class FakeOpenAI(FakeServer["Behaviour"]):
     """A fake OpenAI-format API on loopback: pops a scripted behaviour per chat completion."""
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, default: Behaviour | None = None,
                  validate: Callable[[dict[str, Any]], None] | None = None) -> None:  # fmt: skip
-        self.host = host
-        self.port = port
-        self.default: Behaviour = default or Reply()
+        super().__init__(default or Reply(), host=host, port=port)
         self.validate = validate
-        self.requests: list[RecordedRequest] = []
-        self._queue: deque[Behaviour] = deque()
-        self._runner: web.AppRunner | None = None
-        self.app = web.Application(client_max_size=64 * 1024 * 1024)
         self.app.router.add_post("/v1/chat/completions", self._chat)
         self.app.router.add_get("/v1/models", self._models)
-
-    @property
-    def url(self) -> str:
-        """The server's root URL, e.g. http://127.0.0.1:54321 (valid once started)."""
-        return f"http://{self.host}:{self.port}"
 
     @property
     def base_url(self) -> str:
         """The API base URL a provider is configured with (`.../v1`)."""
         return self.url + "/v1"
 
-    @property
-    def pending(self) -> int:
-        """How many scripted behaviours are still queued."""
-        return len(self._queue)
-
-    def script(self, *behaviours: Behaviour) -> None:
-        """Replace the queue of behaviours."""
-        self._queue = deque(behaviours)
-
-    def enqueue(self, *behaviours: Behaviour) -> None:
-        """Append behaviours to the queue."""
-        self._queue.extend(behaviours)
-
     def bodies(self) -> list[dict[str, Any]]:
         """The JSON bodies of the chat completion requests received, in order."""
         return [r.json() for r in self.requests if r.path.endswith("/chat/completions")]
 
-    async def start(self) -> None:
-        """Bind and serve; `port` becomes the real port when it was 0."""
-        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
-        self.port = int(self._runner.addresses[0][1])
-
-    async def close(self) -> None:
-        """Stop serving."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeOpenAI:
-        await self.start()
-        return self
-
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        await self.close()
-
     # ------------------------------------------------------------ handlers
-
-    def _record(self, request: web.Request, body: bytes) -> None:
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
-        self.requests.append(RecordedRequest(request.method, request.path, request.query_string, headers, body, time.monotonic()))
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        self._record(request, body)
+        self.record(request, body)
         try:
             payload = msgspec.json.decode(body)
             if not isinstance(payload, dict) or not isinstance(payload.get("model"), str):
@@ -352,7 +302,7 @@ class FakeOpenAI:
                 self.validate(payload)
         except (ValueError, msgspec.DecodeError) as e:
             return self._error(Error(400, message=str(e)))
-        behaviour = self._queue.popleft() if self._queue else self.default
+        behaviour = self.next_behaviour()
         if isinstance(behaviour, Error):
             return self._error(behaviour)
         reply = behaviour.reply if isinstance(behaviour, StreamError) else behaviour
@@ -392,7 +342,7 @@ class FakeOpenAI:
         return web.Response(status=e.status, body=_encode(e.body()), headers=headers, content_type="application/json")
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
-        self._record(request, b"")
+        self.record(request, b"")
         data = [{"id": m, "object": "model", "created": 1767225600, "owned_by": "fake"} for m in MODELS]
         return web.json_response({"object": "list", "data": data})
 

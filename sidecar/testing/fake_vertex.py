@@ -139,7 +139,7 @@ class FakeVertex(FakeAnthropic):
 
     async def _predict(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        self._record(request, body)
+        self.record(request, body)
         auth = request.headers.get("Authorization", "")
         if not auth.startswith("Bearer ") or auth[7:] not in self.issued:
             return self._google_error(401, "UNAUTHENTICATED", "Request had invalid authentication credentials.")
@@ -164,7 +164,7 @@ class FakeVertex(FakeAnthropic):
             return web.json_response({"input_tokens": sse.estimate_tokens(body)})
         if action not in ("rawPredict", "streamRawPredict"):
             return self._google_error(404, "NOT_FOUND", f"unknown method {action!r}")
-        behaviour = self._queue.popleft() if self._queue else self.default
+        behaviour = self.next_behaviour()
         payload = {**payload, "model": model, "stream": action == "streamRawPredict"}
         return await self._perform(request, behaviour, payload, body)
 
