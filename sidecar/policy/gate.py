@@ -39,6 +39,7 @@ from zoneinfo import ZoneInfo
 
 from sidecar.config import BudgetConfig, Config
 from sidecar.errors import ConfigError, PolicyBlocked, PolicyDenied, PolicyStale, SidecarError
+from sidecar.events import EventBus
 from sidecar.gateway import unified
 from sidecar.ledger import reports
 from sidecar.ledger.pricing import Pricing
@@ -53,7 +54,6 @@ from sidecar.policy.limits import RateLimits, Ticket
 from sidecar.policy.model import Policy
 from sidecar.policy.tools import ToolRules, ToolUseFilter
 from sidecar.providers import tokens as request_tokens
-from sidecar.proxy.events import EventBus
 from sidecar.sync.leases import LeaseHold, LeaseManager
 
 log = logging.getLogger(__name__)

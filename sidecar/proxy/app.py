@@ -19,6 +19,7 @@ from sidecar.cache.stage import open_cache
 from sidecar.central import enrollment
 from sidecar.config import Config
 from sidecar.errors import StorageError
+from sidecar.events import EventBus
 from sidecar.gateway import routes as gateway_routes
 from sidecar.ledger.health import StorageHealth
 from sidecar.ledger.journal import JOURNAL_DIR, Journal
@@ -34,7 +35,6 @@ from sidecar.policy.gate import open_policy
 from sidecar.policy.model import Policy
 from sidecar.providers import factory
 from sidecar.proxy import control, handlers, routes_control
-from sidecar.proxy.events import EventBus
 from sidecar.proxy.ingress import ingress
 from sidecar.proxy.keys import (
     BUS,

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from sidecar.config import Config
+from sidecar.events import EventBus
 from sidecar.ledger.health import StorageHealth
 from sidecar.ledger.writer import Ledger
 from sidecar.paths import Paths
 from sidecar.pipeline import RequestContext, Stage
 from sidecar.providers.base import Provider
-from sidecar.proxy.events import EventBus
 
 if TYPE_CHECKING:
     from sidecar.proxy.reload import Reloader

@@ -9,12 +9,12 @@ from __future__ import annotations
 import logging
 
 from sidecar.errors import StorageUnavailable
+from sidecar.events import EventBus
 from sidecar.ledger.health import StorageHealth
 from sidecar.ledger.journal import Journal
 from sidecar.ledger.writer import Ledger
 from sidecar.observability.tracing import Tracing
 from sidecar.pipeline import Reply, RequestContext, Stage
-from sidecar.proxy.events import EventBus
 from sidecar.routing.router import Opened, Router
 
 log = logging.getLogger(__name__)
