@@ -19,6 +19,7 @@ import pytest
 
 from sidecar.protocol.openai import quirks_for
 from sidecar.testing.fake_openai import FakeOpenAI, Reply, ToolCall
+from sidecar.testing.openai_validate import validate_chat_request
 from tests.e2e.helpers import (
     API_KEY,
     MODEL,
@@ -31,7 +32,6 @@ from tests.e2e.helpers import (
     sidecar_cli,
     stop_sidecar,
 )
-from tests.sidecar.providers.conformance.test_openai import validate_chat_request
 
 pytestmark = pytest.mark.e2e
 

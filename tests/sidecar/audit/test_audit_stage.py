@@ -13,8 +13,8 @@ import aiohttp
 from sidecar.audit.verify import entries_in_db, verify
 from sidecar.ledger.store import open_db
 from sidecar.testing.fake_anthropic import FakeAnthropic, Text, ToolUse
+from sidecar.testing.secret_samples import AWS_ID
 from tests.sidecar.policy.conftest import body, governed, post
-from tests.sidecar.policy.test_detectors import AWS_ID
 
 POLICY = """
 [budget]

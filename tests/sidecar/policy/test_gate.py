@@ -18,6 +18,7 @@ from sidecar.policy.budgets import duration
 from sidecar.policy.tools import refusal
 from sidecar.testing import anthropic_sse as sse
 from sidecar.testing.fake_anthropic import FakeAnthropic, Text, ToolUse
+from sidecar.testing.secret_samples import AWS_ID, GITHUB
 from tests.sidecar.policy.conftest import (
     HeldUpstream,
     body,
@@ -26,7 +27,6 @@ from tests.sidecar.policy.conftest import (
     policy_state,
     post,
 )
-from tests.sidecar.policy.test_detectors import AWS_ID, GITHUB
 from tests.sidecar.proxy.conftest import ledger_rows
 
 KOLKATA = ZoneInfo("Asia/Kolkata")

@@ -12,7 +12,7 @@ import msgspec
 from sidecar.config import CustomGuardrail, GuardrailsConfig
 from sidecar.policy.guardrails import Guardrails, rules_for
 from sidecar.testing import captures
-from tests.sidecar.policy.test_detectors import AWS_ID, GITHUB, JWT, rand
+from sidecar.testing.secret_samples import AWS_ID, GITHUB, JWT, rand
 
 KEY = b"k" * 32
 
