@@ -41,7 +41,6 @@ ALLOWED_UPWARD: set[tuple[str, str]] = {
     ("sidecar.gateway.usage", "sidecar.proxy.keys"),
     ("sidecar.mcp.server", "sidecar.proxy.keys"),
     ("sidecar.observability.metrics", "sidecar.proxy.keys"),
-    ("sidecar.protocol.gemini", "sidecar.providers.betas"),
 }
 
 # Third-party imports a room must not make (see FORBIDDEN in the script) that remain.

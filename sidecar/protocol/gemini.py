@@ -38,7 +38,7 @@ from urllib.parse import quote
 from sidecar.errors import InvalidRequest
 from sidecar.protocol.gemini_schema import Inexpressible, json_schema, response_schema
 from sidecar.protocol.gemini_tools import ToolNames, tool_config, translate_tools
-from sidecar.providers.betas import fold_system_messages
+from sidecar.protocol.system import fold_system_messages
 
 SIGNATURE_PREFIX = "gemini:"  # every signature this module puts in a thinking block
 THOUGHT_SIG = "gemini:t:"

@@ -18,11 +18,11 @@ Everything else in the body is left exactly as the client sent it.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable
 from typing import Any
 
 from sidecar.protocol import foreign
+from sidecar.protocol.system import fold_system_messages
 
 # Flags Bedrock's InvokeModel accepts for Claude (in `anthropic_beta`).
 BEDROCK_BETAS = frozenset(
@@ -57,8 +57,6 @@ VERTEX_BETAS = frozenset(
         "compact-2026-01-12",
     }
 )
-
-SYSTEM_REMINDER = "<system-reminder>\n{}\n</system-reminder>"
 
 
 def parse(values: Iterable[str]) -> list[str]:
@@ -129,37 +127,3 @@ def adapt(body: dict[str, Any], kept: list[str], dropped: list[str]) -> dict[str
         if any(isinstance(m, dict) and m.get("role") == "system" for m in msgs):
             out["messages"] = fold_system_messages(msgs)
     return out
-
-
-def _blocks(content: Any) -> list[Any]:
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}] if content else []
-    return list(content) if isinstance(content, list) else []
-
-
-def _system_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    parts = [b.get("text", "") for b in _blocks(content) if isinstance(b, dict) and b.get("type") == "text"]
-    return "\n\n".join(p for p in parts if p)
-
-
-def fold_system_messages(messages: list[Any]) -> list[Any]:
-    """`messages` with every `role: system` message turned into a `<system-reminder>` text
-    block of a user turn; adjacent user turns are merged so roles still alternate."""
-    out: list[Any] = []
-    for m in messages:
-        if isinstance(m, dict) and m.get("role") == "system":
-            text = _system_text(m.get("content"))
-            if not text:
-                continue
-            m = {"role": "user", "content": [{"type": "text", "text": SYSTEM_REMINDER.format(text)}]}
-        prev = out[-1] if out else None
-        if (
-            isinstance(m, dict) and isinstance(prev, dict)
-            and m.get("role") == "user" and prev.get("role") == "user"
-        ):  # fmt: skip
-            out[-1] = {**prev, "content": _blocks(prev.get("content")) + _blocks(m.get("content"))}
-        else:
-            out.append(m)
-    return copy.copy(out)
