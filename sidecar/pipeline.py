@@ -17,6 +17,10 @@ Hooks of a stage:
   final byte goes to the client (the message_stop chunk of a stream, a whole answer, an
   error), so that the last stage can make the request's records durable first; or after
   the response broke off. Runs once; never raises into the request (failures are logged).
+  It is the error hook too: a refusal, an upstream failure or a broken stream reaches it
+  with ``ctx.status`` and ``ctx.outcome`` (rejected, upstream_error, aborted,
+  client_closed) set, so a stage settles what it holds (a budget reservation, a span) in
+  one place.
 
 Response filters (`EventFilter`) see the Anthropic response on its way to the client:
 every SSE event of a stream, or the whole message of a non-streaming answer. A request
