@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import hmac
+import os
 import random
 import re
 import socket
@@ -32,8 +33,11 @@ import struct
 import time
 import urllib.parse
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeAlias
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 import msgspec
 from aiohttp import web
@@ -44,6 +48,10 @@ from sidecar.providers.aws_auth import SigningInput, signature
 from sidecar.testing import anthropic_sse as sse
 from sidecar.testing.fake_behaviours import Rendered, Text, ToolUse
 from sidecar.testing.fake_server import FakeServer
+from sidecar.testing.harness import InProcessSidecar, sidecar_in_process
+
+if TYPE_CHECKING:
+    from pytest import MonkeyPatch
 
 _PATH = re.compile(r"^/model/([^/]+)/(invoke|invoke-with-response-stream|converse|converse-stream|count-tokens)$")
 _AUTH = re.compile(
@@ -452,3 +460,31 @@ def check_converse(body: dict[str, Any], counting: bool = False) -> None:
         choice = tc.get("toolChoice")
         if choice is not None and (len(choice) != 1 or next(iter(choice)) not in ("auto", "any", "tool")):
             raise Invalid("toolConfig.toolChoice must be one of auto, any or tool")
+
+
+# ---------------------------------------------------------------- for tests
+
+
+def clean_aws_env(monkeypatch: MonkeyPatch, tmp_path: Path, keys: AwsKeys | None) -> None:
+    """No AWS setting of the developer leaks in; `keys` (if any) are exported."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path / "aws-home"))
+    if keys is not None:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", keys.access_key_id)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", keys.secret_access_key)
+        if keys.session_token:
+            monkeypatch.setenv("AWS_SESSION_TOKEN", keys.session_token)
+
+
+def bedrock_config(url: str, extra: str = "") -> str:
+    """Config text with one Bedrock provider pointed at the fake."""
+    return f'[[providers]]\nname = "bedrock"\ntype = "bedrock"\nbase_url = "{url}"\nregion = "us-east-1"\n{extra}'
+
+
+@asynccontextmanager
+async def bedrock_sidecar(fake: FakeBedrock, home: Path, extra: str = "") -> AsyncIterator[InProcessSidecar]:
+    """A sidecar whose only provider is the fake Bedrock."""
+    async with sidecar_in_process(bedrock_config(fake.url, extra), home) as sc:
+        yield sc

@@ -16,9 +16,11 @@ points here. `token_lifetime` sets `expires_in`; `token_requests` counts exchang
 from __future__ import annotations
 
 import base64
+import os
 import secrets
 import time
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import msgspec
@@ -32,6 +34,9 @@ from sidecar.providers.gcp_auth import JWT_GRANT, SCOPE
 from sidecar.testing import anthropic_sse as sse
 from sidecar.testing.fake_anthropic import FakeAnthropic
 from sidecar.testing.fake_behaviours import DEFAULT_REPLY, Behaviour
+
+if TYPE_CHECKING:
+    from pytest import MonkeyPatch
 
 PREFIX = "/v1/projects/{project}/locations/{region}/publishers/anthropic/models/"
 CLIENT_ID = "fake-client.apps.googleusercontent.com"
@@ -191,3 +196,21 @@ def check_vertex_body(body: dict[str, Any], flags: list[str], counting: bool) ->
         if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
             return f"messages.{i}.role: Input should be 'user' or 'assistant'"
     return None
+
+
+# ---------------------------------------------------------------- for tests
+
+
+def clean_google_env(monkeypatch: MonkeyPatch, tmp_path: Path) -> None:
+    """No Google setting of the developer leaks in."""
+    for name in list(os.environ):
+        if name.startswith(("GOOGLE_", "CLOUDSDK_", "CLOUD_ML_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path / "gcp-home"))
+
+
+def vertex_config(fake: FakeVertex, creds: Path, project: bool = True) -> str:
+    """Config text with one Vertex provider pointed at the fake."""
+    extra = f'project = "{fake.project}"\n' if project else ""
+    return (f'[[providers]]\nname = "vertex"\ntype = "vertex"\nbase_url = "{fake.url}"\nregion = "{fake.region}"\n'
+            f'credentials_file = "{creds}"\n{extra}')  # fmt: skip

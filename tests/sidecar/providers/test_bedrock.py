@@ -21,10 +21,11 @@ from sidecar.testing.fake_bedrock import (
     CutFrame,
     FakeBedrock,
     StreamException,
+    bedrock_sidecar,
+    clean_aws_env,
 )
 from sidecar.testing.fake_behaviours import Text, ToolUse
 from sidecar.testing.harness import InProcessSidecar
-from tests.sidecar.providers.bedrock_helpers import bedrock_sidecar, clean_aws_env
 
 CLAUDE = "us.anthropic.claude-opus-4-8-v1:0"
 BODY: dict[str, Any] = {"model": CLAUDE, "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}

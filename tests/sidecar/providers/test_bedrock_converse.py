@@ -23,11 +23,12 @@ from sidecar.testing.fake_bedrock import (
     CutFrame,
     FakeBedrock,
     StreamException,
+    bedrock_sidecar,
     check_converse,
+    clean_aws_env,
 )
 from sidecar.testing.fake_behaviours import Text, ToolUse
 from sidecar.testing.harness import InProcessSidecar
-from tests.sidecar.providers.bedrock_helpers import bedrock_sidecar, clean_aws_env
 
 NOVA = "amazon.nova-pro-v1:0"
 LONG = "mcp__very_long_server_name__and_an_even_longer_tool_name_exceeding_limits"

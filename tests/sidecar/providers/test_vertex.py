@@ -4,7 +4,6 @@ service-account tokens, the documented body changes only, betas filtered, errors
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,26 +15,11 @@ import pytest
 
 from sidecar.testing import anthropic_sse as sse
 from sidecar.testing.fake_behaviours import Error, Text, ToolUse
-from sidecar.testing.fake_vertex import FakeVertex
+from sidecar.testing.fake_vertex import FakeVertex, clean_google_env, vertex_config
 from sidecar.testing.harness import InProcessSidecar, sidecar_in_process
 
 MODEL = "claude-opus-4-8@20261001"
 BODY: dict[str, Any] = {"model": MODEL, "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
-
-
-def clean_google_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No Google setting of the developer leaks in."""
-    for name in list(os.environ):
-        if name.startswith(("GOOGLE_", "CLOUDSDK_", "CLOUD_ML_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("HOME", str(tmp_path / "gcp-home"))
-
-
-def vertex_config(fake: FakeVertex, creds: Path, project: bool = True) -> str:
-    """Config text with one Vertex provider pointed at the fake."""
-    extra = f'project = "{fake.project}"\n' if project else ""
-    return (f'[[providers]]\nname = "vertex"\ntype = "vertex"\nbase_url = "{fake.url}"\nregion = "{fake.region}"\n'
-            f'credentials_file = "{creds}"\n{extra}')  # fmt: skip
 
 
 @pytest.fixture

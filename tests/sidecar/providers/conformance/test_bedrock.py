@@ -25,10 +25,15 @@ from sidecar.protocol.converse import (
 )
 from sidecar.protocol.eventstream import event
 from sidecar.testing import captures
-from sidecar.testing.fake_bedrock import AwsKeys, FakeBedrock, check_converse
+from sidecar.testing.fake_bedrock import (
+    AwsKeys,
+    FakeBedrock,
+    bedrock_sidecar,
+    check_converse,
+    clean_aws_env,
+)
 from sidecar.testing.fake_behaviours import Text, ToolUse
 from sidecar.testing.harness import InProcessSidecar
-from tests.sidecar.providers.bedrock_helpers import bedrock_sidecar, clean_aws_env
 
 CAPTURES = [p.stem for p in captures.all_captures()]
 # Of the flags Claude Code sends, the ones Bedrock accepts (everything else is dropped).

@@ -16,9 +16,8 @@ import pytest
 
 from sidecar.testing import captures
 from sidecar.testing.fake_behaviours import Text, ToolUse
-from sidecar.testing.fake_vertex import FakeVertex
+from sidecar.testing.fake_vertex import FakeVertex, clean_google_env, vertex_config
 from sidecar.testing.harness import InProcessSidecar, sidecar_in_process
-from tests.sidecar.providers.test_vertex import clean_google_env, vertex_config
 
 CAPTURES = [p.stem for p in captures.all_captures()]
 # Of the flags Claude Code sends, the ones Vertex accepts.
