@@ -46,17 +46,21 @@ FAILURES = frozenset(
     {"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL", "TOO_MANY_TOOL_CALLS", "MISSING_THOUGHT_SIGNATURE", "MALFORMED_RESPONSE"}
 )
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-# Google status -> (HTTP status, Anthropic error type), used when the HTTP status is odd.
-_BY_STATUS = {
+# Google RPC status -> (its HTTP status, the Anthropic error type for the same case); Gemini
+# uses it when the HTTP status is odd, Vertex (sidecar.providers.vertex) for every error.
+GOOGLE_ERRORS: dict[str, tuple[int, str]] = {
     "INVALID_ARGUMENT": (400, "invalid_request_error"),
     "FAILED_PRECONDITION": (400, "invalid_request_error"),
     "OUT_OF_RANGE": (400, "invalid_request_error"),
     "UNAUTHENTICATED": (401, "authentication_error"),
     "PERMISSION_DENIED": (403, "permission_error"),
     "NOT_FOUND": (404, "not_found_error"),
+    "ABORTED": (409, "invalid_request_error"),
+    "ALREADY_EXISTS": (409, "invalid_request_error"),
     "RESOURCE_EXHAUSTED": (429, "rate_limit_error"),
     "CANCELLED": (499, "api_error"),
     "INTERNAL": (500, "api_error"),
+    "UNKNOWN": (500, "api_error"),
     "UNAVAILABLE": (503, "overloaded_error"),
     "DEADLINE_EXCEEDED": (504, "timeout_error"),
 }
@@ -307,8 +311,8 @@ def error_parts(status: int, obj: Any) -> tuple[int, str, str]:
     message = str(err.get("message") or f"Gemini answered HTTP {status}")
     google = err.get("status")
     # An odd HTTP status (one the API does not use, nor a 503) defers to Google's status name.
-    if status not in STATUS_ERROR_TYPES and status != 503 and isinstance(google, str) and google in _BY_STATUS:
-        status, etype = _BY_STATUS[google]
+    if status not in STATUS_ERROR_TYPES and status != 503 and isinstance(google, str) and google in GOOGLE_ERRORS:
+        status, etype = GOOGLE_ERRORS[google]
     else:
         etype = error_type_for(status)
     m = _TOO_LONG.search(message)

@@ -26,6 +26,7 @@ import msgspec
 
 from sidecar.config import ProviderConfig
 from sidecar.errors import error_type_for
+from sidecar.protocol.gemini_response import GOOGLE_ERRORS
 from sidecar.providers import betas
 from sidecar.providers.anthropic import PassthroughCall
 from sidecar.providers.base import (
@@ -44,23 +45,6 @@ log = logging.getLogger(__name__)
 
 ANTHROPIC_VERSION = "vertex-2023-10-16"
 JSON = "application/json"
-# Google RPC status -> the status and error.type the Anthropic API uses for the same case.
-GOOGLE_ERRORS: dict[str, tuple[int, str]] = {
-    "INVALID_ARGUMENT": (400, "invalid_request_error"),
-    "FAILED_PRECONDITION": (400, "invalid_request_error"),
-    "OUT_OF_RANGE": (400, "invalid_request_error"),
-    "UNAUTHENTICATED": (401, "authentication_error"),
-    "PERMISSION_DENIED": (403, "permission_error"),
-    "NOT_FOUND": (404, "not_found_error"),
-    "ABORTED": (409, "invalid_request_error"),
-    "ALREADY_EXISTS": (409, "invalid_request_error"),
-    "RESOURCE_EXHAUSTED": (429, "rate_limit_error"),
-    "CANCELLED": (499, "api_error"),
-    "INTERNAL": (500, "api_error"),
-    "UNKNOWN": (500, "api_error"),
-    "UNAVAILABLE": (529, "overloaded_error"),
-    "DEADLINE_EXCEEDED": (504, "timeout_error"),
-}
 
 
 def vertex_body(body: dict[str, Any], flags: list[str], allowed: frozenset[str], keep_model: bool = False) -> tuple[dict[str, Any], list[str]]:
@@ -92,7 +76,7 @@ def map_error(status: int, raw: bytes) -> tuple[int, bytes]:
         message = str(err.get("message") or f"HTTP {status}")
         if str(err.get("status")) in GOOGLE_ERRORS:
             st, etype = GOOGLE_ERRORS[str(err["status"])]
-            return st, error_envelope(etype, message)
+            return (529 if st == 503 else st), error_envelope(etype, message)
     else:
         message = raw.decode("utf-8", errors="replace").strip() or f"HTTP {status}"
     return (529 if status == 503 else status), error_envelope(error_type_for(status), message)

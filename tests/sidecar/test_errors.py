@@ -52,3 +52,16 @@ def test_every_translator_and_the_fake_api_use_the_one_table(status: int) -> Non
 
 def test_the_fake_api_sends_each_documented_type_with_its_documented_status() -> None:
     assert {etype: anthropic_sse.ERROR_TYPE_STATUSES[etype] for etype in DOCUMENTED.values()} == {v: k for k, v in DOCUMENTED.items()}
+
+
+GOOGLE = ["INVALID_ARGUMENT", "FAILED_PRECONDITION", "OUT_OF_RANGE", "UNAUTHENTICATED", "PERMISSION_DENIED", "NOT_FOUND",
+          "ABORTED", "ALREADY_EXISTS", "RESOURCE_EXHAUSTED", "CANCELLED", "INTERNAL", "UNKNOWN", "UNAVAILABLE", "DEADLINE_EXCEEDED"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", GOOGLE)
+def test_gemini_and_vertex_read_a_google_status_the_same_way(name: str) -> None:
+    body = json.dumps({"error": {"code": 599, "status": name, "message": "m"}}).encode()
+    g_status, g_type, _ = gemini_response.map_error(599, body)  # an odd HTTP status: the name decides
+    v_status, v_raw = vertex.map_error(599, body)
+    assert json.loads(v_raw)["error"]["type"] == g_type
+    assert v_status == (529 if g_status == 503 else g_status)  # Vertex speaks for Anthropic: 529, not 503
