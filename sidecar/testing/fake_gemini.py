@@ -33,6 +33,7 @@ from typing import Any, TypeAlias
 import msgspec
 from aiohttp import web
 
+from sidecar.testing.anthropic_sse import estimate_tokens
 from sidecar.testing.fake_server import FakeServer
 from sidecar.testing.gemini_validate import (
     SKIP_SIGNATURE,
@@ -319,11 +320,6 @@ def error_response(status: int, message: str | None = None, retry_delay: str | N
     if details:
         err["details"] = details
     return web.json_response({"error": err}, status=status)
-
-
-def estimate_tokens(body: bytes) -> int:
-    """A stand-in token count for a request body (about 4 bytes a token)."""
-    return max(1, len(body) // 4)
 
 
 def _words(s: str) -> int:

@@ -34,7 +34,7 @@ from typing import Any, TypeAlias
 import msgspec
 from aiohttp import web
 
-from sidecar.testing.anthropic_sse import new_id, split_even, split_text
+from sidecar.testing.anthropic_sse import estimate_tokens, new_id, split_even, split_text
 from sidecar.testing.fake_anthropic import _abort, serve_until_signalled
 from sidecar.testing.fake_server import FakeServer
 
@@ -157,7 +157,7 @@ def completion_tokens(reply: Reply) -> int:
 
 def usage_json(reply: Reply, body: bytes) -> dict[str, Any]:
     """OpenAI's usage object: prompt_tokens includes the cached ones."""
-    prompt = reply.prompt_tokens if reply.prompt_tokens is not None else max(1, len(body) // 4)
+    prompt = reply.prompt_tokens if reply.prompt_tokens is not None else estimate_tokens(body)
     out = completion_tokens(reply)
     reasoning = len((reply.reasoning or "").split())
     return {
