@@ -20,13 +20,10 @@ from sidecar.central.enrollment import enrollment_file
 from sidecar.cli import cli
 from sidecar.secrets import SERVICE
 from sidecar.state import read_state
+from sidecar.testing.cli import cli as run_cli
+from sidecar.testing.cli import write_config
 from sidecar.testing.fake_anthropic import FakeAnthropic
 from sidecar.testing.harness import anthropic_config, sidecar_in_process
-from tests.sidecar.cli.test_daemon import cli as run_cli
-from tests.sidecar.cli.test_daemon import (
-    home,  # noqa: F401  (fixture: stops the daemon a test started)
-    write_config,
-)
 
 SECRET = "sk-openai-never-show-me"
 OPENAI = '[[providers]]\nname = "openai"\ntype = "openai"\nkeys = ["keyring:openai"]\n'
@@ -110,7 +107,7 @@ def test_a_piped_key_is_read_without_a_getpass_warning(hermetic_env: Path) -> No
 # ------------------------------------------------------------------ start
 
 
-async def test_start_with_an_explicit_port_that_is_taken_refuses(home: paths.Paths, fake: FakeAnthropic) -> None:  # noqa: F811
+async def test_start_with_an_explicit_port_that_is_taken_refuses(home: paths.Paths, fake: FakeAnthropic) -> None:
     write_config(home, anthropic_config(fake.url))
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -127,7 +124,7 @@ async def test_start_with_an_explicit_port_that_is_taken_refuses(home: paths.Pat
     assert read_state(home) is None
 
 
-async def test_start_says_when_the_configured_port_was_taken(home: paths.Paths, fake: FakeAnthropic) -> None:  # noqa: F811
+async def test_start_says_when_the_configured_port_was_taken(home: paths.Paths, fake: FakeAnthropic) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -143,7 +140,7 @@ async def test_start_says_when_the_configured_port_was_taken(home: paths.Paths, 
 
 
 async def test_start_with_another_config_while_running_says_it_was_not_applied(
-    home: paths.Paths, fake: FakeAnthropic, tmp_path: Path  # noqa: F811
+    home: paths.Paths, fake: FakeAnthropic, tmp_path: Path
 ) -> None:
     write_config(home, "[server]\nport = 0\n\n" + anthropic_config(fake.url))
     first = await run_cli("start")

@@ -15,8 +15,6 @@ import socket
 import stat
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +22,11 @@ import aiohttp
 import pytest
 from click.testing import CliRunner
 
-from sidecar import paths
 from sidecar.cli import cli as cli_group
 from sidecar.cli.common import pid_alive
 from sidecar.paths import Paths
 from sidecar.state import read_state
+from sidecar.testing.cli import cli, wait_gone, write_config
 from sidecar.testing.fake_anthropic import FakeAnthropic, StallMidStream
 from sidecar.testing.harness import anthropic_config, start_child
 
@@ -38,56 +36,8 @@ BODY = {"model": "claude-opus-4-8", "max_tokens": 32, "messages": [{"role": "use
 PRINT_URL = "import os; print(os.environ['ANTHROPIC_BASE_URL'])"
 
 
-@dataclass
-class Run:
-    rc: int | None
-    out: str
-    err: str
-
-
-async def cli(*args: str, env: dict[str, str] | None = None) -> Run:
-    """Run `python -m sidecar ARGS` as a separate process."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sidecar", *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-    )  # fmt: skip
-    async with asyncio.timeout(30):
-        out, err = await proc.communicate()
-    return Run(proc.returncode, out.decode(), err.decode())
-
-
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
-
-
-def wait_gone(pid: int, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return not pid_alive(pid)
-
-
-@pytest.fixture
-def home(hermetic_env: Path) -> Iterator[Paths]:
-    """This test's sidecar paths; any daemon still running at the end is stopped."""
-    p = paths.resolve()
-    yield p
-    state = read_state(p)
-    pid = int(state["pid"]) if state else 0
-    if pid_alive(pid):
-        os.kill(pid, signal.SIGTERM)
-        if not wait_gone(pid, 5):
-            os.kill(pid, signal.SIGKILL)
-
-
-
-
-def write_config(p: Paths, text: str) -> None:
-    p.config_file.parent.mkdir(parents=True, exist_ok=True)
-    p.config_file.write_text(text)
 
 
 async def post(

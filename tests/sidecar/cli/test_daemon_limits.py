@@ -21,10 +21,10 @@ import pytest
 
 from sidecar import paths
 from sidecar.state import load_or_create_token
+from sidecar.testing.cli import cli
 from sidecar.testing.fake_anthropic import FakeAnthropic, StallMidStream
 from sidecar.testing.harness import anthropic_config, start_child
 from sidecar.testing.requirements import needs_platform
-from tests.sidecar.cli.test_daemon import cli
 
 BODY = {"model": "claude-opus-4-8", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
 FD_LIMIT = 1024

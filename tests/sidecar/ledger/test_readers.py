@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import sqlite3
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +15,11 @@ import pytest
 
 from sidecar import paths
 from sidecar.paths import Paths
+from sidecar.testing.cli import cli
 from sidecar.testing.fake_anthropic import FakeAnthropic
 from sidecar.testing.harness import ChildSidecar, anthropic_config
 
 BODY = {"model": "claude-opus-4-8", "max_tokens": 32, "messages": [{"role": "user", "content": "hi"}]}
-
-
-async def cli(*args: str) -> tuple[int | None, str, str]:
-    """`python -m sidecar ARGS` in a process of its own."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sidecar", *args,
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    async with asyncio.timeout(60):
-        out, err = await proc.communicate()
-    return proc.returncode, out.decode(), err.decode()
 
 
 def ledger_count(db_file: Path) -> int:
