@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 
-from sidecar.audit.verify import entries_in_db, verify
+from sidecar.audit.verify import entries_in_db
 from sidecar.ledger.store import open_db
+from sidecar.testing.audit import audit_entries
 from sidecar.testing.fake_anthropic import FakeAnthropic, Text, ToolUse
 from sidecar.testing.secret_samples import AWS_ID
 from tests.sidecar.policy.conftest import body, governed, post
@@ -26,16 +26,6 @@ deny = ["WebFetch"]
 """
 GATE_STAGES = {"model", "budget", "limits", "tools", "guardrail"}
 TOOLS = [{"name": "Bash", "input_schema": {}}, {"name": "WebFetch", "input_schema": {}}]
-
-
-def audit_entries(home: Path) -> list[dict[str, Any]]:
-    db = open_db(home / "data" / "sidecar.db")
-    try:
-        entries = list(entries_in_db(db))
-        assert verify(entries).ok
-        return [{"kind": e.kind, "request_id": e.request_id, **json.loads(e.data)} for e in entries]
-    finally:
-        db.conn.close()
 
 
 def whole_table(home: Path) -> str:

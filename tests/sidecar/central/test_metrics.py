@@ -8,15 +8,15 @@ import subprocess
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from sidecar.testing.factories import usage_dicts
 from sidecar.testing.requirements import require_tool
 from tests.sidecar.central.conftest import Central
-from tests.sidecar.central.test_usage_leases import _records
 
 
 async def test_org_metrics_match_the_usage_report(central: Central) -> None:
     a = (await central.enroll_device("ada@example.com", team="core"))["credential"]
     b = (await central.enroll_device("bob@example.com"))["credential"]
-    ra, rb = _records(30, seed=1), _records(20, seed=2)
+    ra, rb = usage_dicts(30, seed=1), usage_dicts(20, seed=2)
     await central.call("POST", "/v1/usage", a, json={"records": ra})
     await central.call("POST", "/v1/usage", b, json={"records": rb})
 

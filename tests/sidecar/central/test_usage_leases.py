@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from typing import Any
 
 from sidecar.ledger.record import new_ulid
+from sidecar.testing.factories import usage_dicts
 from tests.sidecar.central.conftest import Central
-
-
-def _records(n: int, seed: int = 1, ts: float | None = None) -> list[dict[str, Any]]:
-    rnd = random.Random(seed)
-    now = ts or time.time()
-    return [
-        {"id": new_ulid(now - i), "ts": now - i, "model": rnd.choice(["claude-sonnet-4-5", "claude-haiku-4-5"]),
-         "route": rnd.choice(["default", "background-cheap", None]), "provider": "anthropic",
-         "input_tokens": rnd.randrange(1, 5000), "output_tokens": rnd.randrange(1, 2000),
-         "cache_read_tokens": rnd.randrange(0, 100), "cache_write_tokens": 0, "cost_usd": round(rnd.random() / 10, 6)}
-        for i in range(n)
-    ]  # fmt: skip
 
 
 async def _totals(c: Central, by: str = "model") -> dict[str, Any]:
@@ -30,7 +18,7 @@ async def _totals(c: Central, by: str = "model") -> dict[str, Any]:
 
 async def test_same_batch_three_times_counts_once(central: Central) -> None:
     cred = (await central.enroll_device("ada@example.com", team="core"))["credential"]
-    batch = _records(50)
+    batch = usage_dicts(50)
     answers = [await central.call("POST", "/v1/usage", cred, json={"records": batch}) for _ in range(3)]
     assert [a[1]["accepted"] for a in answers] == [50, 0, 0]
     assert [a[1]["duplicates"] for a in answers] == [0, 50, 50]
@@ -41,7 +29,7 @@ async def test_same_batch_three_times_counts_once(central: Central) -> None:
 
 async def test_same_batch_three_times_concurrently_counts_once(central: Central) -> None:
     creds = [(await central.enroll_device(f"d{i}@example.com"))["credential"] for i in range(2)]
-    batch = _records(300, seed=7)
+    batch = usage_dicts(300, seed=7)
     answers = await asyncio.gather(
         *(central.call("POST", "/v1/usage", creds[i % 2], json={"records": batch}) for i in range(3))
     )
@@ -55,9 +43,9 @@ async def test_same_batch_three_times_concurrently_counts_once(central: Central)
 
 async def test_reused_id_with_other_content_is_refused_and_reported(central: Central) -> None:
     cred = (await central.enroll_device("ada@example.com"))["credential"]
-    batch = _records(5)
+    batch = usage_dicts(5)
     await central.call("POST", "/v1/usage", cred, json={"records": batch})
-    changed = [dict(batch[0], cost_usd=99.0), *_records(2, seed=3, ts=time.time() - 1000)]
+    changed = [dict(batch[0], cost_usd=99.0), *usage_dicts(2, seed=3, ts=time.time() - 1000)]
     status, answer = await central.call("POST", "/v1/usage", cred, json={"records": changed})
     assert status == 200 and answer == {"accepted": 2, "duplicates": 0, "conflicts": [batch[0]["id"]]}
     totals = await _totals(central, "day")
@@ -69,7 +57,7 @@ async def test_bad_records_are_refused_whole(central: Central) -> None:
     cred = (await central.enroll_device("ada@example.com"))["credential"]
     for bad in ({"id": "nope", "ts": 1.0, "model": "m"}, {"id": new_ulid(), "ts": "x", "model": "m"},
                 {"id": new_ulid(), "ts": 1e9, "model": "m", "input_tokens": -1}, "x"):  # fmt: skip
-        status, body = await central.call("POST", "/v1/usage", cred, json={"records": [*_records(1), bad]})
+        status, body = await central.call("POST", "/v1/usage", cred, json={"records": [*usage_dicts(1), bad]})
         assert status == 400 and body["error"]["type"] == "invalid_request_error"
     assert await _totals(central) == {}
 
@@ -77,7 +65,7 @@ async def test_bad_records_are_refused_whole(central: Central) -> None:
 async def test_reports_group_by_developer_team_model_route_and_day(central: Central) -> None:
     a = (await central.enroll_device("ada@example.com", team="core"))["credential"]
     b = (await central.enroll_device("bo@example.com"))["credential"]
-    ra, rb = _records(10, 1), _records(4, 2, ts=time.time() - 3 * 86400)
+    ra, rb = usage_dicts(10, 1), usage_dicts(4, 2, ts=time.time() - 3 * 86400)
     await central.call("POST", "/v1/usage", a, json={"records": ra})
     await central.call("POST", "/v1/usage", b, json={"records": rb})
     by_dev = await _totals(central, "developer")
@@ -135,7 +123,7 @@ async def test_returned_and_expired_leases_give_back_what_was_unused(central: Ce
     await central.call("POST", f"/v1/leases/{third['lease_id']}/return", cred, json={"used_usd": 0})
     _, short = await central.call("POST", "/v1/leases", cred, json={"amount_usd": 4, "ttl_seconds": 0.5})
     assert short["granted_usd"] == 4
-    spent = dict(_records(1)[0], ts=time.time(), cost_usd=1.5)
+    spent = dict(usage_dicts(1)[0], ts=time.time(), cost_usd=1.5)
     await central.call("POST", "/v1/usage", cred, json={"records": [spent]})
     await asyncio.sleep(0.7)
     _, after = await central.call("POST", "/v1/leases", cred, json={"amount_usd": 100})

@@ -109,7 +109,7 @@ async def test_the_audit_log_names_each_policy_put_in_force_and_follows_its_log_
 ) -> None:
     from sidecar.audit.stage import AuditStage
     from sidecar.proxy.keys import STAGES
-    from tests.sidecar.audit.test_audit_stage import audit_entries
+    from sidecar.testing.audit import audit_entries
 
     async with HeldUpstream({"input_tokens": 10, "output_tokens": 5}) as up, governed(up.url, hermetic_env, "") as sc:
         up.released.set()
