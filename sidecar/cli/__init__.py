@@ -48,7 +48,7 @@ def _register() -> None:
         daemon,
         doctor_cmd,
         enroll_cmd,
-        keys,
+        keys_cmd,
         mcp_cmd,
         routes_cmd,
         service_cmd,
@@ -57,7 +57,7 @@ def _register() -> None:
         usage,
     )
 
-    for mod in (daemon, config_cmd, keys, usage, routes_cmd, tray_cmd, tui_cmd, audit_cmd, cache_cmd,
+    for mod in (daemon, config_cmd, keys_cmd, usage, routes_cmd, tray_cmd, tui_cmd, audit_cmd, cache_cmd,
                 enroll_cmd, central_cmd, admin_cmd, service_cmd, doctor_cmd, mcp_cmd):
         for command in mod.COMMANDS:
             cli.add_command(command)

@@ -197,7 +197,7 @@ def test_keys_set_list_rm_never_show_the_value(tmp_path: Path) -> None:
 
 
 def test_keys_set_prompts_with_hidden_input(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("sidecar.cli.keys._stdin_is_terminal", lambda: True)  # CliRunner's stdin is a pipe
+    monkeypatch.setattr("sidecar.cli.keys_cmd._stdin_is_terminal", lambda: True)  # CliRunner's stdin is a pipe
     r = invoke("keys", "set", "anthropic", input=SECRET + "\n")
 
     assert r.exit_code == 0, r.output
