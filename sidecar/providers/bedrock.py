@@ -13,7 +13,7 @@ thing the stream says, the call is an ordinary error answer instead, so the rout
 still retry or fall back. A corrupted or cut stream raises StreamBroken.
 
 Other models (or `api = "converse"`) go through Converse / ConverseStream, translated by
-`sidecar.protocol.converse`. count_tokens uses Bedrock's CountTokens API. Model ids may be
+`sidecar.protocol.bedrock_converse`. count_tokens uses Bedrock's CountTokens API. Model ids may be
 ARNs or inference profiles: they are URL-encoded into the path and signed as sent.
 """
 
@@ -33,7 +33,7 @@ import yarl
 
 from sidecar.config import ProviderConfig
 from sidecar.errors import StreamBroken, UpstreamTimeout, UpstreamUnavailable
-from sidecar.protocol import converse, sse
+from sidecar.protocol import bedrock_converse, sse
 from sidecar.protocol.eventstream import EventStreamDecoder, EventStreamError, Message
 from sidecar.providers import betas
 from sidecar.providers.anthropic import PassthroughCall
@@ -115,7 +115,7 @@ def stream_exception(msg: Message) -> tuple[int, str, str]:
     if msg.message_type == "error":
         text = str(msg.headers.get(":error-message") or msg.headers.get(":error-code") or "stream error")
         return 500, "api_error", text
-    return converse.map_error(500, converse.error_code(msg.exception_type, None), msg.payload)
+    return bedrock_converse.map_error(500, bedrock_converse.error_code(msg.exception_type, None), msg.payload)
 
 
 class BedrockStreamCall(Call):
@@ -231,28 +231,28 @@ def chunk_to_sse(payload: bytes) -> bytes:
 class ConverseCodec:
     """The Converse translation for one request (it knows the request's shortened tool names)."""
 
-    def __init__(self, names: converse.ToolNames) -> None:
+    def __init__(self, names: bedrock_converse.ToolNames) -> None:
         self.names = names
 
     def build(self, attempt: Attempt, body: dict[str, Any], stream: bool) -> tuple[str, str, list[tuple[str, str]], bytes]:
         """The unsigned Converse request (BedrockProvider signs it); the tool names of this
         request replace the codec's."""
-        req, self.names = converse.to_converse(body)
+        req, self.names = bedrock_converse.to_converse(body)
         model = attempt.upstream_model or ""
         path = model_path(model, "converse-stream" if stream else "converse")
         return "POST", path, [("content-type", JSON), ("accept", EVENTSTREAM if stream else JSON)], msgspec.json.encode(req)
 
     def message(self, body: bytes, requested_model: str) -> dict[str, Any]:
         """A Converse answer as an Anthropic message."""
-        return converse.to_message(msgspec.json.decode(body), requested_model, self.names)
+        return bedrock_converse.to_message(msgspec.json.decode(body), requested_model, self.names)
 
     def stream(self, requested_model: str) -> StreamTranslator:
         """A ConverseStream translator."""
-        return converse.ConverseStreamTranslator(requested_model, self.names)
+        return bedrock_converse.ConverseStreamTranslator(requested_model, self.names)
 
     def error(self, status: int, body: bytes) -> tuple[int, str, str]:
         """An AWS error answer as an Anthropic one."""
-        return converse.map_error(status, None, body)
+        return bedrock_converse.map_error(status, None, body)
 
 
 class BedrockProvider:
@@ -308,7 +308,7 @@ class BedrockProvider:
             if self.uses_converse(model):
                 return await self._converse(attempt, model, body)
             return await self._invoke(attempt, model, body)
-        except converse.ConverseRequestError as e:
+        except bedrock_converse.ConverseRequestError as e:
             return _sidecar_error(400, "invalid_request_error", str(e))
 
     # -- the three operations -------------------------------------------------------------
@@ -334,7 +334,7 @@ class BedrockProvider:
 
     async def _converse(self, attempt: Attempt, model: str, body: dict[str, Any]) -> Call:
         stream = attempt.stream
-        req, names = converse.to_converse(body, cache_points=self.cache_points)
+        req, names = bedrock_converse.to_converse(body, cache_points=self.cache_points)
         path = model_path(model, "converse-stream" if stream else "converse")
         headers = [("content-type", JSON), ("accept", EVENTSTREAM if stream else JSON)]
         up = await self._request(attempt, path, headers, msgspec.json.encode(req))
@@ -346,8 +346,8 @@ class BedrockProvider:
 
     async def _count_tokens(self, attempt: Attempt, model: str, body: dict[str, Any]) -> Call:
         if self.uses_converse(model):
-            req, _ = converse.to_converse(body, cache_points=self.cache_points)
-            inp = converse.count_tokens_input(req)
+            req, _ = bedrock_converse.to_converse(body, cache_points=self.cache_points)
+            inp = bedrock_converse.count_tokens_input(req)
         else:
             invoke = self._invoke_payload(attempt, body)
             invoke.setdefault("max_tokens", 1)  # InvokeModel requires it; it does not change the count
@@ -356,7 +356,7 @@ class BedrockProvider:
         up = await self._request(attempt, model_path(model, "count-tokens"), [("content-type", JSON), ("accept", JSON)], payload)
         if up.status >= 400:
             error = await self._error(up)
-            code = converse.error_code(up.headers.get("x-amzn-ErrorType"), None)
+            code = bedrock_converse.error_code(up.headers.get("x-amzn-ErrorType"), None)
             if code in _NO_COUNTING:
                 return self._estimate(body, model, error)
             return error
@@ -408,8 +408,8 @@ class BedrockProvider:
     async def _error(self, up: UpstreamResponse) -> Call:
         raw = await read_body(up, self.name)
         up.release()
-        code = converse.error_code(up.headers.get("x-amzn-ErrorType"), None)
-        status, etype, message = converse.map_error(up.status, code, raw)
+        code = bedrock_converse.error_code(up.headers.get("x-amzn-ErrorType"), None)
+        status, etype, message = bedrock_converse.map_error(up.status, code, raw)
         if code in _STALE_CREDENTIALS:
             self.chain.invalidate()
         return _json_error(status, etype, message, _request_id(up))

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from sidecar import errors
-from sidecar.protocol import converse, gemini_response
+from sidecar.protocol import bedrock_converse, gemini_response
 from sidecar.protocol.openai import response as openai_response
 from sidecar.providers import vertex
 from sidecar.testing import anthropic_sse
@@ -47,7 +47,7 @@ def test_every_translator_and_the_fake_api_use_the_one_table(status: int) -> Non
     assert gemini_response.map_error(status, plain)[1] == want
     assert json.loads(vertex.map_error(status, plain)[1])["error"]["type"] == want
     if status < 500:  # a Bedrock 5xx is 529 overloaded for a 503, else 500 api_error
-        assert converse.map_error(status, None, plain)[1] == want
+        assert bedrock_converse.map_error(status, None, plain)[1] == want
 
 
 def test_the_fake_api_sends_each_documented_type_with_its_documented_status() -> None:

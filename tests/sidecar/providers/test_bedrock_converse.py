@@ -15,8 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecar.errors import StreamBroken
-from sidecar.protocol import converse, eventstream
-from sidecar.protocol.converse import ConverseStreamTranslator, ToolNames, short_name, to_converse
+from sidecar.protocol import bedrock_converse, eventstream
+from sidecar.protocol.bedrock_converse import (
+    ConverseStreamTranslator,
+    ToolNames,
+    short_name,
+    to_converse,
+)
 from sidecar.testing import anthropic_sse as sse
 from sidecar.testing.fake_bedrock import (
     AwsKeys,
@@ -98,7 +103,7 @@ def test_cache_points_documents_and_choices() -> None:
 
 def test_url_images_are_refused_clearly() -> None:
     body = {"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}]}]}
-    with pytest.raises(converse.ConverseRequestError, match="takes images as bytes"):
+    with pytest.raises(bedrock_converse.ConverseRequestError, match="takes images as bytes"):
         to_converse(body)
 
 
@@ -112,7 +117,7 @@ def test_response_translation() -> None:
                 {"toolUse": {"toolUseId": "tooluse_1", "name": short, "input": {"q": 1}}}]}},
             "stopReason": "tool_use", "usage": {"inputTokens": 200, "outputTokens": 50, "totalTokens": 1050,
                                                   "cacheReadInputTokens": 800, "cacheWriteInputTokens": 0}}  # fmt: skip
-    msg = converse.to_message(data, "claude-sonnet-5", names)
+    msg = bedrock_converse.to_message(data, "claude-sonnet-5", names)
     assert msg["model"] == "claude-sonnet-5" and msg["stop_reason"] == "tool_use"
     assert msg["content"] == [
         {"type": "thinking", "thinking": "hmm", "signature": "s1"},
@@ -126,7 +131,7 @@ def test_response_translation() -> None:
 @pytest.mark.parametrize(("reason", "want"), [("end_turn", "end_turn"), ("max_tokens", "max_tokens"), ("stop_sequence", "stop_sequence"),
                                               ("guardrail_intervened", "refusal"), ("content_filtered", "refusal"), ("tool_use", "tool_use")])
 def test_stop_reasons(reason: str, want: str) -> None:
-    assert converse.stop_reason(reason) == want
+    assert bedrock_converse.stop_reason(reason) == want
 
 
 def _frames(*events: tuple[str, dict[str, Any]]) -> bytes:

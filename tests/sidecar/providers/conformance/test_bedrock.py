@@ -16,7 +16,7 @@ import anthropic
 import msgspec
 import pytest
 
-from sidecar.protocol.converse import (
+from sidecar.protocol.bedrock_converse import (
     ConverseStreamTranslator,
     ToolNames,
     short_name,
