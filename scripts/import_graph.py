@@ -27,7 +27,7 @@ PACKAGES = ("sidecar", "tui", "tray")
 # request model and stage protocol, providers, the router, the stages that govern a request,
 # the HTTP layer that assembles them, and the programs on top.
 ROOMS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("sidecar", "sidecar.errors", "sidecar.paths", "sidecar.net", "sidecar.tasks", "sidecar.lifecycle", "sidecar.state", "sidecar.events")),
+    ("base", ("sidecar", "sidecar.errors", "sidecar.paths", "sidecar.net", "sidecar.tasks", "sidecar.lifecycle", "sidecar.daemon_state", "sidecar.events")),
     ("protocol", ("sidecar.protocol",)),
     ("records", ("sidecar.ledger.record",)),
     ("config", ("sidecar.config", "sidecar.secrets")),

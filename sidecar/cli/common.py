@@ -10,8 +10,8 @@ from typing import Any
 from sidecar import paths as paths_mod
 from sidecar.cli import control
 from sidecar.config import Config, load
+from sidecar.daemon_state import read_state
 from sidecar.paths import Paths
-from sidecar.state import read_state
 
 
 def context(config: str | None = None) -> tuple[Config, Paths]:

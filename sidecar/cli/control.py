@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
+from sidecar.daemon_state import read_state
 from sidecar.paths import Paths
 from sidecar.protocol.sse import Event, SSEReader
-from sidecar.state import read_state
 
 API = "/sidecar/v1"
 # The sidecar sends a keepalive comment every 15 s: three missed ones mean the stream is dead.

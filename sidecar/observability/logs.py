@@ -172,9 +172,9 @@ def configure(cfg: ObservabilityConfig, paths: Paths, redact: Redactor, debug: b
 def known_secrets(cfg: Config, paths: Paths) -> list[str]:
     """The values to mask by value: the local token and every provider key the config resolves
     (a key that cannot be resolved now is left to the daemon's own start-up error)."""
+    from sidecar.daemon_state import load_or_create_token
     from sidecar.errors import SidecarError
     from sidecar.secrets import SecretStore, resolve_keys
-    from sidecar.state import load_or_create_token
 
     out = [load_or_create_token(paths)]
     store = SecretStore(paths.config_dir / "credentials.json")

@@ -22,8 +22,8 @@ import pytest
 from sidecar import config, paths
 from sidecar.cli import cli
 from sidecar.cli.common import pid_alive
+from sidecar.daemon_state import read_state
 from sidecar.errors import ConfigError
-from sidecar.state import read_state
 from sidecar.testing.fake_anthropic import FakeAnthropic
 from sidecar.testing.fake_openai import FakeOpenAI
 from sidecar.testing.harness import anthropic_config

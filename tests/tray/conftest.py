@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from PIL import Image
 
-from sidecar.state import write_state
+from sidecar.daemon_state import write_state
 from sidecar.testing.fake_anthropic import FakeAnthropic
 from sidecar.testing.harness import InProcessSidecar, anthropic_config, sidecar_in_process
 from tests.tray.x11 import ROOT, SystemTray, Xvfb

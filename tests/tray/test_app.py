@@ -13,8 +13,8 @@ import pytest
 
 from sidecar import paths
 from sidecar.cli.common import pid_alive
+from sidecar.daemon_state import read_state
 from sidecar.paths import Paths
-from sidecar.state import read_state
 from sidecar.testing.fake_anthropic import FakeAnthropic
 from sidecar.testing.harness import anthropic_config
 from tests.tray.conftest import choose, eventually

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from sidecar import paths
-from sidecar.state import write_state
+from sidecar.daemon_state import write_state
 from sidecar.testing.fake_anthropic import FakeAnthropic, Text
 from sidecar.testing.harness import InProcessSidecar
 from tests.tray.conftest import eventually, post_message

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from sidecar import paths
-from sidecar.state import write_state
+from sidecar.daemon_state import write_state
 from sidecar.testing.fake_anthropic import FakeAnthropic, Text
 from sidecar.testing.harness import InProcessSidecar, anthropic_config, sidecar_in_process
 from tests.tray.conftest import control, eventually, post_message

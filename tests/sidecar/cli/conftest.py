@@ -11,8 +11,8 @@ import pytest
 
 from sidecar import paths
 from sidecar.cli.common import pid_alive
+from sidecar.daemon_state import read_state
 from sidecar.paths import Paths
-from sidecar.state import read_state
 from sidecar.testing.cli import wait_gone
 
 

@@ -18,8 +18,8 @@ from click.testing import CliRunner
 from sidecar import paths
 from sidecar.central.enrollment import enrollment_file
 from sidecar.cli import cli
+from sidecar.daemon_state import read_state
 from sidecar.secrets import SERVICE
-from sidecar.state import read_state
 from sidecar.testing.cli import cli as run_cli
 from sidecar.testing.cli import write_config
 from sidecar.testing.fake_anthropic import FakeAnthropic

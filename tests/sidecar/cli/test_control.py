@@ -14,8 +14,8 @@ import pytest
 from sidecar import paths
 from sidecar.cli import control
 from sidecar.cli.common import find_daemon
+from sidecar.daemon_state import write_state
 from sidecar.protocol.sse import Event
-from sidecar.state import write_state
 from sidecar.testing.fake_anthropic import FakeAnthropic
 from sidecar.testing.harness import anthropic_config, sidecar_in_process
 from tray.client import ControlClient as TrayClient

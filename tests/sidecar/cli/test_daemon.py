@@ -24,8 +24,8 @@ from click.testing import CliRunner
 
 from sidecar.cli import cli as cli_group
 from sidecar.cli.common import pid_alive
+from sidecar.daemon_state import read_state
 from sidecar.paths import Paths
-from sidecar.state import read_state
 from sidecar.testing.cli import cli, wait_gone, write_config
 from sidecar.testing.fake_anthropic import FakeAnthropic, StallMidStream
 from sidecar.testing.harness import anthropic_config, start_child

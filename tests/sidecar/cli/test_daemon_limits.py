@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 
 from sidecar import paths
-from sidecar.state import load_or_create_token
+from sidecar.daemon_state import load_or_create_token
 from sidecar.testing.cli import cli
 from sidecar.testing.fake_anthropic import FakeAnthropic, StallMidStream
 from sidecar.testing.harness import anthropic_config, start_child

@@ -20,12 +20,12 @@ from aiohttp import web
 from sidecar import config as config_mod
 from sidecar import paths as paths_mod
 from sidecar.cache.control import CACHE
+from sidecar.daemon_state import load_or_create_token
 from sidecar.policy.control import POLICY
 from sidecar.proxy.app import create_app
 from sidecar.proxy.keys import BUS, RUNTIME
 from sidecar.proxy.reload import Reloader
 from sidecar.proxy.server import bind
-from sidecar.state import load_or_create_token
 from sidecar.testing.fake_anthropic import FakeAnthropic, Text
 from sidecar.testing.harness import anthropic_config
 
