@@ -10,8 +10,8 @@ import aiohttp
 
 from sidecar.testing.fake_anthropic import Error, FakeAnthropic
 from sidecar.testing.harness import InProcessSidecar
+from sidecar.testing.routing import body, no_retry_rounds, post, route
 from tests.sidecar.routing.conftest import SidecarFactory, providers
-from tests.sidecar.routing.test_router import body, no_retry_rounds, post, route
 
 
 async def test_with_no_routes_upstream_errors_pass_through_and_no_breaker_opens(

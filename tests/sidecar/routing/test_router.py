@@ -9,7 +9,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from multidict import CIMultiDict
 
 from sidecar.proxy.keys import ROUTER
 from sidecar.testing.fake_anthropic import (
@@ -20,32 +19,9 @@ from sidecar.testing.fake_anthropic import (
     StreamError,
     Text,
 )
-from sidecar.testing.harness import InProcessSidecar
+from sidecar.testing.routing import HEADERS, body, no_retry_rounds, post, route
 from tests.sidecar.proxy.conftest import ledger_rows
 from tests.sidecar.routing.conftest import SidecarFactory, dead_url, providers
-
-HEADERS = {"x-api-key": "sk-ant-test", "anthropic-version": "2023-06-01", "content-type": "application/json"}
-
-
-def body(stream: bool = False, model: str = "claude-opus-4-8") -> bytes:
-    return json.dumps(
-        {"model": model, "max_tokens": 64, "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
-    ).encode()
-
-
-def route(targets: str, fallbacks: str = "", extra: str = "", name: str = "main", match: str = 'model = "*"') -> str:
-    fb = f"fallbacks = [{fallbacks}]\n" if fallbacks else ""
-    return f'[[routes]]\nname = "{name}"\nmatch = {{ {match} }}\ntargets = [{targets}]\n{fb}{extra}\n'
-
-
-async def post(client: aiohttp.ClientSession, sc: InProcessSidecar, stream: bool = False, headers: dict[str, str] | None = None, model: str = "claude-opus-4-8") -> tuple[int, CIMultiDict[str], bytes]:
-    async with client.post(sc.url + "/v1/messages", data=body(stream, model), headers={**HEADERS, **(headers or {})}) as r:
-        return r.status, CIMultiDict(r.headers), await r.read()
-
-
-def no_retry_rounds() -> str:
-    return "[routing.retry]\nrounds = 0\n"
-
 
 # ------------------------------------------------------------------------- balancing
 
