@@ -210,9 +210,15 @@ class EventFilter(Protocol):
     """Sees (and may rewrite) the Anthropic response on its way to the client.
 
     `passive` declares a filter that only observes (e.g. the cache's collector): when every
-    filter of a request is passive the relay passes the upstream's bytes on unchanged."""
+    filter of a request is passive the relay passes the upstream's bytes on unchanged.
+    `on_bytes` is a passive filter's reader of the stream's raw bytes (None: it needs parsed
+    events); when every filter has one, the relay parses nothing at all."""
 
     passive: bool
+
+    @property
+    def on_bytes(self) -> Callable[[bytes], None] | None:
+        """Reads a stream's raw bytes in place of `on_event`, or None."""
 
     def on_event(self, event: str, data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         """One SSE event of a stream; return the events to send instead (usually [(event, data)])."""

@@ -39,6 +39,7 @@ class ContentRecorder:
     """A response filter that rebuilds the message the client received (for content logging)."""
 
     passive = False  # it only observes, but has always had the relay re-encode what it saw
+    on_bytes = None
 
     def __init__(self) -> None:
         self.message: dict[str, Any] = {}

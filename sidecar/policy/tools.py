@@ -76,6 +76,7 @@ class ToolUseFilter:
     """A response filter that turns calls of denied tools into readable refusals."""
 
     passive = False  # it rewrites events
+    on_bytes = None
 
     def __init__(self, rules: ToolRules) -> None:
         self.rules = rules

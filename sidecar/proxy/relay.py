@@ -125,7 +125,7 @@ class _Filtered:
         self.passive = all(f.passive for f in ctx.filters)
         # Passive filters that read the raw bytes themselves (`on_bytes`, the cache's
         # collector) need nothing parsed or re-encoded here.
-        taps = [getattr(f, "on_bytes", None) for f in ctx.filters] if self.passive else []
+        taps = [f.on_bytes for f in ctx.filters] if self.passive else []
         self.taps: list[Callable[[bytes], None]] = [t for t in taps if t is not None] if all(taps) else []
 
     def feed(self, chunk: bytes) -> bytes:
