@@ -17,7 +17,7 @@ from sidecar.sync.merge import CentralOverlay
 from sidecar.sync.policy import CentralPolicy
 from sidecar.testing.fake_anthropic import FakeAnthropic, Text
 from sidecar.testing.harness import anthropic_config
-from tests.sidecar.routing.test_reload_sections import BODY, PRICES, Live, live_sidecar
+from sidecar.testing.live import BODY, PRICES, Live, live_sidecar
 
 
 def central(doc: dict[str, Any], version: int) -> CentralPolicy:
