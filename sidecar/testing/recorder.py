@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from dataclasses import dataclass, field
 
 from sidecar.tasks import TaskSet
@@ -102,6 +103,80 @@ def parse_responses(raw: bytes, methods: list[str]) -> list[RawResponse]:
         start, headers, body, pos = msg
         out.append(RawResponse(int(start.split(" ", 2)[1]), headers, body))
     return out
+
+
+@dataclass
+class Answer:
+    """One HTTP/1.x response read off a socket (header names lower-cased)."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+
+def parse_answers(data: bytes) -> tuple[list[Answer], bytes]:
+    """HTTP/1.x responses in `data`, read until the server closed the connection (a body
+    with neither Content-Length nor chunking runs to the end), and whatever did not parse as
+    one. Unlike `parse_responses`, it needs no request methods and keeps the garbage."""
+    out: list[Answer] = []
+    while data:
+        end = data.find(b"\r\n\r\n")
+        if end < 0 or not data.startswith(b"HTTP/1."):
+            break
+        lines = data[:end].split(b"\r\n")
+        try:
+            status = int(lines[0].split(b" ", 2)[1])
+        except (IndexError, ValueError):
+            break
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(b":")
+            headers[k.strip().lower().decode("latin-1")] = v.strip().decode("latin-1")
+        rest = data[end + 4 :]
+        if 100 <= status < 200 or status in (204, 304):
+            body = b""
+        elif headers.get("transfer-encoding", "").lower() == "chunked":
+            body, rest = _dechunk(rest)
+        elif "content-length" in headers:
+            n = int(headers["content-length"])
+            body, rest = rest[:n], rest[n:]
+        else:
+            body, rest = rest, b""
+        out.append(Answer(status, headers, body))
+        data = rest
+    return out, data
+
+
+def _dechunk(data: bytes) -> tuple[bytes, bytes]:
+    """A chunked body at the start of `data`, and what follows it."""
+    body = b""
+    while True:
+        eol = data.find(b"\r\n")
+        if eol < 0:
+            return body, b""
+        size = int(data[:eol].split(b";")[0], 16)
+        data = data[eol + 2 :]
+        if size == 0:
+            end = data.find(b"\r\n")
+            return body, data[end + 2 :] if end >= 0 else b""
+        body += data[:size]
+        data = data[size + 2 :]
+
+
+def is_envelope(a: Answer) -> bool:
+    """True when `a` is the Anthropic error envelope with the sidecar's own message."""
+    try:
+        data = json.loads(a.body)
+    except ValueError:
+        return False
+    err = data.get("error") if isinstance(data, dict) else None
+    return (
+        data.get("type") == "error"
+        and isinstance(err, dict)
+        and isinstance(err.get("type"), str)
+        and str(err.get("message", "")).startswith("claude-sidecar: ")
+    )
 
 
 class TcpRecorder:

@@ -35,6 +35,7 @@ from sidecar.testing.fake_echo import (
     EchoUpstream,
 )
 from sidecar.testing.harness import InProcessSidecar, anthropic_config, sidecar_in_process
+from sidecar.testing.recorder import Answer, is_envelope, parse_answers
 from tests.sidecar.proxy.conftest import ledger_rows
 
 SEED = int(os.environ.get("SIDECAR_FUZZ_SEED", "13"))
@@ -81,13 +82,6 @@ class Case:
     endless: bytes = b""  # keep sending this until the sidecar answers
     may_drop: bool = False  # the sidecar may close without answering (we hung up first)
     expect: list[int] | None = None  # exactly these statuses, in order (2xx ones echo `markers` in order)
-
-
-@dataclass
-class Answer:
-    status: int
-    headers: dict[str, str]
-    body: bytes
 
 
 @dataclass
@@ -500,52 +494,6 @@ def _find_all(data: bytes, needle: bytes) -> list[int]:
 # ------------------------------------------------------------------ sending and reading
 
 
-def parse_answers(data: bytes) -> tuple[list[Answer], bytes]:
-    """HTTP/1.x responses in `data`, and whatever did not parse as one."""
-    out: list[Answer] = []
-    while data:
-        end = data.find(b"\r\n\r\n")
-        if end < 0 or not data.startswith(b"HTTP/1."):
-            break
-        lines = data[:end].split(b"\r\n")
-        try:
-            status = int(lines[0].split(b" ", 2)[1])
-        except (IndexError, ValueError):
-            break
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            k, _, v = line.partition(b":")
-            headers[k.strip().lower().decode("latin-1")] = v.strip().decode("latin-1")
-        rest = data[end + 4 :]
-        if 100 <= status < 200 or status in (204, 304):
-            body = b""
-        elif headers.get("transfer-encoding", "").lower() == "chunked":
-            body, rest = _dechunk(rest)
-        elif "content-length" in headers:
-            n = int(headers["content-length"])
-            body, rest = rest[:n], rest[n:]
-        else:
-            body, rest = rest, b""
-        out.append(Answer(status, headers, body))
-        data = rest
-    return out, data
-
-
-def _dechunk(data: bytes) -> tuple[bytes, bytes]:
-    body = b""
-    while True:
-        eol = data.find(b"\r\n")
-        if eol < 0:
-            return body, b""
-        size = int(data[:eol].split(b";")[0], 16)
-        data = data[eol + 2 :]
-        if size == 0:
-            end = data.find(b"\r\n")
-            return body, data[end + 2 :] if end >= 0 else b""
-        body += data[:size]
-        data = data[size + 2 :]
-
-
 async def send(port: int, case: Case) -> Outcome:
     """Send `case` on a fresh connection and read until the sidecar closes it."""
     out = Outcome()
@@ -583,20 +531,6 @@ async def send(port: int, case: Case) -> Outcome:
         writer.close()
     out.answers, out.trailing = parse_answers(data)
     return out
-
-
-def is_envelope(a: Answer) -> bool:
-    try:
-        data = json.loads(a.body)
-    except ValueError:
-        return False
-    err = data.get("error") if isinstance(data, dict) else None
-    return (
-        data.get("type") == "error"
-        and isinstance(err, dict)
-        and isinstance(err.get("type"), str)
-        and str(err.get("message", "")).startswith("claude-sidecar: ")
-    )
 
 
 def echoed(a: Answer) -> str | None:

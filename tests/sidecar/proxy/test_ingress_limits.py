@@ -23,8 +23,8 @@ from sidecar.proxy.ingress import ingress
 from sidecar.proxy.keys import CONFIG, PROVIDERS, RUNTIME, Runtime
 from sidecar.testing.fake_anthropic import FakeAnthropic, StallBeforeHeaders
 from sidecar.testing.harness import InProcessSidecar, anthropic_config, sidecar_in_process
+from sidecar.testing.recorder import Answer, is_envelope, parse_answers
 from tests.sidecar.proxy.conftest import ledger_rows
-from tests.sidecar.proxy.test_ingress_fuzz import Answer, is_envelope, parse_answers
 
 BODY = json.dumps({"model": "claude-opus-4-8", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}).encode()
 LIMITS = """
