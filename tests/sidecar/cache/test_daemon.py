@@ -6,28 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from sidecar.testing.cli import cli
 from sidecar.testing.fake_anthropic import FakeAnthropic, Text
 from sidecar.testing.harness import ChildSidecar, start_child
 from tests.sidecar.cache.conftest import HEADERS, cache_config, request
 
 QUESTION = "What does the function parse_date in utils.py do?"
 PARAPHRASE = "Can you tell me what the function parse_date in utils.py does?"
-
-
-async def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CLAUDE_SIDECAR_HOME": str(home), "CLAUDE_SIDECAR_CONFIG": str(home / "config.toml")}
-    return await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "sidecar", *args], env=env, capture_output=True, text=True, timeout=60
-    )
 
 
 async def ask(client: aiohttp.ClientSession, sc: ChildSidecar, text: str) -> str:
@@ -72,22 +63,22 @@ async def test_the_daemon_serves_while_the_model_loads(hermetic_env: Path, clien
                 await asyncio.sleep(0.05)
             assert await ask(client, sc, PARAPHRASE) == "hit-semantic"
 
-            shown = await cli(hermetic_env, "cache", "stats", "--json")
-            assert shown.returncode == 0, shown.stderr
-            data = json.loads(shown.stdout)
+            shown = await cli("cache", "stats", "--json", home=hermetic_env)
+            assert shown.rc == 0, shown.err
+            data = json.loads(shown.out)
             assert data["hits_exact"] == 1 and data["hits_semantic"] == 1 and data["embedder"] == "ready"
-            cleared = await cli(hermetic_env, "cache", "clear")
-            assert cleared.returncode == 0 and "cleared 2 cached answers" in cleared.stdout
+            cleared = await cli("cache", "clear", home=hermetic_env)
+            assert cleared.rc == 0 and "cleared 2 cached answers" in cleared.out
             assert await ask(client, sc, QUESTION) == "miss"
         finally:
             assert await asyncio.to_thread(sc.stop) == 0
         assert len(fake.requests) == 3
 
     # Without a daemon the CLI reads the store itself; the counters survived the stop.
-    shown = await cli(hermetic_env, "cache", "stats")
-    assert shown.returncode == 0, shown.stderr
-    assert "mode:      semantic" in shown.stdout and "1 exact, 1 semantic" in shown.stdout
-    assert "entries:   1" in shown.stdout
-    cleared = await cli(hermetic_env, "cache", "clear")
-    assert "cleared 1 cached answer" in cleared.stdout
-    assert json.loads((await cli(hermetic_env, "cache", "stats", "--json")).stdout)["entries"] == 0
+    shown = await cli("cache", "stats", home=hermetic_env)
+    assert shown.rc == 0, shown.err
+    assert "mode:      semantic" in shown.out and "1 exact, 1 semantic" in shown.out
+    assert "entries:   1" in shown.out
+    cleared = await cli("cache", "clear", home=hermetic_env)
+    assert "cleared 1 cached answer" in cleared.out
+    assert json.loads((await cli("cache", "stats", "--json", home=hermetic_env)).out)["entries"] == 0

@@ -28,21 +28,12 @@ import pytest
 
 from sidecar.config import parse
 from sidecar.errors import ConfigError
+from sidecar.testing.cli import cli
 from sidecar.testing.fake_anthropic import FakeAnthropic
 from sidecar.testing.harness import ChildSidecar, anthropic_config, start_child
 from sidecar.testing.requirements import needs_platform
 
 BODY = {"model": "claude-opus-4-8", "max_tokens": 32, "messages": [{"role": "user", "content": "hi"}]}
-
-
-async def cli(home: Path, *args: str) -> tuple[int | None, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sidecar", *args,
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    async with asyncio.timeout(60):
-        out, err = await proc.communicate()
-    return proc.returncode, out.decode(), err.decode()
 
 
 def rows(db_file: Path) -> set[str]:
@@ -96,10 +87,10 @@ async def test_a_full_disk_is_reported_refused_and_recovered(
         assert (await post())[0] == 200
         storage = await until(client, daemon.url, ok=False)
         assert storage["pending"] >= 1 and "journal" in storage["error"], storage
-        code, out, err = await cli(daemon.home, "status")
+        code, out, err = await cli("status")
         assert code == 0, err
         assert "storage: DEGRADED, usage is not being recorded" in out, out
-        code, out, err = await cli(daemon.home, "status", "--json")
+        code, out, err = await cli("status", "--json")
         assert json.loads(out)["storage"]["ok"] is False
 
         status, body, headers = await post()
@@ -115,7 +106,7 @@ async def test_a_full_disk_is_reported_refused_and_recovered(
     assert (await post())[0] == 200
     await until(client, daemon.url, ok=True, pending=0)
     assert rows(db_file) == set(served)  # every answered request, none of the refused one
-    code, out, err = await cli(daemon.home, "audit", "verify")
+    code, out, err = await cli("audit", "verify")
     assert code == 0, out + err
 
 
@@ -129,7 +120,7 @@ def private_data_dir(home: Path) -> Path:
 async def test_a_store_that_cannot_be_opened_is_one_clear_line(hermetic_env: Path) -> None:
     private_data_dir(hermetic_env)
     (hermetic_env / "data" / "sidecar.db").write_bytes(b"this is not a database, " * 10)
-    code, _, err = await cli(hermetic_env, "start", "--foreground")
+    code, _, err = await cli("start", "--foreground")
     assert code == 1
     assert "Traceback" not in err, err
     assert err.splitlines()[-1] == f"error: cannot open the usage store in {hermetic_env / 'data'}: file is not a database"

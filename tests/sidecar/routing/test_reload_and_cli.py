@@ -7,13 +7,12 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import aiohttp
 
+from sidecar.testing.cli import cli
 from sidecar.testing.fake_anthropic import FakeAnthropic
 from sidecar.testing.harness import ChildSidecar, start_child
 from tests.sidecar.routing.conftest import providers
@@ -32,13 +31,6 @@ async def served_by(client: aiohttp.ClientSession, sc: ChildSidecar) -> str:
         return r.headers["x-sidecar-upstream"].split("/")[0]
 
 
-async def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CLAUDE_SIDECAR_HOME": str(home), "CLAUDE_SIDECAR_CONFIG": str(home / "config.toml")}
-    return await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "sidecar", *args], env=env, capture_output=True, text=True, timeout=60
-    )
-
-
 async def wait_for(client: aiohttp.ClientSession, sc: ChildSidecar, upstream: str) -> None:
     deadline = time.monotonic() + 10.0
     while (got := await served_by(client, sc)) != upstream:
@@ -53,21 +45,21 @@ async def test_routes_cli_and_live_reload(hermetic_env: Path, client: aiohttp.Cl
         try:
             assert await served_by(client, sc) == "a"
 
-            shown = await cli(hermetic_env, "routes")
-            assert shown.returncode == 0, shown.stderr
-            assert "main  [enabled]" in shown.stdout and "last upstream: a" in shown.stdout
-            assert "breaker closed" in shown.stdout
+            shown = await cli("routes", home=hermetic_env)
+            assert shown.rc == 0, shown.err
+            assert "main  [enabled]" in shown.out and "last upstream: a" in shown.out
+            assert "breaker closed" in shown.out
 
-            off = await cli(hermetic_env, "routes", "disable", "main")
-            assert off.returncode == 0 and "route main is now disabled" in off.stdout
+            off = await cli("routes", "disable", "main", home=hermetic_env)
+            assert off.rc == 0 and "route main is now disabled" in off.out
             assert await served_by(client, sc) == "b"  # the next matching route takes over
-            data = json.loads((await cli(hermetic_env, "routes", "list", "--json")).stdout)
+            data = json.loads((await cli("routes", "list", "--json", home=hermetic_env)).out)
             assert [r["enabled"] for r in data["routes"]] == [False, True]
-            assert (await cli(hermetic_env, "routes", "enable", "main")).returncode == 0
+            assert (await cli("routes", "enable", "main", home=hermetic_env)).rc == 0
             assert await served_by(client, sc) == "a"
 
-            unknown = await cli(hermetic_env, "routes", "disable", "nope")
-            assert unknown.returncode == 1 and "no route named 'nope'" in unknown.stderr
+            unknown = await cli("routes", "disable", "nope", home=hermetic_env)
+            assert unknown.rc == 1 and "no route named 'nope'" in unknown.err
 
             # A changed file is picked up by the watcher.
             cfg = hermetic_env / "config.toml"
