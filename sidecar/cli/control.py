@@ -99,6 +99,6 @@ def read_events(resp: IO[bytes], stop: threading.Event) -> Iterator[Event]:
 
 
 def live(events: list[Event]) -> list[Event]:
-    """The events a program acts on: the spec drops an event without data lines (the
-    daemon's reader keeps them for upstreams that send such)."""
+    """The events a program acts on: those with data. The spec drops an event without data
+    lines; the daemon's reader keeps a named one, for upstreams that send such."""
     return [e for e in events if e.data]
