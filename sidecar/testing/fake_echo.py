@@ -15,6 +15,7 @@ import msgspec
 from aiohttp import web
 
 from sidecar.testing import anthropic_sse as sse
+from sidecar.testing.fake_server import FakeServer
 
 MARKER_HEADER = "x-fuzz-marker"
 ECHO_HEADER = "x-echo-marker"
@@ -33,33 +34,17 @@ def marker_of(body: Any) -> str:
     return content if isinstance(content, str) else ""
 
 
-class EchoUpstream:
-    """Serve the echo app on a loopback port (use as an async context manager)."""
+class EchoUpstream(FakeServer[None]):
+    """Serve the echo app on a loopback port (use as an async context manager). It scripts
+    nothing and records nothing: the fuzzer's bodies are many and large."""
 
     def __init__(self) -> None:
-        self.requests = 0
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-        self.app = web.Application(client_max_size=1 << 30)
+        super().__init__(None, client_max_size=1 << 30)
         self.app.router.add_post("/v1/messages", self._messages)
         self.app.router.add_post("/v1/messages/count_tokens", self._count_tokens)
         self.app.router.add_get("/v1/models", self._models)
 
-    async def __aenter__(self) -> EchoUpstream:
-        self._runner = web.AppRunner(self.app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
     async def _messages(self, request: web.Request) -> web.StreamResponse:
-        self.requests += 1
         headers = {UPSTREAM_HEADER: "1", "request-id": sse.new_id("req_")}
         try:
             body = msgspec.json.decode(await request.read())

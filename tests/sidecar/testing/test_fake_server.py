@@ -9,12 +9,13 @@ import pytest
 from sidecar.testing.fake_anthropic import FakeAnthropic
 from sidecar.testing.fake_bedrock import FakeBedrock
 from sidecar.testing.fake_behaviours import RecordedRequest
+from sidecar.testing.fake_echo import EchoUpstream
 from sidecar.testing.fake_gemini import FakeGemini
 from sidecar.testing.fake_openai import FakeOpenAI
 from sidecar.testing.fake_server import FakeServer
 from sidecar.testing.fake_vertex import FakeVertex
 
-FAKES = [FakeAnthropic, FakeOpenAI, FakeGemini, FakeBedrock, FakeVertex]
+FAKES = [FakeAnthropic, FakeOpenAI, FakeGemini, FakeBedrock, FakeVertex, EchoUpstream]
 
 
 @pytest.mark.parametrize("make", FAKES, ids=lambda f: f.__name__)
