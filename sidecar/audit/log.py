@@ -199,7 +199,7 @@ class AuditLog:
                 items = [self._queue.popleft() for _ in range(min(BATCH_SIZE, len(self._queue)))]
                 batch = [e for e, _ in items]
                 try:
-                    await asyncio.to_thread(self._write, batch)
+                    head_error = await asyncio.to_thread(self._write, batch)
                 except Exception as e:
                     failures += 1
                     self.error = f"audit: {e}"
@@ -213,22 +213,26 @@ class AuditLog:
                 self.error = None
                 if self.journal is not None:
                     self.journal.release(seg for _, seg in items)
-                # The head moves only after the entries are committed, in a step of its own: a
-                # head that cannot be written lags behind (harmless), it never re-queues the batch.
-                try:
-                    await asyncio.to_thread(_write_head, self.head_file, Head(batch[-1].seq, batch[-1].hash))
-                except OSError as e:
-                    log.warning("cannot move the audit head file %s: %s", self.head_file, e)
+                if head_error is not None:
+                    log.warning("cannot move the audit head file %s: %s", self.head_file, head_error)
                 self._written += len(batch)
                 async with self._progress:
                     self._progress.notify_all()
 
-    def _write(self, batch: list[Entry]) -> None:
-        """Insert `batch` in one transaction (runs in a worker thread)."""
+    def _write(self, batch: list[Entry]) -> OSError | None:
+        """Insert `batch` in one transaction, then move the head file, in one trip to a worker
+        thread (each trip costs the request path a handoff of the interpreter lock). The head
+        moves only after the entries are committed, in a step of its own: a head that cannot
+        be written lags behind (harmless, returned to be logged), it never re-queues the batch."""
         assert self._db is not None
         rows = [(e.seq, e.ts, e.kind, e.request_id, e.data, e.prev_hash, e.hash) for e in batch]
         with self._db.atomic():
             self._db.conn.executemany(_INSERT, rows)
+        try:
+            _write_head(self.head_file, Head(batch[-1].seq, batch[-1].hash))
+        except OSError as e:
+            return e
+        return None
 
 
 def _scrubbed(value: Any) -> Any:
