@@ -18,6 +18,7 @@ from sidecar.protocol import sse
 from sidecar.protocol.anthropic_stream import new_id
 
 Event = tuple[str, dict[str, Any]]
+_decode = msgspec.json.decode
 
 STORABLE_STOP_REASONS = ("end_turn", "tool_use", "stop_sequence")
 STORABLE_BLOCKS = ("text", "tool_use", "thinking", "redacted_thinking")
@@ -92,23 +93,26 @@ class MessageCollector:
     def _fast(self, buf: bytes) -> bool:
         """Take the events of `buf` (whole events, no CR) when every one is `event: NAME` +
         `data: JSON`; False (nothing taken) when one is not."""
-        blocks = [b for b in buf.split(b"\n\n") if b.strip(b"\n")]
-        parsed: list[tuple[str, Any]] = []
-        for block in blocks:
-            head, nl, data = block.strip(b"\n").partition(b"\n")
-            if not (nl and head.startswith(b"event: ") and data.startswith(b"data: ") and b"\n" not in data):
-                return False
+        parsed: list[tuple[bytes, Any]] = []
+        for block in buf.split(b"\n\n"):
+            if block[:1] == b"\n" or block[-1:] == b"\n":
+                block = block.strip(b"\n")  # more than one blank line, or the stream's last event
+            if not block:
+                continue
+            nl = block.find(b"\n")
+            if not block.startswith(b"event: ") or not block.startswith(b"data: ", nl + 1) or block.find(b"\n", nl + 1) >= 0:
+                return False  # (nl < 0 fails the data check: "event: x" alone is not data)
             try:
-                obj = msgspec.json.decode(data[6:])
+                obj = _decode(block[nl + 7 :])
             except msgspec.DecodeError:
                 try:
-                    obj = msgspec.json.decode(data[6:].decode("utf-8", errors="replace"))
+                    obj = _decode(block[nl + 7 :].decode("utf-8", errors="replace"))
                 except msgspec.DecodeError:
-                    obj = None
-            parsed.append((head[7:].decode("utf-8", errors="replace"), obj))
+                    continue
+            parsed.append((block[7:nl], obj))
         for name, obj in parsed:
-            if isinstance(obj, dict) and self.broken is None:
-                self.on_event(name, obj)
+            if type(obj) is dict and self.broken is None:
+                self.on_event(name.decode("utf-8", errors="replace"), obj)
         return True
 
     # -- EventFilter ----------------------------------------------------------------------
