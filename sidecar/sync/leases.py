@@ -140,10 +140,15 @@ class LeaseManager:
         self._changed = asyncio.Event()
 
     def configure(self, lease_usd: float, ttl_seconds: float) -> None:
-        """Take the org's lease size and lifetime; ask again whether pools apply (the policy changed)."""
+        """Take the org's lease size and lifetime; ask again whether pools apply (the policy
+        changed, and with it maybe the pools): until the server answers, a period it had
+        left unpooled is unknown again, so requests wait for the answer (bounded) instead of
+        passing unmetered under a pool pushed a moment ago."""
         self.lease_usd, self.ttl = float(lease_usd), float(ttl_seconds)
         for a in self.accounts.values():
             a.checked, a.short, a.retry_at = 0.0, None, 0.0
+            if a.pooled is False:
+                a.pooled = None
         self._wake.set()
 
     # ------------------------------------------------------------------ request path

@@ -195,7 +195,13 @@ async def test_a_team_pool_shared_by_three_sidecars_under_load_holds(db_url: str
     async with Org(db_url, tmp_path, upstream.url) as org:
         await org.push("org", {"sync": {"lease_usd": 0.05, "lease_ttl_seconds": 600}})
         members = [await org.add_sidecar(f"dev{i}@example.com", team="core") for i in range(3)]
-        await org.push("team:core", {"pools": {"daily_usd": pool}})
+        version = await org.push("team:core", {"pools": {"daily_usd": pool}})  # pushed while they run
+
+        async def runs(m: Member) -> bool:  # spend before a sidecar learns of a pool is not the pool's
+            return ((await org.status(m))["sync"].get("policy") or {}).get("version") == version
+
+        for m in members:
+            await eventually(lambda m=m: runs(m), f"{m.name} runs the policy that brought the pool")
         refusals: list[dict[str, Any]] = []
         answered = dict.fromkeys((m.name for m in members), 0)
 

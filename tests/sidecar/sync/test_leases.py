@@ -386,4 +386,6 @@ async def test_without_a_pool_the_gate_does_no_metering_work(org: Org, tmp_path:
             sc.app[POLICY].leases = m
             status, _ = await _post(http, sc)
             assert status == 200 and estimated == []
+            m.configure(0.1, 600)  # a new policy may bring a pool: not known again until the server says
+            assert m.applies
             await m.close()
