@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from sidecar.central.client import CentralClient
+from sidecar.testing.harness import terminate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,12 +58,4 @@ class Central:
 
     def stop(self) -> None:
         """SIGTERM the server and wait."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        terminate(self.proc)

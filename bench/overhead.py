@@ -179,15 +179,9 @@ class Child:
         self.pid = self.proc.pid
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        from sidecar.testing.harness import terminate
+
+        terminate(self.proc)
 
 
 class Sidecar:

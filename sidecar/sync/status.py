@@ -10,16 +10,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-
-def _ago(seconds: float) -> str:
-    s = max(0, int(seconds))
-    if s < 90:
-        return f"{s} s"
-    if s < 5400:
-        return f"{s // 60} min"
-    if s < 172800:
-        return f"{s // 3600} h"
-    return f"{s // 86400} days"
+from sidecar.policy.budgets import duration
 
 
 def _table(sync: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -42,7 +33,7 @@ def headline(sync: Any, now: float | None = None) -> str:
     parts = [state]
     last = _num(policy.get("last_sync"))
     if policy.get("error") and last is not None:
-        parts.append(f"last sync {_ago(now - last)} ago")
+        parts.append(f"last sync {duration(now - last)} ago")
     backlog = outbox.get("backlog")
     if isinstance(backlog, int) and backlog:
         parts.append(f"{backlog} queued")
@@ -61,9 +52,9 @@ def lines(sync: Any, now: float | None = None) -> list[str]:
         issued, last = _num(policy.get("issued_at")), _num(policy.get("last_sync"))
         text = f"  org policy: v{version}" if version is not None else "  org policy: none received yet"
         if issued is not None:
-            text += f", issued {_ago(now - issued)} ago"
+            text += f", issued {duration(now - issued)} ago"
         if last is not None:
-            text += f"; last sync {_ago(now - last)} ago"
+            text += f"; last sync {duration(now - last)} ago"
         out.append(text)
         if policy.get("error"):
             out.append(f"  policy problem: {policy['error']}")

@@ -80,6 +80,19 @@ class ChildSidecar:
         return self.proc.wait(timeout)
 
 
+def terminate(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """SIGTERM a child (by its Popen), SIGKILL it after `timeout` s; close its stdout pipe."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
 def start_child(
     home: Path,
     config_text: str,

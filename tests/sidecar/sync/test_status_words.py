@@ -40,7 +40,7 @@ def test_offline_says_since_when_and_what_waits() -> None:
         "policy": {"version": 7, "issued_at": NOW - 7200, "last_sync": NOW - 3600, "error": "cannot reach the central server"},
         "outbox": {"backlog": 250, "uploaded_total": 41, "last_error": "cannot reach the central server"},
     }  # fmt: skip
-    assert status.headline(offline, NOW) == "sync: v7, cannot reach the central server · last sync 60 min ago · 250 queued"
+    assert status.headline(offline, NOW) == "sync: v7, cannot reach the central server · last sync 1 h ago · 250 queued"
     assert "  policy problem: cannot reach the central server" in status.lines(offline, NOW)
 
 
