@@ -67,6 +67,15 @@ class Paths:
             make_private(d, 0o700)
 
 
+def file_stamp(path: Path) -> tuple[float, int] | None:
+    """(mtime, size) of `path`, None when it is missing: what file watchers compare."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime, st.st_size)
+
+
 def make_private(path: Path, mode: int) -> bool:
     """Tighten `path` (ours) to `mode` when group or others have any access; True if it was."""
     if os.name != "posix":

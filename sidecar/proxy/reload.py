@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ import aiohttp
 from sidecar import config as config_mod
 from sidecar.config import BudgetConfig, Config
 from sidecar.errors import ConfigError
+from sidecar.paths import file_stamp
 from sidecar.policy.model import Policy
 from sidecar.providers import factory
 from sidecar.providers.base import Provider
@@ -99,20 +99,13 @@ class Reloader:
         self.in_force = {name: read(running) for name, read in sections.items()} if running else {}
         self.policy = Policy.from_config(running) if running else None
         self._lock = asyncio.Lock()
-        self._stamp = self._stat()
+        self._stamp = file_stamp(self.path)
         self.reloads = 0
-
-    def _stat(self) -> tuple[float, int] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return (st.st_mtime, st.st_size)
 
     async def reload(self, reason: str) -> bool:
         """Read, validate and apply the config file; False (and the old config kept) when it is bad."""
         async with self._lock:
-            self._stamp = self._stat()
+            self._stamp = file_stamp(self.path)
             try:
                 local = await asyncio.to_thread(config_mod.load, self.path)
                 effective, _ = self.effective(local)
@@ -220,7 +213,7 @@ class Reloader:
         """Poll the file's mtime and size; reload when they change."""
         while True:
             await asyncio.sleep(interval)
-            stamp = self._stat()
+            stamp = file_stamp(self.path)
             if stamp != self._stamp and stamp is not None:
                 await self.reload("file changed")
 

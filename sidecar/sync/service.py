@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,8 +27,7 @@ from typing import Any
 from sidecar.central import enrollment
 from sidecar.central.enrollment import Enrollment
 from sidecar.config import Config
-from sidecar.errors import ConfigError
-from sidecar.paths import Paths
+from sidecar.paths import Paths, file_stamp
 from sidecar.policy.gate import PolicyGate
 from sidecar.sync.client import DeviceClient, SyncError
 from sidecar.sync.leases import LeaseManager
@@ -63,8 +61,8 @@ class SyncService:
         self.problem: str | None = None  # why an enrolled sidecar does not sync
         self._tasks: TaskSet | None = None
         self._watch = TaskSet()
-        self._stamp = self._stat()
-        self._reported: dict[str, Any] = {}
+        self._stamp = file_stamp(enrollment.enrollment_file(self.paths))
+        self._reported_backlog: int | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -124,18 +122,11 @@ class SyncService:
             await self.client.close()
         self.client = self.policy = self.uploader = self.leases = None
 
-    def _stat(self) -> tuple[float, int] | None:
-        try:
-            st = os.stat(enrollment.enrollment_file(self.paths))
-        except OSError:
-            return None
-        return (st.st_mtime, st.st_size)
-
     async def _watch_enrollment(self) -> None:
         """Enroll / unenroll while running: restart the parts with the new record."""
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
-            stamp = self._stat()
+            stamp = file_stamp(enrollment.enrollment_file(self.paths))
             if stamp == self._stamp:
                 continue
             self._stamp = stamp
@@ -154,10 +145,7 @@ class SyncService:
 
     def _install(self, central: CentralPolicy | None) -> None:
         """Install a verified policy (or none) and size the leases by its org settings."""
-        try:
-            self.install(central)
-        except ConfigError:
-            raise  # PolicySync refuses this version and keeps the previous one
+        self.install(central)  # ConfigError: PolicySync refuses this version and keeps the previous one
         self._configure_leases(central)
 
     def _configure_leases(self, central: CentralPolicy | None) -> None:
@@ -176,10 +164,10 @@ class SyncService:
             if self.client is None or self.uploader is None:
                 continue
             backlog = self.uploader.state().get("backlog")
-            if isinstance(backlog, int) and self._reported.get("outbox_backlog") != backlog:
+            if isinstance(backlog, int) and backlog != self._reported_backlog:
                 with contextlib.suppress(SyncError):
                     await self.client.report({"outbox_backlog": backlog})
-                    self._reported["outbox_backlog"] = backlog
+                    self._reported_backlog = backlog
 
     def state(self) -> dict[str, Any]:
         """Enrollment, server, policy version and age, last sync, backlog and leases."""
