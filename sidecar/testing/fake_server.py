@@ -102,3 +102,11 @@ class FakeServer(Generic[B]):
 
     async def _control_requests(self, request: web.Request) -> web.StreamResponse:
         return web.json_response([r.to_json() for r in self.requests])
+
+
+async def serve_on_loopback(app: web.Application) -> tuple[web.AppRunner, str]:
+    """Serve `app` on a free 127.0.0.1 port: its runner (clean it up) and base URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"

@@ -31,7 +31,8 @@ from aiohttp import web
 
 from sidecar import paths as paths_mod
 from sidecar.testing.central import CentralProcess
-from sidecar.testing.harness import ChildSidecar, anthropic_config, start_child
+from sidecar.testing.fake_server import serve_on_loopback
+from sidecar.testing.harness import ChildSidecar, anthropic_config, start_child, terminate
 from sidecar.testing.postgres import free_port
 
 _ROOT = str(Path(__file__).resolve().parents[2])
@@ -204,11 +205,7 @@ def _env(home: Path) -> dict[str, str]:
 
 
 def _stop(child: ChildSidecar) -> None:
-    try:
-        child.stop(30)
-    except subprocess.TimeoutExpired:
-        child.proc.kill()
-        child.proc.wait(10)
+    terminate(child.proc, 30)
 
 
 def dumps(data: Any) -> str:
@@ -232,11 +229,7 @@ class PolicyTamperer:
         self._http = aiohttp.ClientSession(auto_decompress=False)
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._forward)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        self._runner, self.url = await serve_on_loopback(app)
         return self
 
     async def __aexit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:

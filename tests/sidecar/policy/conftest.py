@@ -13,6 +13,7 @@ import aiohttp
 from aiohttp import web
 
 from sidecar.testing import anthropic_sse as sse
+from sidecar.testing.fake_server import serve_on_loopback
 from sidecar.testing.harness import InProcessSidecar, anthropic_config, sidecar_in_process
 
 # Round prices for the model the tests use, so expected costs are easy to write down.
@@ -76,11 +77,7 @@ class HeldUpstream:
     async def __aenter__(self) -> HeldUpstream:
         app = web.Application()
         app.router.add_post("/v1/messages", self._messages)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        self._runner, self.url = await serve_on_loopback(app)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

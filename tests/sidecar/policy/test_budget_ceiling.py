@@ -27,6 +27,7 @@ from sidecar.errors import PolicyDenied, RateLimited
 from sidecar.policy.budgets import Budgets, Reservation
 from sidecar.providers import tokens as request_tokens
 from sidecar.testing import anthropic_sse as sse
+from sidecar.testing.fake_server import serve_on_loopback
 from tests.sidecar.policy.conftest import error_message, governed, policy_state
 from tests.sidecar.proxy.conftest import ledger_rows
 
@@ -54,11 +55,7 @@ class GreedyUpstream:
     async def __aenter__(self) -> GreedyUpstream:
         app = web.Application()
         app.router.add_post("/v1/messages", self._messages)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        self._runner, self.url = await serve_on_loopback(app)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
