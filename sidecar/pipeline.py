@@ -78,7 +78,6 @@ class RequestContext:
     fallback: str | None = None
     cache_outcome: str | None = None
     saved_usd: float = 0.0
-    cost_usd: float = 0.0  # priced by the meter (for the metrics stage after it)
     usage: UsageRecord | None = None  # the priced ledger row, set by the meter (the audit reuses it)
     provider_allowed: Callable[[str], bool] | None = None  # set by the policy gate; the router obeys it
     translated: bool = False  # the upstream spoke another protocol (its answer echoes the client's model)
@@ -141,6 +140,22 @@ class RequestContext:
         """Record a policy decision."""
         self.decisions.append(Decision(stage, action, reason))
 
+    @property
+    def cost_usd(self) -> float:
+        """What the meter priced this request at (0 before it has)."""
+        return self.usage.cost_usd if self.usage is not None else 0.0
+
+    @property
+    def served_model(self) -> str | None:
+        """The model that served the request, as the ledger records it: a translated answer
+        echoes the client's model, so the real one is what was asked upstream."""
+        return self.upstream_model if self.translated else (self.summary.model or self.upstream_model)
+
+    @property
+    def billed_model(self) -> str | None:
+        """The model the request is priced by (the ledger's choice; the gate settles with it)."""
+        return self.served_model or self.head.model
+
     def to_record(self) -> UsageRecord:
         """The ledger row for this request (cost is filled in by the ledger)."""
         now = time.perf_counter()
@@ -153,8 +168,7 @@ class RequestContext:
             endpoint=self.endpoint,
             requested_model=self.head.model,
             provider=self.provider,
-            # A translated answer echoes the client's model; the real one is what was asked upstream.
-            upstream_model=self.upstream_model if self.translated else (self.summary.model or self.upstream_model),
+            upstream_model=self.served_model,
             stream=self.stream,
             session_id=self.session_id,
             agent_id=self.agent_id,

@@ -281,8 +281,7 @@ class PolicyGate:
     def _cost(self, ctx: RequestContext) -> float:
         """The request's cost exactly as the ledger prices it."""
         u = ctx.summary.usage
-        model = ctx.summary.model or ctx.upstream_model or ctx.head.model
-        cost, _ = self.pricing.cost(ctx.provider, model, u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens)
+        cost, _ = self.pricing.cost(ctx.provider, ctx.billed_model, u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens)
         return cost
 
     # ------------------------------------------------------------------ rewriting

@@ -56,7 +56,6 @@ class Meter:
             return
         rec = self.ledger.record(ctx.to_record())
         ctx.usage = rec
-        ctx.cost_usd = rec.cost_usd
         if log.isEnabledFor(logging.DEBUG):  # header names only: their values may be credentials
             log.debug(
                 "request %s %s model=%s -> %s route=%s status=%d outcome=%s cache=%s %.1f ms; headers: %s",
