@@ -240,9 +240,8 @@ class PolicyGate:
         if res is not None:
             amount = res.amount
         else:
-            base, per_token = estimate.worst_case(self.pricing, ctx.head.model, tokens_in)
-            asked = ctx.head.max_tokens
-            amount = base + per_token * (estimate.NO_MAX_TOKENS if asked is None else max(0, asked))
+            base, per_token, wanted = self._worst_case(ctx, tokens_in)
+            amount = base + per_token * wanted
         hold = await leases.admit(amount)
         if hold is not None:
             ctx.decide("lease", "allow", f"held {usd(amount)} in the shared budget's lease")
@@ -251,13 +250,19 @@ class PolicyGate:
     def _reserve(self, ctx: RequestContext, tokens_in: int) -> Reservation:
         """Reserve the worst case the provider can bill; lower max_tokens when only that fits."""
         asked = ctx.head.max_tokens
-        wanted = estimate.NO_MAX_TOKENS if asked is None else max(0, asked)
-        base, per_token = estimate.worst_case(self.pricing, ctx.head.model, tokens_in)
+        base, per_token, wanted = self._worst_case(ctx, tokens_in)
         res, tokens = self.budgets.reserve_output(base, per_token, wanted, MIN_OUTPUT_TOKENS)
         if per_token > 0 and tokens != asked:
             self._clamp(ctx, tokens, asked)
         ctx.decide("budget", "allow", f"reserved {usd(res.amount)} for ~{tokens_in:,} input and up to {tokens:,} output tokens")
         return res
+
+    def _worst_case(self, ctx: RequestContext, tokens_in: int) -> tuple[float, float, int]:
+        """What the provider can bill at most: input at the dearest rate (base), the price of
+        one output token, and the output tokens asked for (max_tokens, or the default)."""
+        asked = ctx.head.max_tokens
+        base, per_token = estimate.worst_case(self.pricing, ctx.head.model, tokens_in)
+        return base, per_token, estimate.NO_MAX_TOKENS if asked is None else max(0, asked)
 
     def _clamp(self, ctx: RequestContext, tokens: int, asked: int | None) -> None:
         """Set the request's max_tokens to `tokens`, keeping a thinking budget valid (< max_tokens)."""
