@@ -323,8 +323,7 @@ class Uploader:
         (backlog, parked) afterwards."""
         now = time.time()
         with db.atomic():
-            db.conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in done])
-            db.conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s, _, _ in park])
+            db.conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in [*done, *(p[0] for p in park)]])
             db.conn.executemany(
                 "INSERT OR REPLACE INTO outbox_parked (usage_id, parked_at, reason) VALUES (?, ?, ?)",
                 [(i, now, reason) for _, i, reason in park],
