@@ -30,7 +30,31 @@ ROOMS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("sidecar", "sidecar.errors", "sidecar.paths", "sidecar.net", "sidecar.tasks", "sidecar.lifecycle", "sidecar.daemon_state", "sidecar.events")),
     ("protocol", ("sidecar.protocol",)),
     ("records", ("sidecar.ledger.record",)),
-    ("config", ("sidecar.config", "sidecar.secrets")),
+    # The config: the shared reader, each section's reader (a `config.py` or `settings.py` kept
+    # next to the code that owns it), the leaf tables they check names against (provider
+    # types, guardrail detectors, cache normalisations), and the root `sidecar.config` that
+    # assembles them. None of them imports anything above this room.
+    (
+        "config",
+        (
+            "sidecar.configread",
+            "sidecar.config",
+            "sidecar.secrets",
+            "sidecar.proxy.config",
+            "sidecar.providers.config",
+            "sidecar.providers.registry",
+            "sidecar.ledger.config",
+            "sidecar.policy.config",
+            "sidecar.policy.detectors",
+            "sidecar.cache.config",
+            "sidecar.cache.normalise",
+            "sidecar.routing.config",
+            "sidecar.gateway.config",
+            "sidecar.observability.settings",
+            "sidecar.mcp.settings",
+            "sidecar.sync.settings",
+        ),
+    ),
     ("pipeline", ("sidecar.pipeline",)),
     ("providers", ("sidecar.providers",)),
     ("routing", ("sidecar.routing",)),
@@ -46,6 +70,9 @@ ROOMS: list[tuple[str, tuple[str, ...]]] = [
             "sidecar.sync",
             "sidecar.central",
             "sidecar.mcp",
+            # The app's typed state and the HTTP helpers the domain's own endpoints share with
+            # sidecar.proxy, which assembles the app.
+            "sidecar.appkeys",
         ),
     ),
     ("proxy", ("sidecar.proxy",)),

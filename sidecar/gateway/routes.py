@@ -16,13 +16,13 @@ from __future__ import annotations
 from aiohttp import web
 from yarl import URL
 
+from sidecar.appkeys import PATHS
 from sidecar.errors import NotSupported
 from sidecar.gateway import oauth, telemetry
 from sidecar.gateway.settings import managed_settings
 from sidecar.gateway.usage import oauth_usage
 from sidecar.proxy import handlers
 from sidecar.proxy.ingress import error_response
-from sidecar.proxy.keys import PATHS
 
 PREFIXES = ("/anthropic",)
 

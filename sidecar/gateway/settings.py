@@ -17,9 +17,9 @@ from typing import Any
 
 from aiohttp import web
 
+from sidecar.appkeys import CONFIG
 from sidecar.errors import NotFound
 from sidecar.proxy.ingress import error_response
-from sidecar.proxy.keys import CONFIG
 
 _NAMESPACE = uuid.UUID("6f1c1d8e-52a4-4c1e-9a55-3f0e6f2b7c11")  # the sidecar's settings uuids
 

@@ -29,10 +29,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from sidecar.appkeys import CONFIG, PATHS
 from sidecar.errors import InvalidRequest
 from sidecar.ledger.store import open_db
 from sidecar.proxy.ingress import error_response
-from sidecar.proxy.keys import CONFIG, PATHS
 
 log = logging.getLogger(__name__)
 

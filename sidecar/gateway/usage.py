@@ -18,11 +18,11 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
+from sidecar.appkeys import PATHS
 from sidecar.gateway.unified import PERIOD_NAMES, Cap, fullest
 from sidecar.policy.budgets import period_bounds
 from sidecar.policy.control import POLICY
 from sidecar.policy.gate import spent_since
-from sidecar.proxy.keys import PATHS
 
 _UTC_ZONE = ZoneInfo("UTC")
 

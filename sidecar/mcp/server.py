@@ -25,13 +25,13 @@ from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
 from sidecar import __version__
+from sidecar.appkeys import BUS, CONFIG, PATHS, STAGES
 from sidecar.audit.log import AuditLog
 from sidecar.audit.stage import AuditStage
 from sidecar.mcp.codemode import NAMES, CodeMode, meta_tools
 from sidecar.mcp.gateway import McpGateway
 from sidecar.policy.control import POLICY
 from sidecar.policy.tools import ToolRules
-from sidecar.proxy.keys import BUS, CONFIG, PATHS, STAGES
 from sidecar.secrets import SecretStore
 from sidecar.tasks import TaskSet
 

@@ -88,6 +88,14 @@ class Metrics:
         self._model = Bounded()
         self._route = Bounded()
         self._provider = Bounded()
+        # Each labelled child, looked up once: `labels()` validates and locks on every call.
+        self._kids: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+    def _kid(self, metric: Any, *labels: str) -> Any:
+        kid = self._kids.get((metric, labels))
+        if kid is None:
+            kid = self._kids[(metric, labels)] = metric.labels(*labels)
+        return kid
 
     def watch(self, read: Callable[[], Iterable[Metric]]) -> None:
         """Add gauges computed from live state at each scrape."""
@@ -99,36 +107,37 @@ class Metrics:
 
     def on_complete(self, ctx: RequestContext) -> None:
         """Count the completed request."""
+        kid = self._kid
         provider = self._provider(ctx.provider)
         model = self._model(ctx.upstream_model if ctx.translated else (ctx.summary.model or ctx.upstream_model or ""))
-        self.requests.labels(provider, model, self._route(ctx.route), ctx.outcome).inc()
+        kid(self.requests, provider, model, self._route(ctx.route), ctx.outcome).inc()
         if ctx.status:
-            self.responses.labels(provider, f"{ctx.status // 100}xx").inc()
+            kid(self.responses, provider, f"{ctx.status // 100}xx").inc()
         if ctx.cache_outcome is not None:
-            self.cache.labels(ctx.cache_outcome).inc()
+            kid(self.cache, ctx.cache_outcome).inc()
             if ctx.saved_usd:
                 self.saved.inc(ctx.saved_usd)
         for d in ctx.decisions:
-            self.decisions.labels(d.stage, d.action).inc()
+            kid(self.decisions, d.stage, d.action).inc()
         if not ctx.provider:
             return  # refused before it was routed: no upstream figures
         now = time.perf_counter()
-        self.latency.labels(provider, model).observe(now - ctx.t0)
+        kid(self.latency, provider, model).observe(now - ctx.t0)
         first = ctx.summary.first_delta_at or ctx.first_byte_at
         if first is not None:
-            self.ttft.labels(provider, model).observe(first - ctx.t0)
+            kid(self.ttft, provider, model).observe(first - ctx.t0)
         u = ctx.summary.usage
         for kind, n in (("input", u.input_tokens), ("output", u.output_tokens),
                         ("cache_read", u.cache_read_tokens), ("cache_write", u.cache_write_tokens)):
             if n:
-                self.tokens.labels(provider, model, kind).inc(n)
+                kid(self.tokens, provider, model, kind).inc(n)
         if ctx.cost_usd:
-            self.cost.labels(provider, model).inc(ctx.cost_usd)
+            kid(self.cost, provider, model).inc(ctx.cost_usd)
 
     def refused_at_ingress(self, status: int) -> None:
         """Count a model request the ingress refused (401, 403): it has a ledger row too."""
-        self.requests.labels("", "", "", "rejected").inc()
-        self.responses.labels("", f"{status // 100}xx").inc()
+        self._kid(self.requests, "", "", "", "rejected").inc()
+        self._kid(self.responses, "", f"{status // 100}xx").inc()
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric."""
@@ -140,8 +149,8 @@ METRICS = web.AppKey("sidecar.metrics", Metrics)
 
 def state_gauges(app: web.Application) -> Callable[[], Iterable[Metric]]:
     """Gauges from the app's state: build info, in flight, breakers, budgets."""
+    from sidecar.appkeys import ROUTER, RUNTIME
     from sidecar.policy.control import POLICY
-    from sidecar.proxy.keys import ROUTER, RUNTIME
 
     def read() -> Iterable[Metric]:
         info = InfoMetricFamily(f"{PREFIX}_build", "The running sidecar.")

@@ -12,6 +12,19 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from sidecar.appkeys import (
+    BUS,
+    CONFIG,
+    LEDGER,
+    PATHS,
+    PROVIDERS,
+    ROUTER,
+    RUNTIME,
+    STAGES,
+    STORAGE,
+    SYNC,
+    Runtime,
+)
 from sidecar.audit.stage import AuditStage, open_audit
 from sidecar.cache import control as cache_control
 from sidecar.cache.control import CACHE
@@ -36,23 +49,11 @@ from sidecar.policy.model import Policy
 from sidecar.providers import factory
 from sidecar.proxy import control, handlers, routes_control
 from sidecar.proxy.ingress import ingress
-from sidecar.proxy.keys import (
-    BUS,
-    CONFIG,
-    LEDGER,
-    PATHS,
-    PROVIDERS,
-    ROUTER,
-    RUNTIME,
-    STAGES,
-    STORAGE,
-    SYNC,
-    Runtime,
-)
 from sidecar.proxy.reload import Reloader
 from sidecar.proxy.stages import request_path
 from sidecar.routing.router import Router
 from sidecar.secrets import ResolvedKey, SecretStore, resolve_keys
+from sidecar.storage.batch import BatchWriter
 from sidecar.sync.merge import CentralOverlay
 from sidecar.sync.policy import CentralPolicy
 from sidecar.sync.service import SyncService
@@ -125,17 +126,21 @@ def create_app(
 
     async def ledger(app: web.Application) -> AsyncIterator[None]:
         journal = Journal(paths.data_dir / JOURNAL_DIR)
+        writer = BatchWriter()  # the one database thread of the ledger, the audit log and the cache
         try:
             recovered = await asyncio.to_thread(journal.recover, paths.db_file)
-            led = Ledger(paths.db_file, Pricing(cfg.pricing), journal)
+            led = Ledger(paths.db_file, Pricing(cfg.pricing), journal, writer)
             await led.start()
         except (OSError, sqlite3.Error) as e:
+            await writer.close()
             raise StorageError(f"cannot open the usage store in {paths.data_dir}: {e}") from None
         app[LEDGER] = led
         gate = app[POLICY] = await open_policy(cfg, paths, led, app[BUS])
         enrolled = await asyncio.to_thread(enrollment.enrollment_file(paths).exists)
-        audit = app[AUDIT] = await open_audit(cfg, paths, led.pricing, gate.policy, journal, recovered, keep_open=enrolled)
-        cache = app[CACHE] = await open_cache(cfg, paths, led.pricing)
+        audit = app[AUDIT] = await open_audit(
+            cfg, paths, led.pricing, gate.policy, journal, recovered, keep_open=enrolled, writer=writer
+        )
+        cache = app[CACHE] = await open_cache(cfg, paths, led.pricing, writer=writer)
         writers: list[Any] = [led] if audit is None else [led, audit.audit]
         health = app[STORAGE] = StorageHealth(
             journal, writers, refuse=cfg.usage.on_storage_failure == "refuse", others=[cache.entries]
@@ -152,6 +157,7 @@ def create_app(
             await audit.close()
         await cache.close()
         await led.close()
+        await writer.close()
         journal.close()
 
     async def sync(app: web.Application) -> AsyncIterator[None]:

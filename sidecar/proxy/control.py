@@ -18,11 +18,11 @@ from typing import Any
 from aiohttp import web
 
 from sidecar import __version__
+from sidecar.appkeys import BUS, CONFIG, PATHS, PROVIDERS, RUNTIME, STORAGE, SYNC
 from sidecar.errors import InvalidRequest
 from sidecar.ledger import reports
 from sidecar.ledger.store import open_db
 from sidecar.proxy.ingress import proxy_needs_token
-from sidecar.proxy.keys import BUS, CONFIG, PATHS, PROVIDERS, RUNTIME, STORAGE, SYNC
 
 log = logging.getLogger(__name__)
 

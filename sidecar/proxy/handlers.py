@@ -9,11 +9,11 @@ import time
 from aiohttp import web
 
 from sidecar import __version__
+from sidecar.appkeys import ROUTER, RUNTIME, STAGES, STORAGE
 from sidecar.errors import PolicyBlocked, PolicyDenied, SidecarError
 from sidecar.pipeline import Answer, Reply, RequestContext, Stage
 from sidecar.protocol.anthropic import RequestHead, parse_head
 from sidecar.proxy.ingress import REFUSALS, REQUEST_ID, error_response
-from sidecar.proxy.keys import ROUTER, RUNTIME, STAGES, STORAGE
 from sidecar.proxy.relay import relay, sidecar_headers
 from sidecar.routing.router import Opened
 

@@ -19,6 +19,7 @@ from aiohttp.compression_utils import HAS_BROTLI
 from aiohttp.web_protocol import RequestPayloadError
 from multidict import CIMultiDict
 
+from sidecar.appkeys import BUS, CONFIG, LEDGER, PROVIDERS, RUNTIME
 from sidecar.config import Config
 from sidecar.errors import (
     AuthenticationFailed,
@@ -33,7 +34,6 @@ from sidecar.ledger.record import UsageRecord, new_ulid
 from sidecar.net import host_is_loopback
 from sidecar.observability.metrics import METRICS
 from sidecar.providers.base import Provider
-from sidecar.proxy.keys import BUS, CONFIG, LEDGER, PROVIDERS, RUNTIME
 from sidecar.proxy.listener import BAD_VERSION, Connection, check_header_bytes
 
 log = logging.getLogger(__name__)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from sidecar.appkeys import ROUTER
 from sidecar.errors import NotFound
-from sidecar.proxy.keys import ROUTER
 
 
 async def list_routes(request: web.Request) -> web.Response:

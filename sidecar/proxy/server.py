@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from sidecar import __version__
+from sidecar.appkeys import RUNTIME
 from sidecar.config import Config
 from sidecar.config import warnings as config_warnings
 from sidecar.daemon_state import hold_data_dir, load_or_create_token, read_state, write_state
@@ -26,7 +27,6 @@ from sidecar.errors import ConfigError
 from sidecar.lifecycle import stop_on_signals
 from sidecar.paths import Paths
 from sidecar.proxy.app import create_app
-from sidecar.proxy.keys import RUNTIME
 from sidecar.proxy.listener import SidecarRunner, drain
 from sidecar.secrets import SecretStore, resolve_keys
 from sidecar.tasks import TaskSet

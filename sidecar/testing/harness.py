@@ -17,11 +17,11 @@ from pathlib import Path
 from aiohttp import web
 
 from sidecar import paths as paths_mod
+from sidecar.appkeys import RUNTIME
 from sidecar.config import Config, parse
 from sidecar.daemon_state import load_or_create_token
 from sidecar.paths import Paths
 from sidecar.proxy.app import create_app
-from sidecar.proxy.keys import RUNTIME
 from sidecar.proxy.listener import SidecarRunner
 from sidecar.proxy.server import bind
 from sidecar.secrets import SecretStore, resolve_keys

@@ -14,10 +14,10 @@ from aiohttp import web
 
 from sidecar import config as config_mod
 from sidecar import paths as paths_mod
+from sidecar.appkeys import BUS, RUNTIME
 from sidecar.daemon_state import load_or_create_token
 from sidecar.policy.control import POLICY
-from sidecar.proxy.app import create_app
-from sidecar.proxy.keys import BUS, RUNTIME
+from sidecar.proxy.app import RELOADER, create_app
 from sidecar.proxy.reload import Reloader
 from sidecar.proxy.server import bind
 
@@ -50,8 +50,8 @@ async def live_sidecar(home: Path, text: str) -> AsyncIterator[Live]:
     await runner.setup()
     sock = bind("127.0.0.1", 0)
     await web.SockSite(runner, sock).start()
-    reloader = app[RUNTIME].reloader
-    assert reloader is not None
+    reloader = app[RELOADER]
+    assert app[RUNTIME].reloader is reloader  # it watches the file
     if reloader.apply_policy is None:  # until the app wires it itself
         reloader.apply_policy = app[POLICY].apply_policy
     events = app[BUS].subscribe()

@@ -15,9 +15,9 @@ import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
+from sidecar.appkeys import STAGES
 from sidecar.audit.stage import AuditStage
 from sidecar.ledger.store import open_db
-from sidecar.proxy.keys import STAGES
 from sidecar.testing.harness import InProcessSidecar
 from sidecar.testing.requirements import require_files
 

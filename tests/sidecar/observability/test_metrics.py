@@ -14,7 +14,7 @@ import pytest
 import sqlite_utils
 from prometheus_client.parser import text_string_to_metric_families
 
-from sidecar.proxy.keys import LEDGER
+from sidecar.appkeys import LEDGER
 from sidecar.testing.fake_anthropic import FakeAnthropic
 from sidecar.testing.fake_behaviours import Text
 from sidecar.testing.harness import InProcessSidecar, anthropic_config, sidecar_in_process

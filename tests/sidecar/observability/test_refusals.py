@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 import sqlite_utils
 
-from sidecar.proxy.keys import LEDGER
+from sidecar.appkeys import LEDGER
 from sidecar.testing.fake_anthropic import FakeAnthropic
 from sidecar.testing.harness import anthropic_config, sidecar_in_process
 

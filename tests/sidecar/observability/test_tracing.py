@@ -12,8 +12,8 @@ import pytest
 import sqlite_utils
 from aiohttp import web
 
+from sidecar.appkeys import LEDGER, STAGES
 from sidecar.observability.tracing import Tracing, ulid_int
-from sidecar.proxy.keys import LEDGER, STAGES
 from sidecar.testing.fake_anthropic import FakeAnthropic
 from sidecar.testing.fake_behaviours import Text
 from sidecar.testing.harness import anthropic_config, sidecar_in_process

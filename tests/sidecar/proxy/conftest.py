@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.proxy.keys import LEDGER
+from sidecar.appkeys import LEDGER
 from sidecar.testing.fake_anthropic import FakeAnthropic
 from sidecar.testing.harness import InProcessSidecar, anthropic_config, sidecar_in_process
 

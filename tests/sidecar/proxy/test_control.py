@@ -61,7 +61,7 @@ async def test_status_and_usage_reflect_requests(fake: FakeAnthropic, sidecar: I
         async with client.post(sidecar.url + "/v1/messages", json={**BODY, "stream": stream}, headers={"x-api-key": "k"}) as resp:
             assert resp.status == 200
             await resp.read()
-    from sidecar.proxy.keys import LEDGER
+    from sidecar.appkeys import LEDGER
 
     await sidecar.app[LEDGER].flush()
     async with client.get(sidecar.url + "/sidecar/v1/status", headers=auth) as resp:

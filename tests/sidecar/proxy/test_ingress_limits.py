@@ -17,10 +17,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
+from sidecar.appkeys import CONFIG, PROVIDERS, RUNTIME, Runtime
 from sidecar.config import parse
 from sidecar.proxy import handlers
 from sidecar.proxy.ingress import ingress
-from sidecar.proxy.keys import CONFIG, PROVIDERS, RUNTIME, Runtime
 from sidecar.testing.fake_anthropic import FakeAnthropic, StallBeforeHeaders
 from sidecar.testing.harness import InProcessSidecar, anthropic_config, sidecar_in_process
 from sidecar.testing.recorder import Answer, is_envelope, parse_answers

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import aiohttp
 
-from sidecar.proxy.keys import STAGES
+from sidecar.appkeys import STAGES
 from sidecar.testing.fake_anthropic import FakeAnthropic
 from sidecar.testing.fake_behaviours import Text
 from sidecar.testing.harness import anthropic_config, sidecar_in_process

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from sidecar.proxy.keys import ROUTER
+from sidecar.appkeys import ROUTER
 from sidecar.testing.fake_anthropic import (
     Cut,
     Error,

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from sidecar.config import read_governance
+from sidecar.policy.config import read_governance
 from sidecar.policy.control import POLICY
 from sidecar.policy.model import Policy
 from tests.sidecar.policy.conftest import (
@@ -107,8 +107,8 @@ async def test_a_policy_that_newly_redacts_loads_the_redaction_key(hermetic_env:
 async def test_the_audit_log_names_each_policy_put_in_force_and_follows_its_log_content(
     hermetic_env: Path, client: aiohttp.ClientSession
 ) -> None:
+    from sidecar.appkeys import STAGES
     from sidecar.audit.stage import AuditStage
-    from sidecar.proxy.keys import STAGES
     from sidecar.testing.audit import audit_entries
 
     async with HeldUpstream({"input_tokens": 10, "output_tokens": 5}) as up, governed(up.url, hermetic_env, "") as sc:

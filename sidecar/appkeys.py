@@ -1,10 +1,14 @@
-"""Typed keys for the runtime state kept on the aiohttp Application."""
+"""The app keys: typed `web.AppKey`s for the runtime state kept on the aiohttp Application.
+
+Low in the tree (with the domain), so the domain's own endpoints (gateway, MCP, metrics)
+read the app's state without importing the HTTP layer that assembles it (sidecar.proxy).
+"""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
@@ -17,9 +21,16 @@ from sidecar.pipeline import RequestContext, Stage
 from sidecar.providers.base import Provider
 
 if TYPE_CHECKING:
-    from sidecar.proxy.reload import Reloader
     from sidecar.routing.router import Router
     from sidecar.sync.service import SyncService
+
+
+class ConfigReloader(Protocol):
+    """What the server needs of the config reloader (sidecar.proxy.reload.Reloader): SIGHUP reloads."""
+
+    async def reload(self, reason: str) -> bool:
+        """Read the config file again and apply it; False when it was refused."""
+        ...
 
 
 @dataclass
@@ -32,7 +43,7 @@ class Runtime:
     unix_socket: str | None = None
     in_flight: dict[str, RequestContext] = field(default_factory=dict)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
-    reloader: Reloader | None = None
+    reloader: ConfigReloader | None = None  # set when the config file is watched
 
 
 CONFIG = web.AppKey("config", Config)
