@@ -96,6 +96,7 @@ class RequestContext:
     # a successful answer in place of the upstream's own `anthropic-ratelimit-*` headers.
     unified_headers: dict[str, str] | None = None
     record: bool = True  # False: neither metered nor audited (refused because storage is down)
+    body_replaced: bool = False  # a stage replaced the body the head was read from
     # Runs the stages' on_complete once (see finish()); set by the handler.
     on_finish: Callable[[], None] | None = None
     _json: dict[str, Any] | None = None
@@ -128,6 +129,7 @@ class RequestContext:
         """Replace the request body (a policy changed it): it is re-encoded once, here."""
         self._json = obj
         self.body = msgspec.json.encode(obj)
+        self.body_replaced = True
 
     def finish(self) -> None:
         """Complete the request (meter, audit, journal) before its final byte goes out, so an

@@ -10,18 +10,53 @@ from typing import Any
 import msgspec
 
 from sidecar.errors import InvalidRequest
+from sidecar.protocol.foreign import FOREIGN_PREFIXES
+
+
+class _Block(msgspec.Struct):
+    """A content block, as far as the foreign-thinking check reads it."""
+
+    type: str | None = None
+    signature: str | None = None
+
+
+class _Message(msgspec.Struct):
+    content: str | list[_Block] | None = None
 
 
 class RequestHead(msgspec.Struct):
     """The fields of a Messages request the hot path needs; the rest is validated as JSON
-    and skipped without being materialised (about 35 us for a 76 KB body)."""
+    and skipped without being materialised (about 35 us for a 76 KB body). `messages` holds
+    each block's type and signature only, or None when the body's messages have another
+    shape (then `foreign_free` is False and the body is searched instead)."""
 
+    model: str | None = None
+    stream: bool | None = None
+    max_tokens: int | None = None
+    messages: list[_Message] | None = None
+
+    def foreign_free(self) -> bool:
+        """True when the messages were read and no block is a thinking block another provider
+        made (sidecar.protocol.foreign.is_foreign): the body needs no scrubbing."""
+        if self.messages is None:
+            return False
+        for m in self.messages:
+            content = m.content
+            if type(content) is list:
+                for b in content:
+                    if b.type == "thinking" and (not b.signature or b.signature.startswith(FOREIGN_PREFIXES)):
+                        return False
+        return True
+
+
+class _LooseHead(msgspec.Struct):
     model: str | None = None
     stream: bool | None = None
     max_tokens: int | None = None
 
 
 _head_decoder = msgspec.json.Decoder(RequestHead)
+_loose_decoder = msgspec.json.Decoder(_LooseHead)
 
 
 def parse_head(body: bytes) -> RequestHead:
@@ -29,7 +64,13 @@ def parse_head(body: bytes) -> RequestHead:
     if not body:
         raise InvalidRequest("the request body is empty; expected a JSON object")
     try:
-        return _head_decoder.decode(body)
+        try:
+            return _head_decoder.decode(body)
+        except msgspec.ValidationError:
+            # Messages of another shape than Anthropic's (e.g. a number for a signature) are
+            # the upstream's to refuse; only the head fields are checked here.
+            loose = _loose_decoder.decode(body)
+            return RequestHead(loose.model, loose.stream, loose.max_tokens)
     except msgspec.ValidationError as e:
         raise InvalidRequest(f"invalid request body: {e}") from None
     except msgspec.DecodeError as e:

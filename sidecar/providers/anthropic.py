@@ -12,7 +12,6 @@ import aiohttp
 import msgspec
 from multidict import CIMultiDictProxy
 
-from sidecar.config import ProviderConfig
 from sidecar.errors import StreamBroken
 from sidecar.protocol import foreign
 from sidecar.providers.base import (
@@ -22,6 +21,7 @@ from sidecar.providers.base import (
     UpstreamResponse,
     read_body,
 )
+from sidecar.providers.config import ProviderConfig
 from sidecar.secrets import ResolvedKey
 
 # Never forwarded upstream: hop-by-hop headers (RFC 9110 7.6.1; also every Proxy-* one and
@@ -54,9 +54,26 @@ def connection_named(headers: CIMultiDictProxy[str]) -> frozenset[str]:
     return frozenset(t.strip().lower() for v in headers.getall("connection") for t in v.split(","))
 
 
+# The upstream headers made from a client's headers, by those headers but Content-Length (the
+# one a client changes from turn to turn) and the injected key. Bounded; emptied when full.
+UPSTREAM_MEMO_MAX = 256
+_upstream: dict[tuple[tuple[tuple[str, str], ...], str | None], tuple[tuple[str, str], ...]] = {}
+
+
 def upstream_headers(client: CIMultiDictProxy[str], key: ResolvedKey | None) -> list[tuple[str, str]]:
     """The client's headers as they go upstream: same names, values and order, minus hop-by-hop;
     the client's credentials are replaced by `key` when the sidecar injects one."""
+    sig = (tuple([kv for kv in client.items() if kv[0].lower() != "content-length"]), None if key is None else key.value)
+    out = _upstream.get(sig)
+    if out is None:
+        out = tuple(_upstream_headers(client, key))
+        if len(_upstream) >= UPSTREAM_MEMO_MAX:
+            _upstream.clear()
+        _upstream[sig] = out
+    return list(out)
+
+
+def _upstream_headers(client: CIMultiDictProxy[str], key: ResolvedKey | None) -> list[tuple[str, str]]:
     named = connection_named(client)
     out = [
         (name, value)
@@ -136,7 +153,7 @@ class AnthropicProvider:
     async def send(self, attempt: Attempt) -> Call:
         """Send the request upstream; return once the answer's headers arrived."""
         body = attempt.body
-        if body:
+        if body and not attempt.foreign_free:
             body = foreign.scrub(body) or body
         if attempt.model and attempt.model != attempt.requested_model and body:
             body = with_model(body, attempt.model)

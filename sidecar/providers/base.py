@@ -24,7 +24,6 @@ import msgspec
 import yarl
 from multidict import CIMultiDictProxy
 
-from sidecar.config import ProviderConfig
 from sidecar.errors import (
     InvalidRequest,
     StreamBroken,
@@ -36,6 +35,7 @@ from sidecar.net import upstream_proxy
 from sidecar.pipeline import RequestContext
 from sidecar.protocol import sse
 from sidecar.providers import h1
+from sidecar.providers.config import ProviderConfig
 from sidecar.providers.h1 import H1Pool, H1Response
 from sidecar.providers.heads import UnsafeHead, check_fields, safe_target
 from sidecar.secrets import ResolvedKey
@@ -64,13 +64,14 @@ class Attempt:
     key: ResolvedKey | None = None  # the credential to inject; None forwards the client's
     options: dict[str, Any] = field(default_factory=dict)  # per-target extras from the route
     decoded: Callable[[], dict[str, Any]] | None = field(default=None, repr=False)  # the body, decoded once
+    foreign_free: bool = False  # the body is known to hold no other provider's thinking block
 
     @classmethod
     def of(cls, ctx: RequestContext, model: str | None = None, key: ResolvedKey | None = None) -> Attempt:
         """An attempt at `ctx` (its body decoded at most once for all attempts)."""
         return cls(
             ctx.method, ctx.path_qs, ctx.headers, ctx.body, ctx.head.model, ctx.stream, ctx.count_tokens,
-            model, key, decoded=ctx.json,
+            model, key, decoded=ctx.json, foreign_free=not ctx.body_replaced and ctx.head.foreign_free(),
         )  # fmt: skip
 
     @property

@@ -111,3 +111,30 @@ def test_check_fields_says_what_is_wrong(headers: list[tuple[str, str]], why: st
 
 def test_check_fields_passes_ordinary_and_non_ascii_values() -> None:
     check_fields([("x-api-key", "sk-ant-1"), ("x-note", "€ café\tok"), ("x-empty", "")])
+
+
+@settings(max_examples=300, deadline=None)
+@given(method=st.one_of(st.just("POST"), text), headers=fields, lengths=st.lists(st.integers(0, 10**9) | st.none(), min_size=1, max_size=4))
+def test_a_remembered_head_is_spelled_as_a_fresh_one(method: str, headers: list[tuple[str, str]], lengths: list[int | None]) -> None:
+    """The head memo (the same headers on every turn, only Content-Length changes) writes the
+    bytes the builder writes from scratch, and refuses on every call what it refuses once."""
+    from sidecar.providers import heads
+
+    for n in lengths:
+        heads._heads.clear()
+        try:
+            fresh = build_head(method, "/v1/messages", HOST, headers, n)
+        except UnsafeHead:
+            with pytest.raises(UnsafeHead):
+                build_head(method, "/v1/messages", HOST, headers, n)  # never remembered
+            return
+        assert build_head(method, "/v1/messages", HOST, list(headers), n) == fresh  # from the memo
+    assert len(heads._heads) <= heads.HEAD_MEMO_MAX
+
+
+def test_the_head_memo_is_bounded() -> None:
+    from sidecar.providers import heads
+
+    for i in range(heads.HEAD_MEMO_MAX * 2 + 3):
+        build_head("POST", "/v1/messages", HOST, [("x-n", str(i))], 1)
+    assert 0 < len(heads._heads) <= heads.HEAD_MEMO_MAX
