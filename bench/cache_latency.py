@@ -35,9 +35,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from sidecar.cache.config import CacheConfig  # noqa: E402
 from sidecar.cache.embedder import Embedder  # noqa: E402
 from sidecar.cache.semantic import SemanticIndex, decide  # noqa: E402
-from sidecar.config import CacheConfig  # noqa: E402
 from sidecar.testing.captures import load  # noqa: E402
 from sidecar.testing.fake_anthropic import FakeAnthropic, Text  # noqa: E402
 from sidecar.testing.harness import ChildSidecar, anthropic_config, start_child  # noqa: E402

@@ -34,9 +34,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from sidecar.cache.config import CacheConfig  # noqa: E402
 from sidecar.cache.embedder import load_minilm  # noqa: E402
 from sidecar.cache.semantic import decide  # noqa: E402
-from sidecar.config import CacheConfig  # noqa: E402
 from sidecar.testing.captures import shared_dir  # noqa: E402
 
 DEFAULT_PAIRS = shared_dir() / "data" / "cache-pairs-dev.tsv"

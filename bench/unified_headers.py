@@ -16,9 +16,9 @@ from zoneinfo import ZoneInfo
 
 from multidict import CIMultiDict
 
-from sidecar.config import BudgetConfig
 from sidecar.gateway import unified
 from sidecar.policy.budgets import Budgets
+from sidecar.policy.config import BudgetConfig
 
 UPSTREAM = [("content-type", "application/json"), ("request-id", "req_x")] + [
     (f"anthropic-ratelimit-{k}-{x}", "1") for k in ("requests", "input-tokens", "output-tokens", "tokens") for x in ("limit", "remaining", "reset")

@@ -15,8 +15,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sidecar.config import ProviderConfig
 from sidecar.errors import ConfigError
+from sidecar.providers.config import ProviderConfig
 
 SERVICE = "claude-sidecar"
 log = logging.getLogger(__name__)

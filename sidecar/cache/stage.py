@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sidecar.cache import plan as plans
+from sidecar.cache.config import CacheConfig
 from sidecar.cache.embedder import Embedder, Vector
 from sidecar.cache.entries import Entries, Meta
 from sidecar.cache.guards import eligible
@@ -34,7 +35,7 @@ from sidecar.cache.replay import (
 )
 from sidecar.cache.semantic import Candidate, SemanticIndex, agreement, decide
 from sidecar.cache.store import COUNTERS, CacheStore, Entry, summary
-from sidecar.config import CacheConfig, Config
+from sidecar.config import Config
 from sidecar.ledger.pricing import Pricing
 from sidecar.paths import Paths
 from sidecar.pipeline import Reply, RequestContext

@@ -44,8 +44,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import tomli_w
 
-from sidecar.config import GOVERNANCE_SECTIONS, parse
+from sidecar.config import parse
 from sidecar.errors import ConfigError
+from sidecar.policy.config import GOVERNANCE_SECTIONS
 from sidecar.policy.model import Policy
 
 LIMIT_KEYS = (

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sidecar.config import PriceOverride
+from sidecar.ledger.config import PriceOverride
 
 log = logging.getLogger(__name__)
 

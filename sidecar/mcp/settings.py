@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
+
+from sidecar.configread import Reader
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")  # no "_": `server__tool` must split unambiguously
 KEYRING_PREFIX = "keyring:"
@@ -76,13 +78,7 @@ class McpConfig:
         return self.code_mode or server.code_mode
 
 
-class _Reader(Protocol):
-    def table(self, data: Any, key: str, allowed: set[str]) -> dict[str, Any]: ...
-    def get(self, data: dict[str, Any], key: str, name: str, kind: type | tuple[type, ...], default: Any) -> Any: ...
-    def fail(self, key: str, reason: str) -> Exception: ...
-
-
-def read_mcp(r: _Reader, data: Any) -> McpConfig:
+def read_mcp(r: Reader, data: Any) -> McpConfig:
     """Validate `[mcp]` with the config reader `r` (errors name the key and line)."""
     d = r.table(data, "mcp", {"servers", "code_mode", "script_timeout_seconds", "script_steps", "script_memory_mb", "script_output_kb"})
     c = McpConfig()
@@ -110,7 +106,7 @@ def read_mcp(r: _Reader, data: Any) -> McpConfig:
     )
 
 
-def _server(r: _Reader, data: Any, key: str) -> McpServerConfig:
+def _server(r: Reader, data: Any, key: str) -> McpServerConfig:
     d = r.table(data, key, {"name", "command", "args", "env", "cwd", "url", "headers", "code_mode", "timeout_seconds"})
     name = r.get(d, key, "name", str, None)
     if name is None or not _NAME.fullmatch(name):
@@ -140,7 +136,7 @@ def _server(r: _Reader, data: Any, key: str) -> McpServerConfig:
     )
 
 
-def _strings(r: _Reader, d: dict[str, Any], key: str, name: str) -> dict[str, str]:
+def _strings(r: Reader, d: dict[str, Any], key: str, name: str) -> dict[str, str]:
     table = r.get(d, key, name, dict, {})
     for k, v in table.items():
         if not isinstance(v, str):

@@ -20,9 +20,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from sidecar.config import Config, GuardrailsConfig
+from sidecar.config import Config
 from sidecar.observability.settings import ObservabilityConfig
 from sidecar.paths import Paths
+from sidecar.policy.config import GuardrailsConfig
 from sidecar.policy.detectors import SECRETS, Detector
 from sidecar.policy.guardrails import rules_for
 

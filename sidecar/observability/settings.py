@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
+
+from sidecar.configread import Reader
 
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -22,13 +24,7 @@ class ObservabilityConfig:
     log_backups: int = 5  # rotated files kept
 
 
-class _Reader(Protocol):
-    def table(self, data: Any, key: str, allowed: set[str]) -> dict[str, Any]: ...
-    def get(self, data: dict[str, Any], key: str, name: str, kind: type | tuple[type, ...], default: Any) -> Any: ...
-    def fail(self, key: str, reason: str) -> Exception: ...
-
-
-def read_observability(r: _Reader, data: Any) -> ObservabilityConfig:
+def read_observability(r: Reader, data: Any) -> ObservabilityConfig:
     """Validate `[observability]` with the config reader `r` (errors name the key and line)."""
     d = r.table(data, "observability", set(ObservabilityConfig.__dataclass_fields__))
     c = ObservabilityConfig()

@@ -34,9 +34,9 @@ from datetime import time as dtime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sidecar.config import BudgetConfig
 from sidecar.errors import BudgetExhausted, RateLimited
 from sidecar.gateway.unified import Cap, rejection
+from sidecar.policy.config import BudgetConfig
 
 PERIODS = ("day", "week", "month")
 _LIMIT_KEY = {"day": "daily_usd", "week": "weekly_usd", "month": "monthly_usd"}

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sidecar.config import BudgetConfig, Config
+from sidecar.config import Config
 from sidecar.errors import ConfigError, PolicyBlocked, PolicyDenied, PolicyStale, SidecarError
 from sidecar.events import EventBus
 from sidecar.gateway import unified
@@ -49,6 +49,7 @@ from sidecar.paths import Paths
 from sidecar.pipeline import Reply, RequestContext
 from sidecar.policy import estimate
 from sidecar.policy.budgets import Budgets, Reservation, usd
+from sidecar.policy.config import BudgetConfig
 from sidecar.policy.guardrails import Finding, Guardrails, Outcome, rules_for
 from sidecar.policy.limits import RateLimits, Ticket
 from sidecar.policy.model import Policy

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sidecar.config import GuardrailsConfig
+from sidecar.policy.config import GuardrailsConfig
 from sidecar.policy.detectors import DETECTORS, Detector, custom
 
 PLACEHOLDER_PREFIX = "[REDACTED:"

@@ -25,8 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sidecar.config import LimitsConfig
 from sidecar.errors import PolicyDenied, RateLimited
+from sidecar.policy.config import LimitsConfig
 
 Clock = Callable[[], float]
 CONCURRENCY_RETRY_SECONDS = 1

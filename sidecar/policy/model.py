@@ -7,7 +7,7 @@ and [policy] sections. Later a central server signs and pushes the same document
      "guardrails": {"secrets": "redact"}, "tools": {"deny": ["WebFetch"]},
      "policy": {"models": ["claude-*"], "log_content": false}}
 
-Both forms go through the same validation (`sidecar.config.read_governance`), so a pushed
+Both forms go through the same validation (`sidecar.policy.config.read_governance`), so a pushed
 policy is held to exactly the rules of a config file. `digest` names a policy in the audit
 log: the SHA-256 of its canonical JSON.
 """
@@ -20,10 +20,11 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sidecar.config import (
+from sidecar.config import Config
+from sidecar.errors import ConfigError
+from sidecar.policy.config import (
     GOVERNANCE_SECTIONS,
     BudgetConfig,
-    Config,
     Governance,
     GuardrailsConfig,
     LimitsConfig,
@@ -31,7 +32,6 @@ from sidecar.config import (
     ToolsConfig,
     read_governance,
 )
-from sidecar.errors import ConfigError
 
 
 @dataclass(frozen=True)

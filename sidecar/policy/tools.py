@@ -14,8 +14,8 @@ from __future__ import annotations
 import fnmatch
 from typing import Any
 
-from sidecar.config import ToolsConfig
 from sidecar.errors import PolicyDenied
+from sidecar.policy.config import ToolsConfig
 
 
 def refusal(name: str) -> str:

@@ -31,7 +31,6 @@ import aiohttp
 import msgspec
 import yarl
 
-from sidecar.config import ProviderConfig
 from sidecar.errors import StreamBroken, UpstreamTimeout, UpstreamUnavailable
 from sidecar.protocol import bedrock_converse, sse
 from sidecar.protocol.eventstream import EventStreamDecoder, EventStreamError, Message
@@ -55,6 +54,7 @@ from sidecar.providers.base import (
     error_envelope,
     read_body,
 )
+from sidecar.providers.config import ProviderConfig
 from sidecar.secrets import ResolvedKey
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ import importlib
 
 import aiohttp
 
-from sidecar.config import ProviderConfig
 from sidecar.providers.base import Provider
+from sidecar.providers.config import ProviderConfig
 from sidecar.secrets import ResolvedKey
 
 # type -> "module:Class"; modules are imported only when a provider of that type is configured.

@@ -15,7 +15,6 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from sidecar.config import ProviderConfig
 from sidecar.errors import ConfigError, InvalidRequest
 from sidecar.protocol import gemini_response
 from sidecar.protocol.gemini import build_count_request, build_request, model_path
@@ -29,6 +28,7 @@ from sidecar.providers.base import (
     error_envelope,
     read_body,
 )
+from sidecar.providers.config import ProviderConfig
 from sidecar.secrets import ResolvedKey
 
 DEFAULT_API_VERSION = "v1beta"

@@ -21,7 +21,6 @@ import aiohttp
 import msgspec
 
 from sidecar import __version__
-from sidecar.config import ProviderConfig
 from sidecar.errors import InvalidRequest
 from sidecar.protocol.openai import (
     ChatStream,
@@ -42,6 +41,7 @@ from sidecar.providers.base import (
     error_envelope,
     read_body,
 )
+from sidecar.providers.config import ProviderConfig
 from sidecar.secrets import ResolvedKey
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """The provider types the config accepts: default base URL and the extra keys each type reads.
 
-Kept free of heavy imports: `config.py` validates `[[providers]]` tables against it, and
+Kept free of heavy imports: `providers/config.py` validates `[[providers]]` tables against it, and
 `providers.build` constructs the adapter named here.
 """
 

@@ -24,7 +24,6 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from sidecar.config import ProviderConfig
 from sidecar.errors import error_type_for
 from sidecar.protocol.gemini_response import GOOGLE_ERRORS
 from sidecar.providers import betas
@@ -38,6 +37,7 @@ from sidecar.providers.base import (
     error_envelope,
     read_body,
 )
+from sidecar.providers.config import ProviderConfig
 from sidecar.providers.gcp_auth import GcpCredentialsError, TokenSource, credentials_path
 from sidecar.secrets import ResolvedKey
 

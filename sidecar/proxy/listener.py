@@ -32,9 +32,9 @@ from aiohttp import web
 from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.web_protocol import RequestHandler
 
-from sidecar.config import ServerConfig
 from sidecar.errors import InvalidRequest, NotFound, RequestTimeout, RequestTooLarge, SidecarError
 from sidecar.ledger.record import new_ulid
+from sidecar.proxy.config import ServerConfig
 
 log = logging.getLogger(__name__)
 

@@ -30,9 +30,10 @@ from typing import Any
 import aiohttp
 
 from sidecar import config as config_mod
-from sidecar.config import BudgetConfig, Config
+from sidecar.config import Config
 from sidecar.errors import ConfigError
 from sidecar.paths import file_stamp
+from sidecar.policy.config import BudgetConfig
 from sidecar.policy.model import Policy
 from sidecar.providers import factory
 from sidecar.providers.base import Provider

@@ -34,8 +34,10 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from sidecar.configread import Reader
+
 if TYPE_CHECKING:
-    from sidecar.config import ProviderConfig, _Reader
+    from sidecar.providers.config import ProviderConfig
 
 SCENARIOS = ("background", "subagent", "long_context", "thinking", "web_search", "image")
 STRATEGIES = ("weighted", "round_robin")
@@ -119,7 +121,7 @@ class RoutingConfig:
 _GLOB_OK = re.compile(r"^[\x20-\x7e]+$")
 
 
-def _number(r: _Reader, d: dict[str, Any], key: str, name: str, default: float, *, minimum: float = 0.0, integer: bool = False) -> Any:
+def _number(r: Reader, d: dict[str, Any], key: str, name: str, default: float, *, minimum: float = 0.0, integer: bool = False) -> Any:
     kinds: tuple[type, ...] = (int,) if integer else (int, float)
     v = r.get(d, key, name, kinds, default)
     if v < minimum:
@@ -127,7 +129,7 @@ def _number(r: _Reader, d: dict[str, Any], key: str, name: str, default: float, 
     return v if integer else float(v)
 
 
-def read_routing(r: _Reader, data: Any) -> RoutingConfig:
+def read_routing(r: Reader, data: Any) -> RoutingConfig:
     """Read `[routing]`."""
     if data is None:
         return RoutingConfig()
@@ -163,7 +165,7 @@ def read_routing(r: _Reader, data: Any) -> RoutingConfig:
     )
 
 
-def _target(r: _Reader, item: Any, key: str, providers: dict[str, ProviderConfig]) -> TargetConfig:
+def _target(r: Reader, item: Any, key: str, providers: dict[str, ProviderConfig]) -> TargetConfig:
     d = r.table(item, key, {"provider", "model", "weight", "keys", "exclude_keys"})
     prov = r.get(d, key, "provider", str, None)
     if prov is None:
@@ -188,7 +190,7 @@ def _target(r: _Reader, item: Any, key: str, providers: dict[str, ProviderConfig
     return TargetConfig(provider=prov, model=model, weight=weight, keys=picked["keys"], exclude_keys=picked["exclude_keys"])
 
 
-def _match(r: _Reader, data: Any, key: str) -> MatchConfig:
+def _match(r: Reader, data: Any, key: str) -> MatchConfig:
     d = r.table(data, key, {"model", "scenario", "header", "min_input_tokens"})
     model = r.get(d, key, "model", str, None)
     if model is not None and not _GLOB_OK.match(model):
@@ -208,7 +210,7 @@ def _match(r: _Reader, data: Any, key: str) -> MatchConfig:
     return MatchConfig(model=model, scenario=tuple(scenarios), header={k.lower(): v for k, v in hdr.items()}, min_input_tokens=mit)
 
 
-def read_routes(r: _Reader, data: Any, providers: tuple[ProviderConfig, ...]) -> tuple[RouteConfig, ...]:
+def read_routes(r: Reader, data: Any, providers: tuple[ProviderConfig, ...]) -> tuple[RouteConfig, ...]:
     """Read `[[routes]]` against the configured providers."""
     if data is None:
         return ()
@@ -255,7 +257,7 @@ def read_routes(r: _Reader, data: Any, providers: tuple[ProviderConfig, ...]) ->
     return tuple(out)
 
 
-def _opt_positive(r: _Reader, d: dict[str, Any], key: str, name: str) -> float | None:
+def _opt_positive(r: Reader, d: dict[str, Any], key: str, name: str) -> float | None:
     v = r.get(d, key, name, (int, float), None)
     if v is not None and v <= 0:
         raise r.fail(f"{key}.{name}", "must be a positive number of seconds")

@@ -37,16 +37,17 @@ import tomli_w
 
 from sidecar import config as config_mod
 from sidecar.central import policy_doc
-from sidecar.config import (
+from sidecar.config import Config
+from sidecar.errors import ConfigError
+from sidecar.policy.config import (
     GOVERNANCE_SECTIONS,
-    Config,
     CustomGuardrail,
     Governance,
     GuardrailsConfig,
 )
-from sidecar.errors import ConfigError
 from sidecar.policy.detectors import DETECTORS
 from sidecar.policy.model import Policy
+from sidecar.providers.config import ProviderConfig
 
 if TYPE_CHECKING:
     from sidecar.sync.policy import CentralPolicy
@@ -129,7 +130,7 @@ def _guardrails(local: GuardrailsConfig, table: Any, org: GuardrailsConfig, merg
     return dataclasses.replace(merged, detectors=detectors, custom=tuple(custom.values()))
 
 
-def _routing(local: Config, doc: dict[str, Any], source: str) -> tuple[tuple[config_mod.ProviderConfig, ...], tuple[Any, ...]]:
+def _routing(local: Config, doc: dict[str, Any], source: str) -> tuple[tuple[ProviderConfig, ...], tuple[Any, ...]]:
     """The effective providers and routes."""
     if "providers" not in doc and "routes" not in doc:
         return local.providers, local.routes

@@ -33,9 +33,9 @@ from typing import Any
 from sidecar.central import policy_doc
 from sidecar.central.enrollment import Enrollment
 from sidecar.central.signing import SignatureInvalid, verify_envelope
-from sidecar.config import GOVERNANCE_SECTIONS
 from sidecar.errors import ConfigError
 from sidecar.paths import Paths
+from sidecar.policy.config import GOVERNANCE_SECTIONS
 from sidecar.policy.model import Policy
 from sidecar.sync.client import DeviceClient, SyncError, SyncRefused
 from sidecar.sync.settings import SyncConfig

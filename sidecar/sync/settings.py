@@ -14,7 +14,9 @@ sizes) comes with the signed policy, not from this file.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
+
+from sidecar.configread import Reader
 
 
 @dataclass(frozen=True)
@@ -28,13 +30,7 @@ class SyncConfig:
     retry_max_seconds: float = 60.0
 
 
-class _Reader(Protocol):
-    def table(self, data: Any, key: str, allowed: set[str]) -> dict[str, Any]: ...
-    def get(self, data: dict[str, Any], key: str, name: str, kind: type | tuple[type, ...], default: Any) -> Any: ...
-    def fail(self, key: str, reason: str) -> Exception: ...
-
-
-def read_sync(r: _Reader, data: Any) -> SyncConfig:
+def read_sync(r: Reader, data: Any) -> SyncConfig:
     """Validate `[sync]` with the config reader `r` (errors name the key and line)."""
     d = r.table(data, "sync", set(SyncConfig.__dataclass_fields__))
     c = SyncConfig()

@@ -12,8 +12,10 @@ from click.testing import CliRunner
 
 from sidecar import paths
 from sidecar.cli import cli
-from sidecar.config import DEFAULT_CONFIG, DEFAULT_PORT, Config, PriceOverride, load, parse
+from sidecar.config import DEFAULT_CONFIG, Config, load, parse
 from sidecar.errors import ConfigError
+from sidecar.ledger.config import PriceOverride
+from sidecar.proxy.config import DEFAULT_PORT
 
 CFG = Path("/etc/sidecar/config.toml")
 ANTHROPIC = '[[providers]]\nname = "anthropic"\ntype = "anthropic"\n'

@@ -12,8 +12,8 @@ import keyring
 import keyring.core
 import pytest
 
-from sidecar.config import ProviderConfig
 from sidecar.errors import ConfigError
+from sidecar.providers.config import ProviderConfig
 from sidecar.secrets import SERVICE, ResolvedKey, SecretStore, env_var_for, resolve_keys
 
 SECRET = "sk-ant-api03-very-secret-value"

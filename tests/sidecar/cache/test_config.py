@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.config import DEFAULT_CONFIG, CacheConfig, parse
+from sidecar.cache.config import CacheConfig
+from sidecar.config import DEFAULT_CONFIG, parse
 from sidecar.errors import ConfigError
 
 

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecar.central import policy_doc
-from sidecar.config import GOVERNANCE_SECTIONS
 from sidecar.errors import ConfigError
+from sidecar.policy.config import GOVERNANCE_SECTIONS
 from sidecar.policy.model import Policy
 
 MODES = list(policy_doc.MODES)

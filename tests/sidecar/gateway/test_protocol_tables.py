@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sidecar.config import BudgetConfig
 from sidecar.errors import (
     AuthenticationFailed,
     BudgetExhausted,
@@ -27,6 +26,7 @@ from sidecar.gateway import unified
 from sidecar.gateway.settings import checksum
 from sidecar.gateway.usage import with_caps, without_caps
 from sidecar.policy.budgets import Budgets
+from sidecar.policy.config import BudgetConfig
 
 U = "anthropic-ratelimit-unified-"
 KOLKATA = ZoneInfo("Asia/Kolkata")

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from genai_prices import Usage, calc_price
 
-from sidecar.config import PriceOverride
+from sidecar.ledger.config import PriceOverride
 from sidecar.ledger.pricing import Pricing
 
 M = 1_000_000

@@ -13,8 +13,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from sidecar.config import GuardrailsConfig
 from sidecar.observability.logs import MASK, Redactor, redactor_for
+from sidecar.policy.config import GuardrailsConfig
 from sidecar.testing.fake_anthropic import FakeAnthropic
 from sidecar.testing.harness import anthropic_config, start_child
 
@@ -133,7 +133,7 @@ def test_redactor_masks_values_and_detector_matches_at_any_level(caplog: pytest.
 
 
 def test_guardrail_matched_text_is_masked_as_the_config_turns_it_on() -> None:
-    from sidecar.config import CustomGuardrail
+    from sidecar.policy.config import CustomGuardrail
 
     line = "ticket ACME-123456 from ada.lovelace@corp-mail.io"
     assert redactor_for(GuardrailsConfig())(line) == line  # personal data and custom rules are off by default

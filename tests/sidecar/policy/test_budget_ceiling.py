@@ -22,9 +22,9 @@ from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.config import BudgetConfig
 from sidecar.errors import PolicyDenied, RateLimited
 from sidecar.policy.budgets import Budgets, Reservation
+from sidecar.policy.config import BudgetConfig
 from sidecar.providers import tokens as request_tokens
 from sidecar.testing import anthropic_sse as sse
 from sidecar.testing.fake_server import serve_on_loopback

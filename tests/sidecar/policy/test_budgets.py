@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from sidecar.config import BudgetConfig
 from sidecar.errors import BudgetExhausted, RateLimited
 from sidecar.policy.budgets import Budgets, duration, period_bounds, usd
+from sidecar.policy.config import BudgetConfig
 
 KOLKATA = ZoneInfo("Asia/Kolkata")  # UTC+5:30: a local day starts at 18:30 UTC
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from sidecar.config import CustomGuardrail, GuardrailsConfig
+from sidecar.policy.config import CustomGuardrail, GuardrailsConfig
 from sidecar.policy.guardrails import Guardrails, rules_for
 from sidecar.testing import captures
 from sidecar.testing.secret_samples import AWS_ID, GITHUB, JWT, rand

@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from sidecar.config import LimitsConfig
 from sidecar.errors import PolicyDenied, RateLimited
+from sidecar.policy.config import LimitsConfig
 from sidecar.policy.limits import RateLimits, Slots, TokenBucket
 
 

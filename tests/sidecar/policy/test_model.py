@@ -11,8 +11,9 @@ import tomli_w
 from click.testing import CliRunner
 
 from sidecar.cli import cli
-from sidecar.config import DEFAULT_CONFIG, BudgetConfig, CustomGuardrail, parse
+from sidecar.config import DEFAULT_CONFIG, parse
 from sidecar.errors import ConfigError
+from sidecar.policy.config import BudgetConfig, CustomGuardrail
 from sidecar.policy.model import Policy
 
 FULL = """

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from sidecar.config import ToolsConfig
 from sidecar.errors import PolicyDenied
+from sidecar.policy.config import ToolsConfig
 from sidecar.policy.tools import ToolRules, ToolUseFilter, refusal
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from sidecar.config import ProviderConfig
 from sidecar.errors import ConfigError
 from sidecar.protocol.openai import PRESETS, Quirks, quirks_for, read_options
+from sidecar.providers.config import ProviderConfig
 from sidecar.providers.factory import build
 
 

@@ -14,10 +14,10 @@ import anthropic
 import pytest
 import sqlite_utils
 
-from sidecar.config import ProviderConfig
+from sidecar.appkeys import LEDGER
 from sidecar.errors import ConfigError
+from sidecar.providers.config import ProviderConfig
 from sidecar.providers.gemini import GeminiProvider
-from sidecar.proxy.keys import LEDGER
 from sidecar.testing.fake_gemini import (
     FakeGemini,
     GeminiError,

@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecar import config as config_mod
-from sidecar.config import GOVERNANCE_SECTIONS, Config, Governance, read_governance
+from sidecar.config import Config
 from sidecar.errors import ConfigError
+from sidecar.policy.config import GOVERNANCE_SECTIONS, Governance, read_governance
 from sidecar.policy.detectors import DETECTORS
 from sidecar.sync import merge
 from sidecar.sync.policy import CentralPolicy

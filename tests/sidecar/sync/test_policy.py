@@ -269,7 +269,8 @@ async def test_an_unreachable_server_backs_off_with_the_reason_in_state(tmp_path
 
 
 def test_overlay_of_a_central_policy_keeps_local_keys(tmp_path: Path) -> None:
-    from sidecar.config import Config, read_governance
+    from sidecar.config import Config
+    from sidecar.policy.config import read_governance
 
     local = Config(governance=read_governance({"limits": {"requests_per_minute": 10}}))
     cp = CentralPolicy(4, 1.0, {"budget": {"daily_usd": 5}}, {}, 1.0)
