@@ -73,6 +73,7 @@ ROOMS: list[tuple[str, tuple[str, ...]]] = [
             # The app's typed state and the HTTP helpers the domain's own endpoints share with
             # sidecar.proxy, which assembles the app.
             "sidecar.appkeys",
+            "sidecar.web_errors",
         ),
     ),
     ("proxy", ("sidecar.proxy",)),

@@ -13,6 +13,8 @@ Register them after the proxied endpoints: aiohttp matches the more specific rou
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
 from yarl import URL
 
@@ -21,10 +23,10 @@ from sidecar.errors import NotSupported
 from sidecar.gateway import oauth, telemetry
 from sidecar.gateway.settings import managed_settings
 from sidecar.gateway.usage import oauth_usage
-from sidecar.proxy import handlers
-from sidecar.proxy.ingress import error_response
+from sidecar.web_errors import error_response
 
 PREFIXES = ("/anthropic",)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _unprefixed(request: web.Request) -> web.Request:
@@ -36,14 +38,13 @@ def _unprefixed(request: web.Request) -> web.Request:
     return request
 
 
-async def prefixed_messages(request: web.Request) -> web.StreamResponse:
-    """`POST /anthropic/v1/messages` (and count_tokens): the same as without the prefix."""
-    return await handlers.messages(_unprefixed(request))
+def unprefixed(handler: Handler) -> Handler:
+    """`handler` under a base-URL prefix (`POST /anthropic/v1/messages` is `POST /v1/messages`)."""
 
+    async def prefixed(request: web.Request) -> web.StreamResponse:
+        return await handler(_unprefixed(request))
 
-async def prefixed_models(request: web.Request) -> web.StreamResponse:
-    """`GET /anthropic/v1/models`."""
-    return await handlers.models(_unprefixed(request))
+    return prefixed
 
 
 async def not_supported(request: web.Request) -> web.Response:
@@ -51,15 +52,16 @@ async def not_supported(request: web.Request) -> web.Response:
     return error_response(NotSupported(f"{request.method} {request.path} is not served by claude-sidecar"))
 
 
-def add_routes(app: web.Application) -> None:
-    """Register the gateway endpoints on `app` (after sidecar.proxy.handlers.add_routes)."""
+def add_routes(app: web.Application, messages: Handler, models: Handler) -> None:
+    """Register the gateway endpoints on `app` (after sidecar.proxy.handlers.add_routes);
+    `messages` and `models` are the proxied endpoints' handlers, served again under each prefix."""
     oauth.add_routes(app, app[PATHS].state_dir)
     app.router.add_get("/managed/settings", managed_settings)
     app.router.add_get("/api/oauth/usage", oauth_usage)
     telemetry.add_routes(app)
     for prefix in PREFIXES:
-        app.router.add_post(prefix + "/v1/messages", prefixed_messages)
-        app.router.add_post(prefix + "/v1/messages/count_tokens", prefixed_messages)
-        app.router.add_get(prefix + "/v1/models", prefixed_models)
+        app.router.add_post(prefix + "/v1/messages", unprefixed(messages))
+        app.router.add_post(prefix + "/v1/messages/count_tokens", unprefixed(messages))
+        app.router.add_get(prefix + "/v1/models", unprefixed(models))
         app.router.add_route("*", prefix + "/v1/{tail:.*}", not_supported)
     app.router.add_route("*", "/v1/{tail:.*}", not_supported)

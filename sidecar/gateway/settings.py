@@ -19,7 +19,7 @@ from aiohttp import web
 
 from sidecar.appkeys import CONFIG
 from sidecar.errors import NotFound
-from sidecar.proxy.ingress import error_response
+from sidecar.web_errors import error_response
 
 _NAMESPACE = uuid.UUID("6f1c1d8e-52a4-4c1e-9a55-3f0e6f2b7c11")  # the sidecar's settings uuids
 

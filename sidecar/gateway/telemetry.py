@@ -32,7 +32,7 @@ from aiohttp import web
 from sidecar.appkeys import CONFIG, PATHS
 from sidecar.errors import InvalidRequest
 from sidecar.ledger.store import open_db
-from sidecar.proxy.ingress import error_response
+from sidecar.web_errors import error_response
 
 log = logging.getLogger(__name__)
 

@@ -180,7 +180,7 @@ def create_app(
     app.cleanup_ctx.extend([http_session, ledger, sync])
     app.on_shutdown.append(announce_shutdown)
     handlers.add_routes(app)
-    gateway_routes.add_routes(app)
+    gateway_routes.add_routes(app, handlers.messages, handlers.models)
     control.add_routes(app)
     routes_control.add_routes(app)
     policy_control.add_routes(app)

@@ -13,9 +13,10 @@ from sidecar.appkeys import ROUTER, RUNTIME, STAGES, STORAGE
 from sidecar.errors import PolicyBlocked, PolicyDenied, SidecarError
 from sidecar.pipeline import Answer, Reply, RequestContext, Stage
 from sidecar.protocol.anthropic import RequestHead, parse_head
-from sidecar.proxy.ingress import REFUSALS, REQUEST_ID, error_response
+from sidecar.proxy.ingress import REFUSALS, REQUEST_ID
 from sidecar.proxy.relay import relay, sidecar_headers
 from sidecar.routing.router import Opened
+from sidecar.web_errors import error_response
 
 log = logging.getLogger(__name__)
 

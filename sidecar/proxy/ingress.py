@@ -35,6 +35,7 @@ from sidecar.net import host_is_loopback
 from sidecar.observability.metrics import METRICS
 from sidecar.providers.base import Provider
 from sidecar.proxy.listener import BAD_VERSION, Connection, check_header_bytes
+from sidecar.web_errors import error_response
 
 log = logging.getLogger(__name__)
 LINGER_SECONDS = 1.0  # after a 413, how long a client still sending may go on before the close
@@ -87,16 +88,6 @@ def without_local_token(request: web.Request, token: str) -> web.Request:
     if drop_key:
         kept.popall("x-api-key", None)
     return request.clone(headers=kept)
-
-
-def error_response(err: SidecarError) -> web.Response:
-    """The Anthropic error envelope for a sidecar error."""
-    return web.Response(
-        status=err.status,
-        body=err.envelope(),
-        content_type="application/json",
-        headers=err.headers,
-    )
 
 
 @web.middleware
