@@ -20,6 +20,8 @@ class Weighted(Protocol):
 
 def weighted_order(slots: Sequence[Weighted], rng: random.Random) -> list[int]:
     """Indexes of `slots` in a weighted random order without replacement (zero weights last)."""
+    if len(slots) == 1:
+        return [0]  # the usual route: one target, nothing to draw
     idx = [i for i, s in enumerate(slots) if s.weight > 0]
     # Efraimidis-Spirakis: key u^(1/w), largest first, is a weighted sample without replacement.
     keyed = sorted(idx, key=lambda i: rng.random() ** (1.0 / slots[i].weight), reverse=True)

@@ -434,34 +434,42 @@ class Router:
         ctx.provider = slot.provider.name
         ctx.upstream_model = slot.model or ctx.head.model
         attempt = Attempt.of(ctx, model=slot.model, key=slot.key)
-        call: Call | None = None
+        opened: list[Call] = []  # the call, once the provider answered
         try:
+            if first_byte is None:  # no deadline: no timer to arm and cancel per request
+                return await self._open_call(slot, attempt, peek, opened)
             async with asyncio.timeout(first_byte):
-                call = await slot.provider.send(attempt)
-                if call.status in RETRYABLE:
-                    body = await call.read()
-                    raise _Failure(
-                        f"HTTP {call.status}",
-                        StaticCall(body, call.status, call.headers, call.request_id),
-                        retry_after=_retry_after(call.headers),
-                    )
-                if not peek or not call.stream or call.status >= 400:
-                    return call, None, []
-                it = call.chunks().__aiter__()
-                prefix = await _peek(it)
-                return call, it, prefix
+                return await self._open_call(slot, attempt, peek, opened)
         except TimeoutError:
-            if call is not None:
-                call.close()
+            if opened:
+                opened[0].close()
             raise _Failure("timeout", error=UpstreamTimeout(f"upstream {slot.id} sent nothing within {first_byte:g} s")) from None
         except UpstreamError as e:
             raise _Failure(e.message, error=e) from None
         except StreamBroken as e:
             raise _Failure(str(e), error=UpstreamUnavailable(str(e))) from None
         except _StreamError as e:
-            assert call is not None
-            call.close()
+            opened[0].close()
             raise _Failure(f"in-stream {e.error_type} before any content", StaticCall(e.envelope, 529 if e.error_type == "overloaded_error" else 500, [("content-type", "application/json")])) from None
+
+    @staticmethod
+    async def _open_call(
+        slot: Slot, attempt: Attempt, peek: bool, opened: list[Call]
+    ) -> tuple[Call, AsyncIterator[bytes] | None, list[bytes]]:
+        call = await slot.provider.send(attempt)
+        opened.append(call)
+        if call.status in RETRYABLE:
+            body = await call.read()
+            raise _Failure(
+                f"HTTP {call.status}",
+                StaticCall(body, call.status, call.headers, call.request_id),
+                retry_after=_retry_after(call.headers),
+            )
+        if not peek or not call.stream or call.status >= 400:
+            return call, None, []
+        it = call.chunks().__aiter__()
+        prefix = await _peek(it)
+        return call, it, prefix
 
 
 class _StreamError(Exception):
