@@ -7,7 +7,8 @@
     policy_doc.py  scoped policy documents: validation and the org -> team -> developer merge
     store.py       every read and write, in transactions
     notify.py      wakes policy long-polls (in-process on SQLite, LISTEN/NOTIFY on PostgreSQL)
-    app.py         the aiohttp application: middlewares, device and admin endpoints
+    serving.py     what every endpoint uses: app keys, options, error middleware, authentication
+    app.py         the aiohttp application: device, admin, metrics and OpenAPI endpoints
     openapi.py     the OpenAPI document the server serves
     client.py      the small HTTP client the admin and enroll commands use
 

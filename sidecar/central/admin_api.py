@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sidecar.central.app import NOTIFIER, STORE, json_body, require_admin
+from sidecar.central.serving import NOTIFIER, STORE, json_body, require_admin
 from sidecar.errors import InvalidRequest
 
 

@@ -9,8 +9,16 @@ from typing import Any
 
 from aiohttp import web
 
-from sidecar.central.app import LIMITER, NOTIFIER, OPTIONS, STORE, bearer, json_body, require_device
 from sidecar.central.notify import RECHECK_SECONDS
+from sidecar.central.serving import (
+    LIMITER,
+    NOTIFIER,
+    OPTIONS,
+    STORE,
+    bearer,
+    json_body,
+    require_device,
+)
 from sidecar.errors import InvalidRequest, RateLimited
 
 

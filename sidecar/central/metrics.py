@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from sidecar import __version__
+from sidecar.central.serving import STORE, require_admin
 
 PREFIX = "claude_sidecar_org"
 TOKEN_COLUMNS = (("input", "input_tokens"), ("output", "output_tokens"), ("cache_read", "cache_read_tokens"),
@@ -46,8 +47,6 @@ class _Snapshot:
 
 async def handler(request: web.Request) -> web.Response:
     """The exposition: org totals by team and by model, active devices, the server's version."""
-    from sidecar.central.app import STORE, require_admin
-
     await require_admin(request)
     store = request.app[STORE]
     by_team, by_model = await store.usage_report("team"), await store.usage_report("model")

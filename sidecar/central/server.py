@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from sidecar.central.app import Options, create_app
+from sidecar.central.app import create_app
+from sidecar.central.serving import Options
 from sidecar.central.store import open_store
 from sidecar.errors import ConfigError
 from sidecar.lifecycle import stop_on_signals

@@ -6,8 +6,8 @@ import asyncio
 
 import click
 
-from sidecar.central.app import Options
 from sidecar.central.server import ServeSettings, serve
+from sidecar.central.serving import Options
 from sidecar.central.store import open_store
 from sidecar.cli.common import context
 

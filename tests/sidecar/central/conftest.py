@@ -17,7 +17,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from sidecar.central.app import Options, create_app
+from sidecar.central.app import create_app
+from sidecar.central.serving import Options
 from sidecar.central.store import Store, open_store
 from sidecar.testing import postgres
 from sidecar.testing.postgres import PgCluster

@@ -124,7 +124,7 @@ async def test_admin_actions_form_a_verifiable_hash_chain(central: Central) -> N
 async def test_enrollment_is_rate_limited(db_url: str) -> None:
     import aiohttp
 
-    from sidecar.central.app import Options
+    from sidecar.central.serving import Options
     from tests.sidecar.central.conftest import start_central
 
     runner, store, url = await start_central(db_url, Options(enroll_per_minute=3, auth_failures_per_minute=5))
