@@ -33,6 +33,7 @@ from typing import Any
 import msgspec
 import sqlite_utils
 
+from sidecar.ledger.record import INSERT_USAGE, USAGE_COLUMNS
 from sidecar.ledger.store import open_db
 
 log = logging.getLogger(__name__)
@@ -246,8 +247,6 @@ def audit_line(seq: int, ts: float, kind: str, request_id: str | None, data: str
 
 def _replay(db: sqlite_utils.Database, usage: list[Sequence[Any]], audit: list[Sequence[Any]], found: Recovered) -> None:
     """Insert the journal's records that sqlite does not hold yet, in one transaction."""
-    from sidecar.ledger.writer import INSERT_USAGE, USAGE_COLUMNS
-
     width = len(USAGE_COLUMNS)
     with db.atomic():
         for row in usage:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -88,3 +88,12 @@ class UsageRecord:
     def to_dict(self) -> dict[str, Any]:
         """Plain data for sqlite, JSON events and reports."""
         return asdict(self)
+
+
+# The usage table's columns are the record's fields, in order: the writer's batches and the
+# journal's lines (replayed by its recovery) both write rows in this order.
+USAGE_COLUMNS = tuple(f.name for f in fields(UsageRecord))
+INSERT_USAGE = (
+    f"INSERT OR IGNORE INTO usage ({', '.join(USAGE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in USAGE_COLUMNS)})"
+)

@@ -7,7 +7,6 @@ import contextlib
 import logging
 import sqlite3
 from collections import deque
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import sqlite_utils
 
 from sidecar.ledger.journal import Journal, usage_line
 from sidecar.ledger.pricing import Pricing
-from sidecar.ledger.record import UsageRecord
+from sidecar.ledger.record import INSERT_USAGE, USAGE_COLUMNS, UsageRecord
 from sidecar.ledger.store import open_db
 from sidecar.tasks import TaskSet
 
@@ -27,11 +26,6 @@ BATCH_SIZE = 500
 # journal (sidecar.ledger.journal) holds them meanwhile, so a crash loses none.
 FLUSH_INTERVAL = 0.2
 _RETRY_DELAYS = (0.1, 0.5, 2.0, 5.0)  # seconds between attempts after a failed write
-USAGE_COLUMNS = tuple(f.name for f in fields(UsageRecord))
-INSERT_USAGE = (
-    f"INSERT OR IGNORE INTO usage ({', '.join(USAGE_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in USAGE_COLUMNS)})"
-)
 # A failure that says nothing about the rows (the disk, a lock, a read-only file): the batch
 # is retried as it is. Any other failure is a row sqlite cannot take: it is isolated.
 _TRANSIENT = (sqlite3.OperationalError, OSError)

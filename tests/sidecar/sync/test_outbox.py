@@ -23,9 +23,9 @@ import pytest
 
 from sidecar.ledger.journal import Journal, usage_line
 from sidecar.ledger.pricing import Pricing
-from sidecar.ledger.record import UsageRecord
+from sidecar.ledger.record import USAGE_COLUMNS, UsageRecord
 from sidecar.ledger.store import open_db
-from sidecar.ledger.writer import USAGE_COLUMNS, Ledger
+from sidecar.ledger.writer import Ledger
 from sidecar.sync.client import DeviceClient
 from sidecar.sync.outbox import Uploader
 from sidecar.sync.settings import SyncConfig
