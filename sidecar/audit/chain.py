@@ -43,7 +43,8 @@ def canonical(obj: Any) -> str:
 
 
 def _fast_ok(v: Any, depth: int = 0) -> bool:
-    """Whether msgspec spells `v` as json.dumps does (see _FAST)."""
+    """Whether msgspec spells `v` as json.dumps does (see _FAST). Scalars inside a container
+    are checked in its loop (a request entry is a flat dict of about 30 of them)."""
     t = type(v)
     if t is str or t is int or t is bool or v is None:
         return True
@@ -52,10 +53,23 @@ def _fast_ok(v: Any, depth: int = 0) -> bool:
     if depth >= _FAST_DEPTH:
         return False
     if t is dict:
-        return all(type(k) is str and _fast_ok(x, depth + 1) for k, x in v.items())
-    if t is list:
-        return all(_fast_ok(x, depth + 1) for x in v)
-    return False
+        items: Any = v.items()
+    elif t is list:
+        items = enumerate(v)
+    else:
+        return False
+    for k, x in items:
+        if t is dict and type(k) is not str:
+            return False
+        tx = type(x)
+        if tx is str or tx is int or tx is bool or x is None:
+            continue
+        if tx is float:
+            if not (x == 0 or 1e-4 <= abs(x) < 1e16):
+                return False
+        elif not _fast_ok(x, depth + 1):
+            return False
+    return True
 
 
 def _hash(seq: int, ts: float, kind: str, request_id: str | None, data: str, prev_hash: str) -> str:
