@@ -22,6 +22,7 @@ from typing import Any
 from mcp import types
 
 from sidecar.audit.log import AuditLog
+from sidecar.mcp.meta_tools import meta_tools
 from sidecar.mcp.settings import McpConfig
 from sidecar.mcp.upstream import EventSink, Upstream, UpstreamUnavailable
 from sidecar.policy.tools import ToolRules, refusal
@@ -215,7 +216,6 @@ class McpGateway:
     def code_mode_tokens(self) -> dict[str, int]:
         """Tokens of the tool definitions Code Mode keeps out of every request, and of the
         meta-tools sent instead (local tokenizer, an estimate)."""
-        from sidecar.mcp.codemode import meta_tools
         from sidecar.providers.tokens import count_text
 
         def size(tools: list[types.Tool]) -> int:

@@ -28,8 +28,9 @@ from sidecar import __version__
 from sidecar.appkeys import BUS, CONFIG, PATHS, STAGES
 from sidecar.audit.log import AuditLog
 from sidecar.audit.stage import AuditStage
-from sidecar.mcp.codemode import NAMES, CodeMode, meta_tools
+from sidecar.mcp.codemode import CodeMode
 from sidecar.mcp.gateway import McpGateway
+from sidecar.mcp.meta_tools import NAMES, meta_tools
 from sidecar.policy.control import POLICY
 from sidecar.policy.tools import ToolRules
 from sidecar.secrets import SecretStore
