@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from sidecar.audit.chain import GENESIS, Entry
 from sidecar.ledger.journal import Journal, audit_line
 from sidecar.ledger.store import open_db
 from sidecar.ledger.writer import scrub
-from sidecar.tasks import TaskSet
+from sidecar.storage.batch import BatchWriter, Sink
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +80,9 @@ def hash_at(db: sqlite_utils.Database, seq: int) -> str | None:
 
 
 class AuditLog:
-    """The append side of the audit log."""
+    """The append side of the audit log. `writer` is the daemon's one batch writer
+    (sidecar.storage.batch), shared with the ledger and the cache; without one the log runs
+    its own."""
 
     def __init__(
         self,
@@ -89,6 +90,7 @@ class AuditLog:
         head_file: Path,
         clock: Callable[[], float] = time.time,
         journal: Journal | None = None,
+        writer: BatchWriter | None = None,
     ) -> None:
         self.db_file = db_file
         self.head_file = head_file
@@ -96,27 +98,33 @@ class AuditLog:
         self.journal = journal
         self.error: str | None = None  # the last failed write, until a write succeeds
         self.last: Entry | None = None  # the newest entry of the previous run, once started
+        self.writer = writer
+        self._owns_writer = writer is None
         self._db: sqlite_utils.Database | None = None
         self._seq = 0
         self._hash = GENESIS
-        self._queue: deque[tuple[Entry, int]] = deque()
-        self._appended = 0
-        self._written = 0
-        self._wake = asyncio.Event()
-        self._urgent = asyncio.Event()
-        self._progress = asyncio.Condition()
-        self._tasks = TaskSet()
+        self._sink: Sink[tuple[Entry, int]] = Sink(
+            "audit",
+            self._write_items,
+            delay=FLUSH_INTERVAL,
+            batch_size=BATCH_SIZE,
+            retry_delays=_RETRY_DELAYS,
+            on_written=self._written,
+            on_failed=self._failed,
+        )
         self._closed = False
 
     async def start(self) -> None:
-        """Open the store, continue the chain from its newest entry, start the writer."""
+        """Open the store, continue the chain from its newest entry, join the batch writer."""
         self._db = await asyncio.to_thread(open_db, self.db_file)
         last = await asyncio.to_thread(last_entry, self._db)
         if last is not None:
             self._seq, self._hash = last.seq, last.hash
+        if self.writer is None:
+            self.writer = BatchWriter()
+        self.writer.attach(self._sink)
         await self._check_head(last)
         self.last = last
-        self._tasks.spawn(self._writer(), name="audit-writer")
 
     async def _check_head(self, last: Entry | None) -> None:
         """Note in the chain itself when the table no longer holds what the head file says."""
@@ -145,28 +153,20 @@ class AuditLog:
             seg = self.journal.add(audit_line(entry.seq, entry.ts, entry.kind, entry.request_id, entry.data, entry.prev_hash, entry.hash))
             if sync:
                 self.journal.sync()
-        self._queue.append((entry, seg))
-        self._appended += 1
-        self._wake.set()
+        self._sink.add((entry, seg))
         return entry
 
     @property
     def pending(self) -> int:
         """Entries chained but not yet on disk."""
-        return self._appended - self._written
+        return self._sink.pending
 
     async def flush(self) -> None:
         """Wait until every entry appended so far is on disk."""
-        target = self._appended
-        if self._written >= target:
-            return
-        self._urgent.set()
-        self._wake.set()
-        async with self._progress:
-            await self._progress.wait_for(lambda: self._written >= target)
+        await self._sink.flush()
 
     async def close(self) -> None:
-        """Write what is queued, stop the writer, close the store."""
+        """Write what is queued, leave the batch writer, close the store."""
         if self._closed:
             return
         if self._db is not None:
@@ -181,49 +181,39 @@ class AuditLog:
                 "audit log closed with %d entries not written%s",
                 self.pending, "; they stay in the journal for the next start" if self.journal else "",
             )  # fmt: skip
-        await self._tasks.close()
+        if self.writer is not None:
+            await self.writer.detach(self._sink)
+            if self._owns_writer:
+                await self.writer.close()
         if self._db is not None:
             db, self._db = self._db, None
             await asyncio.to_thread(db.close)
 
-    async def _writer(self) -> None:
-        failures = 0
-        while True:
-            await self._wake.wait()
-            if not self._urgent.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._urgent.wait(), FLUSH_INTERVAL)
-            self._wake.clear()
-            self._urgent.clear()
-            while self._queue:
-                items = [self._queue.popleft() for _ in range(min(BATCH_SIZE, len(self._queue)))]
-                batch = [e for e, _ in items]
-                try:
-                    head_error = await asyncio.to_thread(self._write, batch)
-                except Exception as e:
-                    failures += 1
-                    self.error = f"audit: {e}"
-                    log.exception("writing %d audit entries failed; will retry", len(batch))
-                    self._queue.extendleft(reversed(items))
-                    await asyncio.sleep(_RETRY_DELAYS[min(failures, len(_RETRY_DELAYS)) - 1])
-                    if self.journal is not None:
-                        self.journal.sync()
-                    continue
-                failures = 0
-                self.error = None
-                if self.journal is not None:
-                    self.journal.release(seg for _, seg in items)
-                if head_error is not None:
-                    log.warning("cannot move the audit head file %s: %s", self.head_file, head_error)
-                self._written += len(batch)
-                async with self._progress:
-                    self._progress.notify_all()
+    # -- the sink's hooks: on the loop, but _write_items (in the writer thread) -----------
+
+    def _write_items(self, items: list[tuple[Entry, int]]) -> OSError | None:
+        return self._write([e for e, _ in items])
+
+    def _written(self, items: list[tuple[Entry, int]], head_error: OSError | None) -> None:
+        self.error = None
+        if self.journal is not None:
+            self.journal.release(seg for _, seg in items)
+        if head_error is not None:
+            log.warning("cannot move the audit head file %s: %s", self.head_file, head_error)
+
+    def _failed(self, items: list[tuple[Entry, int]], e: Exception, failures: int) -> bool:
+        """Always retried: an entry of the chain is never given up on while the log is open."""
+        self.error = f"audit: {e}"
+        log.error("writing %d audit entries failed; will retry", len(items), exc_info=e)
+        if self.journal is not None:
+            self.journal.sync()
+        return True
 
     def _write(self, batch: list[Entry]) -> OSError | None:
-        """Insert `batch` in one transaction, then move the head file, in one trip to a worker
-        thread (each trip costs the request path a handoff of the interpreter lock). The head
-        moves only after the entries are committed, in a step of its own: a head that cannot
-        be written lags behind (harmless, returned to be logged), it never re-queues the batch."""
+        """Insert `batch` in one transaction, then move the head file, in the same trip to the
+        writer thread. The head moves only after the entries are committed, in a step of its
+        own: a head that cannot be written lags behind (harmless, returned to be logged), it
+        never re-queues the batch."""
         assert self._db is not None
         rows = [(e.seq, e.ts, e.kind, e.request_id, e.data, e.prev_hash, e.hash) for e in batch]
         with self._db.atomic():

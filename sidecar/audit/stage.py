@@ -29,6 +29,7 @@ from sidecar.ledger.record import UsageRecord
 from sidecar.paths import Paths
 from sidecar.pipeline import Reply, RequestContext
 from sidecar.policy.model import Policy
+from sidecar.storage.batch import BatchWriter
 
 log = logging.getLogger(__name__)
 
@@ -163,10 +164,12 @@ async def open_audit(
 ) -> AuditStage | None:
     """The audit stage, its log opened and a `start` entry chained; None when the policy
     turns the audit log off, unless `keep_open` (an enrolled sidecar: the org's policy,
-    installed later, may turn it on; until then requests are not chained)."""
+    writer: BatchWriter | None = None,
+    installed later, may turn it on; until then requests are not chained). `writer`: the
+    daemon's one batch writer."""
     if not policy.access.audit and not keep_open:
         return None
-    audit = AuditLog(paths.db_file, paths.data_dir / HEAD_FILE, journal=journal)
+    audit = AuditLog(paths.db_file, paths.data_dir / HEAD_FILE, journal=journal, writer=writer)
     await audit.start()
     last = audit.last
     if last is not None and last.kind != "stop":

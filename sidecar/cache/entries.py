@@ -1,16 +1,18 @@
 """The stored answers as the event loop sees them.
 
-`Entries` puts the synchronous `CacheStore` behind one database thread (so sqlite never
+`Entries` puts the synchronous `CacheStore` behind the daemon's one database thread (the
+batch writer, sidecar.storage.batch, shared with the ledger and the audit log: sqlite never
 runs on the loop, and calls never overlap) and keeps in memory what every request asks:
 which keys exist, when each was made and last delivered, and the semantic index. A miss
 therefore costs no thread hop at all; a hit costs one, to read the stored message.
 
-New answers are not written one transaction each: `put` adds them to a buffer that goes to
-the database thread as one batch (one transaction) STORE_DELAY after the first, or at once
-when anything else is asked of the thread, so calls still run in the order they were made.
-The buffer and the batches under way hold at most MAX_PENDING_STORES answers: past that a
-store is shed (counted in `shed`): under a load the disk cannot keep up with, the cost is a
-lost cache entry, never memory without bound (and never a ledger row: that is not here).
+New answers are not written one transaction each: `put` adds them to the cache's sink,
+which the writer sends to the thread as one batch (one transaction) STORE_DELAY after the
+first, or at once when anything else is asked of the thread, so calls still run in the
+order they were made. The sink holds at most MAX_PENDING_STORES answers waiting or being
+written: past that a store is shed (counted in `shed`): under a load the disk cannot keep
+up with, the cost is a lost cache entry, never memory without bound (and never a ledger
+row: that is not here). A batch that fails is not retried: its answers are not stored.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -27,6 +29,7 @@ import numpy as np
 from sidecar.cache.embedder import Vector
 from sidecar.cache.semantic import SemanticIndex
 from sidecar.cache.store import CacheStore, Entry
+from sidecar.storage.batch import BatchWriter, Sink
 
 log = logging.getLogger(__name__)
 
@@ -45,26 +48,49 @@ class Meta:
     volatile: tuple[str, ...]
 
 
-class Entries:
-    """The cache's store behind its database thread, with the key map and semantic index."""
+class _Store:
+    """A store waiting in the sink; a newer store of its key replaces `entry` until it leaves.
+    `served`: the hits noted before it, written first (eviction orders by last use)."""
 
-    def __init__(self, store: CacheStore, max_bytes: int) -> None:
+    __slots__ = ("done", "entry", "served")
+
+    def __init__(self, entry: Entry, done: asyncio.Future[list[str]], served: dict[str, tuple[float, int]]) -> None:
+        self.entry = entry
+        self.done = done
+        self.served = served
+
+
+class Entries:
+    """The cache's store behind the database thread, with the key map and semantic index."""
+
+    def __init__(self, store: CacheStore, max_bytes: int, writer: BatchWriter | None = None) -> None:
         self.store = store
         self.max_bytes = max_bytes
         self.index = SemanticIndex()
         self._meta: dict[str, Meta] = {}
         self._served: dict[str, tuple[float, int]] = {}  # key -> (last served, hits) not yet written
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sidecar-cache-db")
+        self.writer = writer or BatchWriter()
+        self._owns_writer = writer is None
+        self._sink: Sink[_Store] = Sink(
+            "cache",
+            lambda ops: self._write_batch(ops),  # looked up per batch (a test wraps it)
+            delay=STORE_DELAY,
+            limit=MAX_PENDING_STORES,
+            retry_delays=(),
+            on_take=self._taken,
+            on_written=self._batch_done,
+            on_failed=self._batch_failed,
+        )
+        self.writer.attach(self._sink)
         self._writes: set[Future[Any]] = set()
         self.error: str | None = None  # the last failed store call, until one succeeds (storage health)
-        # The buffer of writes for the next batch, in call order: an Entry to store, or the
-        # hits noted before it; a newer store of the same key replaces the buffered one.
-        self._buffer: list[Entry | dict[str, tuple[float, int]]] = []
-        self._buffered: dict[str, tuple[Entry, asyncio.Future[list[str]]]] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._unwritten = 0  # answers buffered or in a batch under way (bounded by MAX_PENDING_STORES)
-        self.shed = 0  # answers not stored because MAX_PENDING_STORES were waiting
+        self._buffered: dict[str, _Store] = {}  # stores still in the sink's queue, by key
         self.on_evicted: Callable[[int], None] | None = None  # told how many entries each batch evicted
+
+    @property
+    def shed(self) -> int:
+        """Answers not stored because MAX_PENDING_STORES were waiting."""
+        return self._sink.shed
 
     def __len__(self) -> int:
         return len(self._meta)
@@ -73,13 +99,13 @@ class Entries:
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(*args)` in the database thread and wait for it."""
-        return await asyncio.wrap_future(self.write(fn, *args))
+        result: T = await asyncio.wrap_future(self.write(fn, *args))
+        return result
 
     def write(self, fn: Callable[..., T], *args: Any) -> Future[T]:
-        """Queue `fn(*args)` in the database thread; failures are logged, `drain` waits for it."""
-        if self._buffer:
-            self._send()  # the stores buffered before this call run before it
-        fut = self._pool.submit(fn, *args)
+        """Queue `fn(*args)` in the database thread, after the stores put before it; failures
+        are logged, `drain` waits for it."""
+        fut = self._sink.call(fn, *args)
         self._writes.add(fut)
         fut.add_done_callback(self._written)
         return fut
@@ -95,25 +121,25 @@ class Entries:
     @property
     def busy(self) -> bool:
         """Whether database work is buffered, queued or running."""
-        return bool(self._writes or self._buffer or self._unwritten)
+        return bool(self._writes or self._sink.pending)
 
     async def drain(self) -> None:
         """Wait for every buffered and queued database call."""
-        while self._buffer or self._writes or self._unwritten:
-            self._send()
+        while self._sink.pending or self._writes:
+            await self._sink.flush()
             if self._writes:
                 await asyncio.gather(*(asyncio.wrap_future(f) for f in list(self._writes)), return_exceptions=True)
-            else:
-                await asyncio.sleep(0)  # a batch is written: its callback is about to run
 
     async def close(self) -> None:
-        """Write the hits noted, finish queued calls, close the store and the thread."""
+        """Write the hits noted, finish queued calls, close the store, leave the writer."""
         self.flush()
         await self.drain()
         try:
             await self.run(self.store.close)
         finally:
-            self._pool.shutdown(wait=True)
+            await self.writer.detach(self._sink)
+            if self._owns_writer:
+                await self.writer.close()
 
     # -- entries ------------------------------------------------------------------------
 
@@ -156,66 +182,55 @@ class Entries:
         the keys that batch evicted for room. None: the store was shed (see the module doc).
 
         The key is known at once: a lookup queued after this reads the new entry, as the
-        buffer goes to the database thread before any later call.
+        sink's stores go to the database thread before any later call.
         """
         key = entry.exact_key
-        replaced = self._buffered.get(key)
-        if replaced is None and self._unwritten >= MAX_PENDING_STORES:
-            self.shed += 1
-            return None
+        op = self._buffered.get(key)
+        if op is not None:  # the older answer is not written at all: one future for both
+            op.entry = entry
+        else:
+            op = _Store(entry, asyncio.get_running_loop().create_future(), self._served)
+            if not self._sink.add(op):  # MAX_PENDING_STORES are waiting: shed (counted)
+                return None
+            self._served = {}  # eviction orders by last use: the latest hits go first
+            self._buffered[key] = op
         self.index.remove(key)  # a replaced entry's vector must not linger
         self._meta[key] = Meta(entry.created_at, entry.used_at, entry.volatile)
-        if self._served:  # eviction orders by last use: the latest hits first
-            served, self._served = self._served, {}
-            self._buffer.append(served)
-        if replaced is None:
-            self._unwritten += 1
-            done: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
-        else:
-            done = replaced[1]  # the older answer is not written at all: one future for both
-        self._buffered[key] = (entry, done)
-        self._buffer.append(entry)
-        if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(STORE_DELAY, self._send)
-        return done
+        return op.done
 
-    def _send(self) -> None:
-        """Hand the buffer to the database thread as one batch."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if not self._buffer:
-            return
-        ops, waiting = self._buffer, self._buffered
-        self._buffer, self._buffered = [], {}
-        stores = {key: entry for key, (entry, _) in waiting.items()}
-        # Submitted here, not through write(): that would send the (now empty) buffer again.
-        fut = self._pool.submit(self._write_batch, ops, stores)
-        self._writes.add(fut)
-        fut.add_done_callback(self._written)
-        asyncio.wrap_future(fut).add_done_callback(lambda f: self._batch_done(f, waiting))
+    def _taken(self, ops: list[_Store]) -> None:
+        """On the loop, as a batch leaves for the thread: its stores can no longer be replaced."""
+        for op in ops:
+            if self._buffered.get(op.entry.exact_key) is op:
+                del self._buffered[op.entry.exact_key]
 
-    def _batch_done(self, fut: asyncio.Future[list[str]], waiting: dict[str, tuple[Entry, asyncio.Future[list[str]]]]) -> None:
-        self._unwritten -= len(waiting)
-        # A failed batch is logged and noted in `error` by _written; its answers are not stored.
-        victims = [] if fut.cancelled() or fut.exception() is not None else fut.result()
+    def _batch_done(self, ops: list[_Store], victims: list[str]) -> None:
+        self.error = None
         for key in victims:
             self._forget(key)
         if victims and self.on_evicted is not None:
             self.on_evicted(len(victims))
-        for i, (_, done) in enumerate(waiting.values()):
-            if not done.done():
-                done.set_result(victims if i == len(waiting) - 1 else [])
+        for i, op in enumerate(ops):
+            if not op.done.done():
+                op.done.set_result(victims if i == len(ops) - 1 else [])
 
-    def _write_batch(self, ops: list[Entry | dict[str, tuple[float, int]]], stores: dict[str, Entry]) -> list[str]:
-        """In the database thread: the buffered writes in order, in one transaction, then
+    def _batch_failed(self, ops: list[_Store], e: Exception, failures: int) -> bool:
+        """Not retried: the batch's answers are not stored (a later request asks upstream)."""
+        self.error = f"cache: {e}"
+        log.error("cache store call failed", exc_info=e)
+        for op in ops:
+            if not op.done.done():
+                op.done.set_result([])
+        return False
+
+    def _write_batch(self, ops: list[_Store]) -> list[str]:
+        """In the database thread: the batch's writes in order, in one transaction, then
         evict the least recently used over the cap."""
         try:
             for op in ops:
-                if isinstance(op, dict):
-                    self.store.served(op, commit=False)
-                elif stores.get(op.exact_key) is op:  # not replaced by a newer store of its key
-                    self.store.put(op, commit=False)
+                if op.served:
+                    self.store.served(op.served, commit=False)
+                self.store.put(op.entry, commit=False)
             self.store.conn.commit()
         except BaseException:
             self.store.rollback()
@@ -223,7 +238,7 @@ class Entries:
         total = self.store.total_bytes
         if total <= self.max_bytes:
             return []
-        newest = next((op.exact_key for op in reversed(ops) if isinstance(op, Entry)), None)  # as one put at a time would
+        newest = ops[-1].entry.exact_key  # as one put at a time would
         victims = [k for k in self.store.lru(total - int(self.max_bytes * EVICT_TO)) if k != newest]
         self.store.delete(victims)
         return victims

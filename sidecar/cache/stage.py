@@ -40,6 +40,7 @@ from sidecar.ledger.pricing import Pricing
 from sidecar.paths import Paths
 from sidecar.pipeline import Reply, RequestContext
 from sidecar.protocol.anthropic import MessageSummary
+from sidecar.storage.batch import BatchWriter
 from sidecar.tasks import TaskSet
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ class CacheStage:
         embedder: Embedder | None = None,
         clock: Callable[[], float] = time.time,
         owns_embedder: bool = False,
+        writer: BatchWriter | None = None,
     ) -> None:
         self.cfg = cfg
         self.pricing = pricing
@@ -101,7 +103,7 @@ class CacheStage:
         self.clock = clock
         self.normaliser = Normaliser(cfg.normalise)
         self.memo = KeyMemo(self.normaliser)
-        self.entries = Entries(store, int(cfg.max_mb * 1024 * 1024))
+        self.entries = Entries(store, int(cfg.max_mb * 1024 * 1024), writer)
         self.read_only_tools = frozenset(cfg.read_only_tools)
         self._pending: dict[str, _Pending] = {}
         self._counts = _Counts()
@@ -435,15 +437,18 @@ class CacheStage:
         return await self.entries.clear()
 
 
-async def open_cache(cfg: Config, paths: Paths, pricing: Pricing, embedder: Embedder | None = None) -> CacheStage:
+async def open_cache(
+    cfg: Config, paths: Paths, pricing: Pricing, embedder: Embedder | None = None, writer: BatchWriter | None = None
+) -> CacheStage:
     """Open the cache stage for `cfg` (store in `paths.db_file`); close it with `await stage.close()`.
 
     The embedding model is not loaded here: the semantic tier loads it on first use. Pass
-    `embedder` to share one (it is then not closed with the stage).
+    `embedder` to share one (it is then not closed with the stage), `writer` to write
+    through the daemon's one batch writer.
     """
     store = await asyncio.to_thread(CacheStore.open, paths.db_file)
     owned = embedder is None and plans.LEVELS[cfg.cache.mode] >= plans.SHADOW
-    stage = CacheStage(cfg.cache, store, pricing, Embedder() if owned else embedder, owns_embedder=owned)
+    stage = CacheStage(cfg.cache, store, pricing, Embedder() if owned else embedder, owns_embedder=owned, writer=writer)
     try:
         await stage.start()
     except BaseException:

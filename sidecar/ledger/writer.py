@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sqlite3
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,7 @@ from sidecar.ledger.journal import Journal, usage_line
 from sidecar.ledger.pricing import Pricing
 from sidecar.ledger.record import INSERT_USAGE, USAGE_COLUMNS, UsageRecord
 from sidecar.ledger.store import open_db
-from sidecar.tasks import TaskSet
+from sidecar.storage.batch import BatchWriter, Sink
 
 log = logging.getLogger(__name__)
 
@@ -47,37 +45,47 @@ def _values(rec: UsageRecord) -> list[Any]:
 
 
 class Ledger:
-    """Records usage without blocking: `record()` queues, a background task writes to sqlite.
+    """Records usage without blocking: `record()` queues, the batch writer writes to sqlite.
 
     `record()` must be called from the event loop's thread. With a journal, each record is
     also added to it (the request path syncs it before the answer's last byte). A failed
     write is retried (the batch is one transaction, so a retry never duplicates rows) for as
     long as the process lives; a row sqlite refuses is written alone, or dropped loudly, so
     one bad row never holds back the others. On close, what still cannot be written stays in
-    the journal for the next start.
+    the journal for the next start. `writer` is the daemon's one batch writer
+    (sidecar.storage.batch), shared with the audit log and the cache; without one the
+    ledger runs its own.
     """
 
-    def __init__(self, db_path: Path, pricing: Pricing, journal: Journal | None = None) -> None:
+    def __init__(
+        self, db_path: Path, pricing: Pricing, journal: Journal | None = None, writer: BatchWriter | None = None
+    ) -> None:
         self.db_path = db_path
         self.pricing = pricing
         self.journal = journal
         self.error: str | None = None  # the last failed write, until a write succeeds
+        self.writer = writer
+        self._owns_writer = writer is None
         self._db: sqlite_utils.Database | None = None
-        self._queue: deque[tuple[UsageRecord, int]] = deque()
-        self._wake = asyncio.Event()
-        self._urgent = asyncio.Event()
-        self._progress = asyncio.Condition()
-        self._tasks = TaskSet()
-        self._recorded = 0  # records accepted so far
-        self._done = 0  # records written (or, on close, given up on) so far
-        self._closing = False
+        self._sink: Sink[tuple[UsageRecord, int]] = Sink(
+            "ledger",
+            self._write_items,
+            delay=FLUSH_INTERVAL,
+            batch_size=BATCH_SIZE,
+            retry_delays=_RETRY_DELAYS,
+            on_take=self._taken,
+            on_written=self._written,
+            on_failed=self._failed,
+        )
         self._closed = False
 
     async def start(self) -> None:
-        """Open the store and the price data (in a thread), then start the flusher."""
+        """Open the store and the price data (in a thread), then join the batch writer."""
         self._db = await asyncio.to_thread(open_db, self.db_path)
         await asyncio.to_thread(self.pricing.warm)
-        self._tasks.spawn(self._flusher(), name="ledger-flusher")
+        if self.writer is None:
+            self.writer = BatchWriter()
+        self.writer.attach(self._sink)
 
     def record(self, rec: UsageRecord) -> UsageRecord:
         """Price `rec`, queue it for writing (and add it to the journal) and return it; never blocks."""
@@ -101,33 +109,27 @@ class Ledger:
                 seg = self.journal.add(usage_line(_values(rec)))
             except Exception as e:  # a value JSON cannot hold
                 log.error("usage record %s cannot be journaled (%s); it is only queued", rec.id, e)
-        self._queue.append((rec, seg))
-        self._recorded += 1
-        self._wake.set()
+        self._sink.add((rec, seg))
         return rec
 
     @property
     def pending(self) -> int:
         """Records accepted but not yet on disk."""
-        return self._recorded - self._done
+        return self._sink.pending
 
     async def flush(self) -> None:
         """Wait until everything recorded so far is on disk."""
-        target = self._recorded
-        if self._done >= target:
+        if not self._sink.pending:
             return
         if self._db is None:
             raise RuntimeError("Ledger.flush() before start()")
-        self._urgent.set()
-        self._wake.set()
-        async with self._progress:
-            await self._progress.wait_for(lambda: self._done >= target)
+        await self._sink.flush()
 
     async def close(self) -> None:
-        """Write what is queued, stop the flusher and close the store."""
+        """Write what is queued, leave the batch writer and close the store."""
         if self._closed:
             return
-        self._closing = True
+        self._sink.closing = True
         if self._db is None:
             if self.pending:
                 log.error("ledger closed before start(); %d usage records not stored", self.pending)
@@ -135,55 +137,43 @@ class Ledger:
             while self.pending:  # records may still arrive while the last batch is written
                 await self.flush()
         self._closed = True
-        await self._tasks.close()
+        if self.writer is not None:
+            await self.writer.detach(self._sink)
+            if self._owns_writer:
+                await self.writer.close()
         if self._db is not None:
             db, self._db = self._db, None
             await asyncio.to_thread(db.close)
 
-    async def _flusher(self) -> None:
-        failures = 0
-        while True:
-            await self._wake.wait()
-            if not self._urgent.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._urgent.wait(), FLUSH_INTERVAL)
-            self._wake.clear()
-            self._urgent.clear()
-            if self.journal is not None:
-                self.journal.sync()  # records added outside a request, or a probe while degraded
-            while self._queue:
-                items = [self._queue.popleft() for _ in range(min(BATCH_SIZE, len(self._queue)))]
-                batch = [rec for rec, _ in items]
-                try:
-                    await asyncio.to_thread(self._write, batch)
-                except Exception as e:
-                    failures += 1
-                    self.error = f"ledger: {e}"
-                    if self._closing and failures > 1:
-                        log.error(
-                            "%d usage records not written to the store (%s); %s",
-                            len(batch), e,
-                            "they stay in the journal for the next start" if self.journal else "they are lost",
-                        )  # fmt: skip
-                    else:
-                        log.exception("writing %d usage records failed; will retry", len(batch))
-                        self._queue.extendleft(reversed(items))
-                        delay = _RETRY_DELAYS[min(failures, len(_RETRY_DELAYS)) - 1]
-                        await asyncio.sleep(0 if self._closing else delay)
-                        if self.journal is not None:
-                            self.journal.sync()
-                        continue
-                else:
-                    failures = 0
-                    self.error = None
-                    if self.journal is not None:
-                        self.journal.release(seg for _, seg in items)
-                self._done += len(batch)
-                async with self._progress:
-                    self._progress.notify_all()
+    # -- the sink's hooks: on the loop, but _write_items (in the writer thread) -----------
+
+    def _taken(self, items: list[tuple[UsageRecord, int]]) -> None:
+        if self.journal is not None:
+            self.journal.sync()  # records added outside a request, or a probe while degraded
+
+    def _write_items(self, items: list[tuple[UsageRecord, int]]) -> None:
+        self._write([rec for rec, _ in items])
+
+    def _written(self, items: list[tuple[UsageRecord, int]], _: object) -> None:
+        self.error = None
+        if self.journal is not None:
+            self.journal.release(seg for _, seg in items)
+
+    def _failed(self, items: list[tuple[UsageRecord, int]], e: Exception, failures: int) -> bool:
+        """Retry the batch, unless the ledger is closing and it failed twice already."""
+        self.error = f"ledger: {e}"
+        if self._sink.closing and failures > 1:
+            log.error(
+                "%d usage records not written to the store (%s); %s",
+                len(items), e,
+                "they stay in the journal for the next start" if self.journal else "they are lost",
+            )  # fmt: skip
+            return False
+        log.error("writing %d usage records failed; will retry", len(items), exc_info=e)
+        return True
 
     def _write(self, batch: list[UsageRecord]) -> None:
-        """Insert `batch` in one transaction (runs in a worker thread). A row sqlite refuses
+        """Insert `batch` in one transaction (runs in the writer thread). A row sqlite refuses
         is isolated: the others are written, it is logged and dropped."""
         assert self._db is not None
         rows: list[tuple[Any, ...]] = [tuple(getattr(r, c) for c in USAGE_COLUMNS) for r in batch]
