@@ -17,7 +17,7 @@ from sidecar.events import EventBus
 from sidecar.ledger.health import StorageHealth
 from sidecar.ledger.writer import Ledger
 from sidecar.paths import Paths
-from sidecar.pipeline import RequestContext, Stage
+from sidecar.pipeline import RequestContext, Responder, Stage
 from sidecar.providers.base import Provider
 
 if TYPE_CHECKING:
@@ -55,4 +55,5 @@ STORAGE = web.AppKey("storage", StorageHealth)
 PROVIDERS: web.AppKey[dict[str, Provider]] = web.AppKey("providers")
 ROUTER: web.AppKey[Router] = web.AppKey("router")
 STAGES: web.AppKey[list[Stage]] = web.AppKey("stages")
+RESPONDERS: web.AppKey[list[Responder]] = web.AppKey("responders")  # the stages with a response hook
 SYNC: web.AppKey[SyncService] = web.AppKey("sync")

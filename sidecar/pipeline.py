@@ -9,8 +9,8 @@ Hooks of a stage:
 
 - ``async on_request(ctx) -> Answer | None``: in list order, before anything goes upstream.
   A stage may raise a SidecarError to refuse the request, change the body with
-  ``ctx.replace_body``, record decisions with ``ctx.decide``, add response filters to
-  ``ctx.filters``, or return a Reply to answer without going upstream (a cache hit). Later
+  ``ctx.replace_body``, record decisions with ``ctx.decide``, or return a Reply to answer
+  without going upstream (a cache hit). Later
   stages do not run then. The last stage, Dispatch (sidecar.proxy.stages), always answers:
   the router picks a target and opens the upstream's answer, which the HTTP layer relays.
 - ``on_complete(ctx)``: once the response is complete, refused or failed, just BEFORE its
@@ -22,9 +22,12 @@ Hooks of a stage:
   client_closed) set, so a stage settles what it holds (a budget reservation, a span) in
   one place.
 
-Response filters (`EventFilter`) see the Anthropic response on its way to the client:
-every SSE event of a stream, or the whole message of a non-streaming answer. A request
-with no filters is relayed byte for byte without being parsed.
+- ``on_response(ctx) -> EventFilter | None`` (optional; a stage that has it is a
+  `Responder`): once the upstream's answer opened, in list order, the stage's filter for this
+  request's answer, or None. The filters (`EventFilter`) see the Anthropic response on its
+  way to the client: every SSE event of a stream, or the whole message of a non-streaming
+  answer. The stages that have the hook are found once, when the path is assembled
+  (`responders()`); a request no filter wants is relayed byte for byte without being parsed.
 """
 
 from __future__ import annotations
@@ -87,8 +90,6 @@ class RequestContext:
     response_bytes: int = 0
     upstream_request_id: str | None = None
     summary: MessageSummary = field(default_factory=MessageSummary)
-    # Response filters: each sees the Anthropic events (or the whole message) on the way back.
-    filters: list[EventFilter] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
     # Extra response headers a stage wants the client to see (e.g. x-sidecar-cache).
     response_headers: dict[str, str] = field(default_factory=dict)
@@ -220,6 +221,18 @@ class Stage(Protocol):
 
     def on_complete(self, ctx: RequestContext) -> None:
         """Called once the response has been fully sent, refused or failed."""
+
+
+class Responder(Stage, Protocol):
+    """A stage that also sees the answers on their way back to the client."""
+
+    def on_response(self, ctx: RequestContext) -> EventFilter | None:
+        """This stage's filter for `ctx`'s answer, or None (it need not see it)."""
+
+
+def responders(stages: list[Stage]) -> list[Responder]:
+    """The stages of `stages` with a response hook, in order (found once per request path)."""
+    return [s for s in stages if callable(getattr(s, "on_response", None))]  # type: ignore[misc]
 
 
 class EventFilter(Protocol):

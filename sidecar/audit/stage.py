@@ -27,7 +27,7 @@ from sidecar.ledger.journal import Journal, Recovered
 from sidecar.ledger.pricing import Pricing
 from sidecar.ledger.record import UsageRecord
 from sidecar.paths import Paths
-from sidecar.pipeline import Reply, RequestContext
+from sidecar.pipeline import EventFilter, Reply, RequestContext
 from sidecar.policy.model import Policy
 from sidecar.storage.batch import BatchWriter
 
@@ -107,9 +107,12 @@ class AuditStage:
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         """With content logging on, record the response as the client receives it."""
         if self.on and self.log_content and not ctx.count_tokens:
-            recorder = self._recorders[ctx.id] = ContentRecorder()
-            ctx.filters.append(recorder)
+            self._recorders[ctx.id] = ContentRecorder()
         return None
+
+    def on_response(self, ctx: RequestContext) -> EventFilter | None:
+        """With content logging on, the recorder of the answer as the client receives it."""
+        return self._recorders.get(ctx.id)
 
     def on_complete(self, ctx: RequestContext) -> None:
         """Chain the request's entry (the request path's last stage journals it)."""
@@ -161,10 +164,10 @@ async def open_audit(
     journal: Journal | None = None,
     recovered: Recovered | None = None,
     keep_open: bool = False,
+    writer: BatchWriter | None = None,
 ) -> AuditStage | None:
     """The audit stage, its log opened and a `start` entry chained; None when the policy
     turns the audit log off, unless `keep_open` (an enrolled sidecar: the org's policy,
-    writer: BatchWriter | None = None,
     installed later, may turn it on; until then requests are not chained). `writer`: the
     daemon's one batch writer."""
     if not policy.access.audit and not keep_open:

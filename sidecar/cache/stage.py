@@ -38,7 +38,7 @@ from sidecar.cache.store import COUNTERS, CacheStore, Entry, summary
 from sidecar.config import Config
 from sidecar.ledger.pricing import Pricing
 from sidecar.paths import Paths
-from sidecar.pipeline import Reply, RequestContext
+from sidecar.pipeline import EventFilter, Reply, RequestContext
 from sidecar.protocol.anthropic import MessageSummary
 from sidecar.storage.batch import BatchWriter
 from sidecar.tasks import TaskSet
@@ -188,9 +188,13 @@ class CacheStage:
             self._outcome(ctx, "bypass", "Cache-Control: no-cache")
         if p.store and not self._closed:
             pending.collector = MessageCollector()
-            ctx.filters.append(pending.collector)
             self._pending[ctx.id] = pending
         return None
+
+    def on_response(self, ctx: RequestContext) -> EventFilter | None:
+        """The collector of an answer that will be stored, or None."""
+        pending = self._pending.get(ctx.id)
+        return None if pending is None else pending.collector
 
     def _outcome(self, ctx: RequestContext, outcome: str, reason: str) -> None:
         """Record the cache's outcome: ledger column, response header, counters, decision."""

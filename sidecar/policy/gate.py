@@ -46,7 +46,7 @@ from sidecar.ledger.pricing import Pricing
 from sidecar.ledger.store import open_db
 from sidecar.ledger.writer import Ledger
 from sidecar.paths import Paths
-from sidecar.pipeline import Reply, RequestContext
+from sidecar.pipeline import EventFilter, Reply, RequestContext
 from sidecar.policy import estimate
 from sidecar.policy.budgets import Budgets, Reservation, usd
 from sidecar.policy.config import BudgetConfig
@@ -186,6 +186,11 @@ class PolicyGate:
             self._rewrite(ctx, held)
         return None
 
+    def on_response(self, ctx: RequestContext) -> EventFilter | None:
+        """The tool filter (denied tool calls in the answer are refused), when tool rules apply."""
+        held = self._held.get(ctx.id)
+        return None if held is None else held.tools
+
     def on_complete(self, ctx: RequestContext) -> None:
         """Settle what the request reserved with the usage it reported."""
         held = self._held.pop(ctx.id, None)
@@ -306,7 +311,6 @@ class PolicyGate:
                 ctx.decide("tools", "strip", f"removed {len(removed)} denied tool(s) from the request: {', '.join(removed)}")
             if not ctx.count_tokens:
                 held.tools = ToolUseFilter(self.tools)
-                ctx.filters.append(held.tools)
         if self.guardrails.active:
             outcome = self.guardrails.apply(body)
             self._guardrail_decisions(ctx, outcome)

@@ -18,6 +18,7 @@ from sidecar.appkeys import (
     LEDGER,
     PATHS,
     PROVIDERS,
+    RESPONDERS,
     ROUTER,
     RUNTIME,
     STAGES,
@@ -42,6 +43,7 @@ from sidecar.mcp import idle as mcp_idle
 from sidecar.observability import metrics as observe_metrics
 from sidecar.observability import tracing as observe_tracing
 from sidecar.paths import Paths
+from sidecar.pipeline import responders
 from sidecar.policy import control as policy_control
 from sidecar.policy.control import POLICY
 from sidecar.policy.gate import open_policy
@@ -150,6 +152,7 @@ def create_app(
             health=health, bus=app[BUS], gate=gate, cache=cache, ledger=led, journal=journal, router=app[ROUTER],
             tracer=tracer, metrics=stats, audit=audit,
         )  # fmt: skip
+        app[RESPONDERS] = responders(app[STAGES])
         yield
         if tracer is not None:
             await asyncio.to_thread(tracer.close)  # exports what is left, off the loop

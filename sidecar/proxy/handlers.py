@@ -5,13 +5,14 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Sequence
 
 from aiohttp import web
 
 from sidecar import __version__
-from sidecar.appkeys import ROUTER, RUNTIME, STAGES, STORAGE
+from sidecar.appkeys import RESPONDERS, ROUTER, RUNTIME, STAGES, STORAGE
 from sidecar.errors import PolicyBlocked, PolicyDenied, SidecarError
-from sidecar.pipeline import Answer, Reply, RequestContext, Stage
+from sidecar.pipeline import Answer, Reply, RequestContext, Responder, Stage
 from sidecar.protocol.anthropic import RequestHead, parse_head
 from sidecar.proxy.ingress import REFUSALS, REQUEST_ID
 from sidecar.proxy.relay import relay, sidecar_headers
@@ -38,6 +39,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     body = await request.read()
     headers = request.headers
     stages = request.app[STAGES]
+    responders: list[Responder] = request.app[RESPONDERS]
     ctx = RequestContext(
         request.path,
         body,
@@ -60,7 +62,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
                 answer = await stage.on_request(ctx)
                 if answer is not None:
                     break
-            resp = await _answer(ctx, request, answer)
+            resp = await _answer(ctx, request, answer, responders)
         except SidecarError as e:
             _fail(ctx, e)
             if isinstance(e, PolicyBlocked):
@@ -86,10 +88,14 @@ async def _send(request: web.Request, resp: web.StreamResponse, ctx: RequestCont
         pass  # the client left; aiohttp closes the connection
 
 
-async def _answer(ctx: RequestContext, request: web.Request, answer: Answer | None) -> web.StreamResponse:
-    """Send what a stage answered: the upstream's answer (relayed), or a stage's own Reply."""
+async def _answer(
+    ctx: RequestContext, request: web.Request, answer: Answer | None, responders: Sequence[Responder] = ()
+) -> web.StreamResponse:
+    """Send what a stage answered: the upstream's answer (relayed through the filters the
+    `responders` want on it), or a stage's own Reply."""
     if isinstance(answer, Opened):
-        return await relay(ctx, request, answer.call, answer.prefix, answer.chunks)
+        filters = [f for s in responders if (f := s.on_response(ctx)) is not None]
+        return await relay(ctx, request, answer.call, answer.prefix, answer.chunks, filters)
     if isinstance(answer, Reply):
         return _reply(ctx, answer)
     raise TypeError(f"request {ctx.id}: the request path ended without an answer ({answer!r})")

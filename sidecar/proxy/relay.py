@@ -21,7 +21,7 @@ from multidict import CIMultiDict
 
 from sidecar.errors import StreamBroken
 from sidecar.gateway.unified import UPSTREAM_PREFIX
-from sidecar.pipeline import RequestContext
+from sidecar.pipeline import EventFilter, RequestContext
 from sidecar.protocol import sse
 from sidecar.protocol.anthropic import SSETap
 from sidecar.providers.base import Call
@@ -83,13 +83,16 @@ async def relay(
     call: Call,
     prefix: list[bytes] | None = None,
     chunks: AsyncIterator[bytes] | None = None,
+    filters: list[EventFilter] | None = None,
 ) -> web.StreamResponse:
-    """Copy `call` to the client. A router that peeked at a stream passes the chunks it read
-    (`prefix`) and the iterator it read them from (`chunks`), which the relay continues."""
+    """Copy `call` to the client through the stages' response `filters`. A router that peeked
+    at a stream passes the chunks it read (`prefix`) and the iterator it read them from
+    (`chunks`), which the relay continues."""
     ctx.status = call.status
     ctx.upstream_request_id = call.request_id
+    filters = filters or []
     if call.stream:
-        return await _relay_stream(ctx, request, call, prefix or [], chunks or call.chunks())
+        return await _relay_stream(ctx, request, call, prefix or [], chunks or call.chunks(), filters)
     body = await call.read()
     ctx.status = call.status  # a translated answer may map its status while being read
     ctx.first_byte_at = time.perf_counter()
@@ -102,12 +105,12 @@ async def relay(
             msg = None
         if isinstance(msg, dict):
             ctx.summary.take_message(msg)
-            if ctx.filters:
-                for f in ctx.filters:
+            if filters:
+                for f in filters:
                     msg = f.on_message(msg)
-                if not all(f.passive for f in ctx.filters):
+                if not all(f.passive for f in filters):
                     body = msgspec.json.encode(msg)
-    for f in ctx.filters:
+    for f in filters:
         f.on_end(call.status < 400 and ctx.summary.stopped and ctx.summary.error_type is None)
     ctx.response_bytes = len(body)
     if call.status >= 400:
@@ -119,13 +122,13 @@ class _Filtered:
     """Runs the response filters over a stream: parse events, filter, re-encode. When every
     filter is `passive` (only observes, e.g. the cache's collector) the bytes pass unchanged."""
 
-    def __init__(self, ctx: RequestContext) -> None:
-        self.filters = ctx.filters
+    def __init__(self, filters: list[EventFilter]) -> None:
+        self.filters = filters
         self.reader = sse.SSEReader()
-        self.passive = all(f.passive for f in ctx.filters)
+        self.passive = all(f.passive for f in filters)
         # Passive filters that read the raw bytes themselves (`on_bytes`, the cache's
         # collector) need nothing parsed or re-encoded here.
-        taps = [f.on_bytes for f in ctx.filters] if self.passive else []
+        taps = [f.on_bytes for f in filters] if self.passive else []
         self.taps: list[Callable[[bytes], None]] = [t for t in taps if t is not None] if all(taps) else []
 
     def feed(self, chunk: bytes) -> bytes:
@@ -151,12 +154,17 @@ class _Filtered:
 
 
 async def _relay_stream(
-    ctx: RequestContext, request: web.Request, call: Call, prefix: list[bytes], chunks: AsyncIterator[bytes]
+    ctx: RequestContext,
+    request: web.Request,
+    call: Call,
+    prefix: list[bytes],
+    chunks: AsyncIterator[bytes],
+    filters: list[EventFilter],
 ) -> web.StreamResponse:
     resp = web.StreamResponse(status=call.status, headers=response_headers(call, ctx))
     tap = SSETap()
     ctx.summary = tap.summary
-    filt = _Filtered(ctx) if ctx.filters else None
+    filt = _Filtered(filters) if filters else None
     try:
         await resp.prepare(request)
     except (ConnectionError, RuntimeError):
@@ -182,28 +190,28 @@ async def _relay_stream(
             ctx.response_bytes += len(out)
             if not finished and (tap.summary.stopped or tap.summary.error_type is not None) and _client_there(request):
                 finished = True
-                _finish(ctx, tap)  # before the chunk that makes the answer whole goes out
+                _finish(ctx, tap, filters)  # before the chunk that makes the answer whole goes out
             try:
                 await resp.write(out)
             except ConnectionError:
                 call.close()
                 if not finished:
                     ctx.outcome = "client_closed"
-                    _end(ctx, False)
+                    _end(ctx, filters, False)
                 return resp
     except asyncio.CancelledError:
         # The server is shutting down past its grace period; it closes the client side.
         call.close()
         if not finished:
             ctx.outcome = "client_closed"
-            _end(ctx, False)
+            _end(ctx, filters, False)
         raise
     except StreamBroken as e:
         # Returning normally would let aiohttp end the response cleanly: reset instead.
         log.warning("request %s: %s; aborting client", ctx.id, e)
         if not finished:
             ctx.outcome = "aborted"
-            _end(ctx, False)
+            _end(ctx, filters, False)
         await abort_client(request)
         return resp
     if not finished:
@@ -211,10 +219,10 @@ async def _relay_stream(
             # A clean end without message_stop is a truncation: never pass it on as complete.
             log.warning("request %s: upstream %s ended the stream without message_stop; aborting client", ctx.id, ctx.provider)
             ctx.outcome = "aborted"
-            _end(ctx, False)
+            _end(ctx, filters, False)
             await abort_client(request)
             return resp
-        _finish(ctx, tap)
+        _finish(ctx, tap, filters)
     await resp.write_eof()
     return resp
 
@@ -225,17 +233,17 @@ def _client_there(request: web.Request) -> bool:
     return transport is not None and not transport.is_closing()
 
 
-def _finish(ctx: RequestContext, tap: SSETap) -> None:
+def _finish(ctx: RequestContext, tap: SSETap, filters: list[EventFilter]) -> None:
     """The stream's final event is about to go out: end the filters and complete the request
     (metered, audited, journaled), so an answer the client has whole is always recorded."""
     if tap.summary.error_type is not None:
         ctx.outcome = "upstream_error"
-    _end(ctx, tap.summary.error_type is None)
+    _end(ctx, filters, tap.summary.error_type is None)
     ctx.finish()
 
 
-def _end(ctx: RequestContext, complete: bool) -> None:
-    for f in ctx.filters:
+def _end(ctx: RequestContext, filters: list[EventFilter], complete: bool) -> None:
+    for f in filters:
         try:
             f.on_end(complete)
         except Exception:
