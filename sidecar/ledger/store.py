@@ -1,8 +1,10 @@
-"""The sqlite store: opening it (WAL, busy timeout) and its named, append-only migrations.
+"""The sqlite store: opening it (WAL, busy timeout) and applying its named, append-only migrations.
 
-Migrations follow simonw/llm: each is a function registered with ``@migration`` and named
-``mNNN_what_it_does``; ``open_db`` applies the ones not yet listed in ``_migrations``, in
-order, each exactly once. Never edit or reorder a migration that has shipped; add a new one.
+Migrations follow simonw/llm: each is a function named ``mNNN_what_it_does``, kept by the
+package whose tables it makes (``sidecar/<package>/migrations.py``), and listed once, in
+order, in MIGRATIONS below; ``open_db`` applies the ones not yet listed in ``_migrations``,
+in that order, each exactly once. Never edit or reorder a migration that has shipped; add a
+new one at the end.
 """
 
 from __future__ import annotations
@@ -15,171 +17,28 @@ from pathlib import Path
 
 import sqlite_utils
 
+from sidecar.audit import migrations as audit
+from sidecar.cache import migrations as cache
+from sidecar.gateway import migrations as gateway
+from sidecar.ledger import migrations as ledger
+from sidecar.sync import migrations as sync
+
 MIGRATIONS_TABLE = "_migrations"
 BUSY_TIMEOUT_MS = 5000
 
 Migration = Callable[[sqlite_utils.Database], None]
-MIGRATIONS: list[Migration] = []
-
-
-def migration(fn: Migration) -> Migration:
-    """Register `fn` as the next migration; its function name is its permanent id."""
-    MIGRATIONS.append(fn)
-    return fn
-
-
-@migration
-def m001_create_usage(db: sqlite_utils.Database) -> None:
-    """One row per proxied request, with exactly the fields of UsageRecord (as of m001)."""
-    usage = db.table("usage")
-    usage.create(
-        {
-            "id": str,
-            "ts": float,
-            "endpoint": str,
-            "requested_model": str,
-            "provider": str,
-            "upstream_model": str,
-            "stream": int,
-            "session_id": str,
-            "agent_id": str,
-            "route": str,
-            "status": int,
-            "outcome": str,
-            "error_type": str,
-            "stop_reason": str,
-            "input_tokens": int,
-            "output_tokens": int,
-            "cache_read_tokens": int,
-            "cache_write_tokens": int,
-            "cost_usd": float,
-            "latency_ms": float,
-            "ttft_ms": float,
-            "request_bytes": int,
-            "response_bytes": int,
-            "upstream_request_id": str,
-        },
-        pk="id",
-        not_null={"id", "ts", "endpoint", "provider", "stream", "status", "outcome"},
-    )
-    usage.create_index(["ts"], index_name="idx_usage_ts")
-    usage.create_index(["session_id"], index_name="idx_usage_session_id")
-    usage.create_index(["requested_model"], index_name="idx_usage_requested_model")
-
-
-@migration
-def m002_routing_and_cache_columns(db: sqlite_utils.Database) -> None:
-    """Which target served (provider/model#key), how many attempts, the fallback taken, the cache outcome."""
-    usage = db.table("usage")
-    usage.add_column("target", str)
-    usage.add_column("attempts", int)
-    usage.add_column("fallback", str)
-    usage.add_column("cache_outcome", str)
-    usage.add_column("saved_usd", float)
-
-
-@migration
-def m003_cache_entries(db: sqlite_utils.Database) -> None:
-    """The response cache (sidecar.cache): stored answers with their keys and prompt
-    embedding, cumulative counters, and the would-be hits of shadow mode."""
-    entries = db.table("cache_entries")
-    entries.create(
-        {
-            "exact_key": str,
-            "prefix_key": str,
-            "bucket_key": str,
-            "query": str,
-            "embedding": bytes,
-            "message": bytes,
-            "volatile": str,
-            "model": str,
-            "provider": str,
-            "input_tokens": int,
-            "output_tokens": int,
-            "cache_read_tokens": int,
-            "cache_write_tokens": int,
-            "cost_usd": float,
-            "semantic_ok": int,
-            "created_at": float,
-            "used_at": float,
-            "hits": int,
-            "size": int,
-        },
-        pk="exact_key",
-        not_null={"exact_key", "prefix_key", "message", "created_at", "used_at", "hits", "size"},
-    )
-    entries.create_index(["used_at"], index_name="idx_cache_entries_used_at")
-    entries.create_index(["created_at"], index_name="idx_cache_entries_created_at")
-    db.table("cache_stats").create({"name": str, "value": float}, pk="name", not_null={"name", "value"})
-    db.table("cache_shadow").create(
-        {
-            "request_id": str,
-            "ts": float,
-            "entry_key": str,
-            "similarity": float,
-            "query": str,
-            "candidate_query": str,
-            "agreement": float,
-        },
-        pk="request_id",
-        not_null={"request_id", "ts", "entry_key", "similarity"},
-    )
-
-
-
-@migration
-def m004_create_audit(db: sqlite_utils.Database) -> None:
-    """The hash-chained audit log (sidecar.audit): `seq` counts from 1 without gaps; rows
-    are never updated or deleted (the triggers refuse it; `audit verify` catches the rest)."""
-    db.table("audit").create(
-        {"seq": int, "ts": float, "kind": str, "request_id": str, "data": str, "prev_hash": str, "hash": str},
-        pk="seq",
-        not_null={"seq", "ts", "kind", "data", "prev_hash", "hash"},
-    )
-    db.table("audit").create_index(["ts"], index_name="idx_audit_ts")
-    for op in ("UPDATE", "DELETE"):
-        db.execute(
-            f"CREATE TRIGGER audit_no_{op.lower()} BEFORE {op} ON audit "
-            "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"
-        )
-
-
-@migration
-def m005_claude_code_events(db: sqlite_utils.Database) -> None:
-    """Claude Code's own telemetry (sidecar.gateway.telemetry): one row per event that matters
-    (api_request, tool_result, tool_decision, lines of code, commits, ...), joined to the
-    usage rows by `session_id` (and `prompt_id` where the client sends one)."""
-    db.table("claude_code_events").create(
-        {"ts": float, "session_id": str, "prompt_id": str, "kind": str, "name": str, "value": float, "attrs": str},
-        not_null={"ts", "kind", "name"},
-    )
-    db.table("claude_code_events").create_index(["session_id", "ts"], index_name="idx_cc_events_session")
-
-
-@migration
-def m006_index_usage_upstream_request_id(db: sqlite_utils.Database) -> None:
-    """Telemetry joins usage rows by the upstream's request id: without an index every
-    report scanned the whole ledger (about 0.6 s at 200k rows, 30 ms with it)."""
-    db.table("usage").create_index(["upstream_request_id"], index_name="idx_usage_upstream_request_id")
-
-
-@migration
-def m007_sync_outbox(db: sqlite_utils.Database) -> None:
-    """The usage outbox (sidecar.sync.outbox): while `sync_meta` holds the key 'outbox' (the
-    device is enrolled), a trigger queues every new usage row in the same transaction that
-    writes it, whoever writes it (the ledger's batches, the journal's recovery). A row that
-    is not inserted (INSERT OR IGNORE of a known id) fires no trigger, so is never queued
-    twice. Rows the server refuses for good are parked in `outbox_parked`, not retried."""
-    db.execute("CREATE TABLE sync_meta (key TEXT PRIMARY KEY, value TEXT)")
-    db.execute("CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, usage_id TEXT NOT NULL)")
-    db.execute(
-        "CREATE TABLE outbox_parked (usage_id TEXT PRIMARY KEY, parked_at REAL NOT NULL, reason TEXT NOT NULL)"
-    )
-    db.execute(
-        "CREATE TRIGGER usage_outbox AFTER INSERT ON usage "
-        "WHEN EXISTS (SELECT 1 FROM sync_meta WHERE key = 'outbox') "
-        "BEGIN INSERT INTO outbox (usage_id) VALUES (NEW.id); END"
-    )
+# The one ordered list of migrations applied to the store. Each package owns the migrations
+# of its own tables (its `migrations.py`); a migration's function name is its permanent id,
+# recorded in `_migrations`. Append only: never rename, reorder or drop a shipped one.
+MIGRATIONS: list[Migration] = [
+    ledger.m001_create_usage,
+    ledger.m002_routing_and_cache_columns,
+    cache.m003_cache_entries,
+    audit.m004_create_audit,
+    gateway.m005_claude_code_events,
+    ledger.m006_index_usage_upstream_request_id,
+    sync.m007_sync_outbox,
+]
 
 
 def open_db(path: Path) -> sqlite_utils.Database:

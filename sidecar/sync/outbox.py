@@ -1,6 +1,6 @@
 """The usage outbox: every ledger row written while enrolled reaches the central server once.
 
-Queueing is not done here: migration ``m007_sync_outbox`` (sidecar.ledger.store) installs a
+Queueing is not done here: migration ``m007_sync_outbox`` (sidecar.sync.migrations) installs a
 trigger that, while `enable()` has switched it on, adds each new usage row's id to the
 ``outbox`` table in the same transaction as the row, whichever path writes it (the ledger's
 batches, the journal's recovery after a crash). A row is therefore either in sqlite and

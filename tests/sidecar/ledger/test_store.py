@@ -132,3 +132,23 @@ def test_a_reader_sees_consistent_data_while_a_writer_commits(tmp_path: Path) ->
     assert all(n % per_batch == 0 for n in seen), "a reader saw half a transaction"
     assert seen == sorted(seen)
     assert seen[-1] == batches * per_batch
+
+
+# The shipped migrations, in order, and the package that owns each one's tables. A name
+# is permanent (a database lists the names it has applied): never rename, reorder or drop
+# one; append new ones at the end.
+SHIPPED = [
+    ("m001_create_usage", "sidecar.ledger.migrations"),
+    ("m002_routing_and_cache_columns", "sidecar.ledger.migrations"),
+    ("m003_cache_entries", "sidecar.cache.migrations"),
+    ("m004_create_audit", "sidecar.audit.migrations"),
+    ("m005_claude_code_events", "sidecar.gateway.migrations"),
+    ("m006_index_usage_upstream_request_id", "sidecar.ledger.migrations"),
+    ("m007_sync_outbox", "sidecar.sync.migrations"),
+]
+
+
+def test_the_shipped_migrations_keep_their_names_and_order_and_each_package_owns_its_own() -> None:
+    assert [(m.__name__, m.__module__) for m in MIGRATIONS][: len(SHIPPED)] == SHIPPED
+    assert len({m.__name__ for m in MIGRATIONS}) == len(MIGRATIONS)
+
