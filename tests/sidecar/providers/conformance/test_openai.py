@@ -36,9 +36,9 @@ import anthropic
 import httpx2
 import pytest
 
+from sidecar.appkeys import LEDGER
 from sidecar.errors import InvalidRequest
 from sidecar.protocol.openai import PRESETS, Quirks, quirks_for, translate_request
-from sidecar.proxy.keys import LEDGER
 from sidecar.testing import captures
 from sidecar.testing.fake_openai import Error, FakeOpenAI, Reply, StreamError, ToolCall, Wire
 from sidecar.testing.harness import InProcessSidecar, sidecar_in_process
