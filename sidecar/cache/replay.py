@@ -19,6 +19,8 @@ from sidecar.protocol.anthropic_stream import new_id
 
 Event = tuple[str, dict[str, Any]]
 _decode = msgspec.json.decode
+# The field of the block each kind of text delta adds to.
+_DELTA_FIELDS = {"text_delta": "text", "thinking_delta": "thinking", "signature_delta": "signature"}
 
 STORABLE_STOP_REASONS = ("end_turn", "tool_use", "stop_sequence")
 STORABLE_BLOCKS = ("text", "tool_use", "thinking", "redacted_thinking")
@@ -46,6 +48,9 @@ class MessageCollector:
         self.broken: str | None = None  # why the answer cannot be stored
         self._blocks: dict[int, dict[str, Any]] = {}
         self._json: dict[int, list[str]] = {}
+        # Text, thinking and signature pieces per (block, field), joined once the block stops:
+        # adding each delta to the block's string would copy the answer once per delta.
+        self._pieces: dict[tuple[int, str], list[str]] = {}
         self._size = 0
         self._stopped = False
         self._raw: list[bytes] = []  # bytes not parsed yet
@@ -150,9 +155,12 @@ class MessageCollector:
             self.message["content"] = []
         elif kind == "content_block_start":
             block = dict(data["content_block"])
-            self._blocks[int(data["index"])] = block
+            index = int(data["index"])
+            self._blocks[index] = block
+            for name in _DELTA_FIELDS.values():
+                self._pieces.pop((index, name), None)  # a block started again starts empty
             if block.get("type") == "tool_use":
-                self._json[int(data["index"])] = []
+                self._json[index] = []
         elif kind == "content_block_delta":
             self._delta(int(data["index"]), data["delta"])
         elif kind == "content_block_stop":
@@ -165,26 +173,34 @@ class MessageCollector:
             self.broken = "the stream carried an error"
 
     def _delta(self, index: int, delta: dict[str, Any]) -> None:
-        block = self._blocks[index]
+        if index not in self._blocks:
+            raise KeyError(index)
         kind = delta["type"]
         piece: str
-        if kind == "text_delta":
-            piece = delta["text"]
-            block["text"] = block.get("text", "") + piece
-        elif kind == "input_json_delta":
+        if kind == "input_json_delta":
             piece = delta["partial_json"]
             self._json[index].append(piece)
-        elif kind == "thinking_delta":
-            piece = delta["thinking"]
-            block["thinking"] = block.get("thinking", "") + piece
-        elif kind == "signature_delta":
-            piece = delta["signature"]
-            block["signature"] = block.get("signature", "") + piece
         else:
-            raise ValueError(f"{kind} is not replayed by the cache")
+            name = _DELTA_FIELDS.get(kind)
+            if name is None:
+                raise ValueError(f"{kind} is not replayed by the cache")
+            piece = delta[name]
+            if type(piece) is not str:
+                raise TypeError(f"{kind} carries a {type(piece).__name__}, not text")
+            pieces = self._pieces.get((index, name))
+            if pieces is None:
+                pieces = self._pieces[(index, name)] = []
+            pieces.append(piece)
         self._size += len(piece)
         if self._size > self.limit:
             raise ValueError(f"the answer is larger than {self.limit} bytes")
+
+    def _join(self) -> None:
+        """Move the pieces of every block's text into the block."""
+        for (index, name), pieces in self._pieces.items():
+            block = self._blocks[index]
+            block[name] = block.get(name, "") + "".join(pieces)
+        self._pieces.clear()
 
     def _stop(self, index: int) -> None:
         if index in self._json:
@@ -205,6 +221,7 @@ class MessageCollector:
             raise ValueError("message_stop before message_start")
         if self._json:
             raise ValueError("a tool_use block was not stopped")
+        self._join()
         self.message["content"] = [self._blocks[i] for i in sorted(self._blocks)]
         self._stopped = True
 

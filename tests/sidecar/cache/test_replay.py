@@ -216,3 +216,40 @@ def test_the_raw_tap_parses_big_streams_as_they_pass() -> None:
         assert col.held_bytes() <= 2 * MessageCollector.PARSE_EVERY
     col.on_end(True)
     assert col.complete and col.message is not None
+
+
+_pieces = st.lists(st.text(max_size=12), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["text", "thinking", "tool_use"]), _pieces, _pieces), min_size=1, max_size=4))
+def test_a_stream_of_deltas_collects_into_the_message_it_was_cut_from(blocks: list[tuple[str, list[str], list[str]]]) -> None:
+    """Each block's text, thinking and signature is the join of its deltas, however they were
+    cut (the pieces are kept per block and joined once, not added one delta at a time)."""
+    content: list[dict[str, object]] = []
+    events: list[tuple[str, dict[str, object]]] = []
+    message = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m", "content": [], "stop_reason": None, "usage": {"input_tokens": 1}}
+    events.append(("message_start", {"type": "message_start", "message": message}))
+    for i, (kind, a, b) in enumerate(blocks):
+        if kind == "tool_use":
+            start: dict[str, object] = {"type": "tool_use", "id": f"t{i}", "name": "Read", "input": {}}
+            whole = {**start, "input": {"p": "".join(a)}}
+            js = msgspec.json.encode({"p": "".join(a)}).decode()
+            deltas = [{"type": "input_json_delta", "partial_json": js[k : k + 3]} for k in range(0, len(js), 3)]
+        elif kind == "text":
+            start, whole = {"type": "text", "text": ""}, {"type": "text", "text": "".join(a)}
+            deltas = [{"type": "text_delta", "text": p} for p in a]
+        else:
+            start = {"type": "thinking", "thinking": "", "signature": ""}
+            whole = {"type": "thinking", "thinking": "".join(a), "signature": "".join(b)}
+            deltas = [{"type": "thinking_delta", "thinking": p} for p in a] + [{"type": "signature_delta", "signature": p} for p in b]
+        content.append(whole)
+        events.append(("content_block_start", {"type": "content_block_start", "index": i, "content_block": start}))
+        events += [("content_block_delta", {"type": "content_block_delta", "index": i, "delta": d}) for d in deltas]
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": i}))
+    events.append(("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 2}}))
+    events.append(("message_stop", {"type": "message_stop"}))
+    raw = b"".join(b"event: " + n.encode() + b"\ndata: " + msgspec.json.encode(d) + b"\n\n" for n, d in events)
+    col = by_bytes([raw])
+    assert col.complete and col.broken is None
+    assert col.message == {**message, "content": content, "stop_reason": "end_turn", "usage": {"input_tokens": 1, "output_tokens": 2}}
