@@ -1,8 +1,9 @@
 """Appending to the audit log: entries are chained at once, written in batches.
 
 `append()` runs on the event loop: it gives the entry the next `seq`, hashes it onto the
-chain and queues it; a background task writes queued entries to the `audit` table in one
-transaction per batch, so the request path never waits on sqlite. After each batch the
+chain and queues it; the batch writer (sidecar.storage.batch, one thread shared with the
+ledger and the cache) writes queued entries to the `audit` table in one transaction per
+batch, so the request path never waits on sqlite. After each batch the
 newest (seq, hash) goes to a small head file beside the store: a log cut short at its end
 leaves no hole in the chain, and the head file is what shows it (`audit verify`).
 

@@ -223,7 +223,9 @@ class BatchWriter:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sinks: list[Sink[Any]] = []
-        self._timer: asyncio.TimerHandle | None = None
+        # uvloop hands back a plain Handle (no .when()) for a time already past: keep our own.
+        self._timer: asyncio.Handle | None = None
+        self._timer_when = 0.0
         self._current: list[Sink[Any]] = []  # the sinks of the trip under way
         self._trip_over: asyncio.Future[None] | None = None  # resolved when that trip is handled
         self._closed = False
@@ -269,9 +271,10 @@ class BatchWriter:
         if self._closed:
             return
         if self._timer is not None:
-            if self._timer.when() <= when:
+            if self._timer_when <= when:
                 return
             self._timer.cancel()
+        self._timer_when = when
         self._timer = self._loop.call_at(when, self._go)
 
     def _go(self) -> None:

@@ -157,3 +157,22 @@ async def test_the_daemon_runs_one_writer_thread(fake: FakeAnthropic, hermetic_e
         names = [t.name for t in threading.enumerate()]
         assert len([n for n in names if n.startswith(THREAD_NAME)]) == 1, names
         assert not [n for n in names if "cache-db" in n], names
+
+
+def test_urgent_writes_on_uvloop(tmp_path: Path) -> None:
+    """The daemon runs on uvloop, whose call_at for a time already past is a plain Handle:
+    two urgent requests in one tick (a stats read and a flush) must both go through."""
+    import uvloop
+
+    async def main() -> None:
+        entries = Entries(await asyncio.to_thread(CacheStore.open, tmp_path / "cache.db"), 1 << 30)
+        try:
+            put = entries.put(_entry("k"))
+            first, second = entries.write(entries.store.sizes), entries.write(entries.store.sizes)
+            assert (await asyncio.wrap_future(first))[0] == (await asyncio.wrap_future(second))[0] == 1
+            assert put is not None and await put == []
+        finally:
+            await entries.close()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
