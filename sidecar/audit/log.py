@@ -35,9 +35,6 @@ from sidecar.storage.batch import BatchWriter, Sink
 log = logging.getLogger(__name__)
 
 HEAD_FILE = "audit-head.json"
-FLUSH_INTERVAL = 0.2  # seconds entries wait to share a transaction
-BATCH_SIZE = 500
-_RETRY_DELAYS = (0.1, 0.5, 2.0, 5.0)
 CLOSE_WAIT = 30.0  # seconds close() waits for the queue to be written
 CLOSE_WAIT_FAILING = 2.0  # ... when writes are failing and the journal holds the entries
 _INSERT = "INSERT INTO audit (seq, ts, kind, request_id, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -107,9 +104,6 @@ class AuditLog:
         self._sink: Sink[tuple[Entry, int]] = Sink(
             "audit",
             self._write_items,
-            delay=FLUSH_INTERVAL,
-            batch_size=BATCH_SIZE,
-            retry_delays=_RETRY_DELAYS,
             on_written=self._written,
             on_failed=self._failed,
         )

@@ -14,16 +14,11 @@ from sidecar.ledger.journal import Journal, usage_line
 from sidecar.ledger.pricing import Pricing
 from sidecar.ledger.record import INSERT_USAGE, USAGE_COLUMNS, UsageRecord
 from sidecar.ledger.store import open_db
+from sidecar.storage.batch import BATCH_SIZE as BATCH_SIZE  # the ledger batches as every sink does
 from sidecar.storage.batch import BatchWriter, Sink
 
 log = logging.getLogger(__name__)
 
-BATCH_SIZE = 500
-# Records wait this long to share one transaction: one write per request would cost more
-# CPU than the proxying itself (bench/overhead.py). flush() and close() skip the wait. The
-# journal (sidecar.ledger.journal) holds them meanwhile, so a crash loses none.
-FLUSH_INTERVAL = 0.2
-_RETRY_DELAYS = (0.1, 0.5, 2.0, 5.0)  # seconds between attempts after a failed write
 # A failure that says nothing about the rows (the disk, a lock, a read-only file): the batch
 # is retried as it is. Any other failure is a row sqlite cannot take: it is isolated.
 _TRANSIENT = (sqlite3.OperationalError, OSError)
@@ -70,9 +65,6 @@ class Ledger:
         self._sink: Sink[tuple[UsageRecord, int]] = Sink(
             "ledger",
             self._write_items,
-            delay=FLUSH_INTERVAL,
-            batch_size=BATCH_SIZE,
-            retry_delays=_RETRY_DELAYS,
             on_take=self._taken,
             on_written=self._written,
             on_failed=self._failed,

@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 BATCH_SIZE = 500
+# Items wait this long to share one transaction: one write per request would cost more CPU
+# than the proxying itself (bench/overhead.py). flush() skips the wait. The journal
+# (sidecar.ledger.journal) holds ledger rows and audit entries meanwhile, so a crash loses none.
+FLUSH_INTERVAL = 0.2
 RETRY_DELAYS = (0.1, 0.5, 2.0, 5.0)  # seconds before the 1st, 2nd, 3rd, ... retry of a batch
 COALESCE = 0.05  # a sink due this soon rides along with a trip that goes now
 THREAD_NAME = "sidecar-db"
@@ -68,7 +72,7 @@ class Sink(Generic[T]):
         name: str,
         write: Callable[[list[T]], Any],
         *,
-        delay: float,
+        delay: float = FLUSH_INTERVAL,
         batch_size: int = BATCH_SIZE,
         limit: int | None = None,
         retry_delays: Sequence[float] = RETRY_DELAYS,
