@@ -11,14 +11,24 @@ so they cost nothing on the request path. The registry belongs to the app (no gl
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 from sidecar import __version__
 from sidecar.pipeline import Reply, RequestContext
@@ -59,43 +69,90 @@ class StateCollector:
         return self.read()
 
 
+class Tally:
+    """A counter family kept as plain numbers by label values, spelled for Prometheus only
+    when scraped (prometheus_client's Counter validates and locks on every increment)."""
+
+    def __init__(self, name: str, doc: str, labels: tuple[str, ...]) -> None:
+        self.name, self.doc, self.labels = name, doc, labels
+        self.values: dict[tuple[str, ...], float] = {} if labels else {(): 0.0}
+        self.created: dict[tuple[str, ...], float] = {} if labels else {(): time.time()}
+
+    def inc(self, key: tuple[str, ...], n: float = 1.0) -> None:
+        """Add `n` to the child with label values `key`."""
+        v = self.values.get(key)
+        if v is None:
+            self.created[key] = time.time()
+            v = 0.0
+        self.values[key] = v + n
+
+    def collect(self) -> Iterable[Metric]:
+        """The family as prometheus_client's Counter writes it (`_total` and `_created`)."""
+        fam = CounterMetricFamily(self.name, self.doc, labels=self.labels)
+        for key, v in list(self.values.items()):
+            fam.add_metric(list(key), v, created=self.created[key])
+        return [fam]
+
+
+class Spread:
+    """A histogram family kept as bucket counts by label values (see Tally)."""
+
+    def __init__(self, name: str, doc: str, labels: tuple[str, ...], buckets: tuple[float, ...]) -> None:
+        self.name, self.doc, self.labels, self.bounds = name, doc, labels, buckets
+        self.counts: dict[tuple[str, ...], list[int]] = {}
+        self.sums: dict[tuple[str, ...], float] = {}
+        self.created: dict[tuple[str, ...], float] = {}
+
+    def observe(self, key: tuple[str, ...], value: float) -> None:
+        """Count `value` in the bucket of the child with label values `key`."""
+        counts = self.counts.get(key)
+        if counts is None:
+            counts = self.counts[key] = [0] * (len(self.bounds) + 1)
+            self.sums[key] = 0.0
+            self.created[key] = time.time()
+        counts[bisect.bisect_left(self.bounds, value)] += 1  # a bucket holds values <= its bound
+        self.sums[key] += value
+
+    def collect(self) -> Iterable[Metric]:
+        """The family as prometheus_client's Histogram writes it (cumulative buckets, +Inf)."""
+        fam = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
+        edges = [floatToGoString(b) for b in self.bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
+        for key, counts in list(self.counts.items()):
+            cumulative = list(itertools.accumulate(counts))
+            fam.add_metric(list(key), list(zip(edges, cumulative, strict=True)), self.sums[key])
+            fam.samples.append(Sample(f"{self.name}_created", dict(zip(self.labels, key, strict=True)), self.created[key]))
+        return [fam]
+
+
 class Metrics:
     """The metrics stage: on completion, adds the request to the counters and histograms."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        r = self.registry
         labels = ("provider", "model", "route", "outcome")
-        self.requests = Counter(f"{PREFIX}_requests", "Requests answered, by outcome (ok, rejected, upstream_error, "
-                                "client_closed, aborted).", labels, registry=r)
-        self.responses = Counter(f"{PREFIX}_responses", "Responses by HTTP status class (2xx, 4xx, 5xx).",
-                                 ("provider", "status_class"), registry=r)
-        self.latency = Histogram(f"{PREFIX}_request_duration_seconds", "Time from the request's arrival to its "
-                                 "last byte, for requests that went upstream.", ("provider", "model"),
-                                 buckets=LATENCY_BUCKETS, registry=r)
-        self.ttft = Histogram(f"{PREFIX}_time_to_first_token_seconds", "Time from the request's arrival to its "
-                              "first content (streams) or first byte.", ("provider", "model"),
-                              buckets=TTFT_BUCKETS, registry=r)
-        self.tokens = Counter(f"{PREFIX}_tokens", "Tokens by type (input, output, cache_read, cache_write).",
-                              ("provider", "model", "type"), registry=r)
-        self.cost = Counter(f"{PREFIX}_cost_usd", "What the requests cost, in USD, as the ledger prices them.",
-                            ("provider", "model"), registry=r)
-        self.cache = Counter(f"{PREFIX}_cache_requests", "Cache outcomes (hit-exact, hit-semantic, miss, "
-                             "shadow-hit, bypass).", ("outcome",), registry=r)
-        self.saved = Counter(f"{PREFIX}_cache_saved_usd", "What cache hits saved, in USD.", (), registry=r)
-        self.decisions = Counter(f"{PREFIX}_policy_decisions", "Decisions taken on requests, by stage and action.",
-                                 ("stage", "action"), registry=r)
+        self.requests = Tally(f"{PREFIX}_requests", "Requests answered, by outcome (ok, rejected, upstream_error, "
+                              "client_closed, aborted).", labels)
+        self.responses = Tally(f"{PREFIX}_responses", "Responses by HTTP status class (2xx, 4xx, 5xx).",
+                               ("provider", "status_class"))
+        self.latency = Spread(f"{PREFIX}_request_duration_seconds", "Time from the request's arrival to its "
+                              "last byte, for requests that went upstream.", ("provider", "model"), LATENCY_BUCKETS)
+        self.ttft = Spread(f"{PREFIX}_time_to_first_token_seconds", "Time from the request's arrival to its "
+                           "first content (streams) or first byte.", ("provider", "model"), TTFT_BUCKETS)
+        self.tokens = Tally(f"{PREFIX}_tokens", "Tokens by type (input, output, cache_read, cache_write).",
+                            ("provider", "model", "type"))
+        self.cost = Tally(f"{PREFIX}_cost_usd", "What the requests cost, in USD, as the ledger prices them.",
+                          ("provider", "model"))
+        self.cache = Tally(f"{PREFIX}_cache_requests", "Cache outcomes (hit-exact, hit-semantic, miss, "
+                           "shadow-hit, bypass).", ("outcome",))
+        self.saved = Tally(f"{PREFIX}_cache_saved_usd", "What cache hits saved, in USD.", ())
+        self.decisions = Tally(f"{PREFIX}_policy_decisions", "Decisions taken on requests, by stage and action.",
+                               ("stage", "action"))
+        for family in (self.requests, self.responses, self.latency, self.ttft, self.tokens, self.cost, self.cache,
+                       self.saved, self.decisions):
+            self.registry.register(family)
         self._model = Bounded()
         self._route = Bounded()
         self._provider = Bounded()
-        # Each labelled child, looked up once: `labels()` validates and locks on every call.
-        self._kids: dict[tuple[Any, tuple[str, ...]], Any] = {}
-
-    def _kid(self, metric: Any, *labels: str) -> Any:
-        kid = self._kids.get((metric, labels))
-        if kid is None:
-            kid = self._kids[(metric, labels)] = metric.labels(*labels)
-        return kid
 
     def watch(self, read: Callable[[], Iterable[Metric]]) -> None:
         """Add gauges computed from live state at each scrape."""
@@ -107,37 +164,37 @@ class Metrics:
 
     def on_complete(self, ctx: RequestContext) -> None:
         """Count the completed request."""
-        kid = self._kid
         provider = self._provider(ctx.provider)
         model = self._model(ctx.upstream_model if ctx.translated else (ctx.summary.model or ctx.upstream_model or ""))
-        kid(self.requests, provider, model, self._route(ctx.route), ctx.outcome).inc()
+        self.requests.inc((provider, model, self._route(ctx.route), ctx.outcome))
         if ctx.status:
-            kid(self.responses, provider, f"{ctx.status // 100}xx").inc()
+            self.responses.inc((provider, f"{ctx.status // 100}xx"))
         if ctx.cache_outcome is not None:
-            kid(self.cache, ctx.cache_outcome).inc()
+            self.cache.inc((ctx.cache_outcome,))
             if ctx.saved_usd:
-                self.saved.inc(ctx.saved_usd)
+                self.saved.inc((), ctx.saved_usd)
         for d in ctx.decisions:
-            kid(self.decisions, d.stage, d.action).inc()
+            self.decisions.inc((d.stage, d.action))
         if not ctx.provider:
             return  # refused before it was routed: no upstream figures
         now = time.perf_counter()
-        kid(self.latency, provider, model).observe(now - ctx.t0)
+        pm = (provider, model)
+        self.latency.observe(pm, now - ctx.t0)
         first = ctx.summary.first_delta_at or ctx.first_byte_at
         if first is not None:
-            kid(self.ttft, provider, model).observe(first - ctx.t0)
+            self.ttft.observe(pm, first - ctx.t0)
         u = ctx.summary.usage
         for kind, n in (("input", u.input_tokens), ("output", u.output_tokens),
                         ("cache_read", u.cache_read_tokens), ("cache_write", u.cache_write_tokens)):
             if n:
-                kid(self.tokens, provider, model, kind).inc(n)
+                self.tokens.inc((provider, model, kind), n)
         if ctx.cost_usd:
-            kid(self.cost, provider, model).inc(ctx.cost_usd)
+            self.cost.inc(pm, ctx.cost_usd)
 
     def refused_at_ingress(self, status: int) -> None:
         """Count a model request the ingress refused (401, 403): it has a ledger row too."""
-        self._kid(self.requests, "", "", "", "rejected").inc()
-        self._kid(self.responses, "", f"{status // 100}xx").inc()
+        self.requests.inc(("", "", "", "rejected"))
+        self.responses.inc(("", f"{status // 100}xx"))
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric."""
