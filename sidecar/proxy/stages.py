@@ -6,6 +6,7 @@ sidecar.pipeline; docs/architecture.md lists every stage with the file it lives 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from sidecar.errors import StorageUnavailable
@@ -66,21 +67,44 @@ class Meter:
             self.bus.publish("request", rec.to_dict())
 
 
-class StorageGate:
-    """Refuses new requests while their usage cannot be recorded (see sidecar.ledger.health)."""
+# Records (usage rows, audit entries) waiting for SQLite above which a new request waits
+# until half of them are written. The writer thread gets the interpreter only between the
+# event loop's turns, so a loop kept busy by a flood of requests can outrun it; holding new
+# requests for a moment keeps the backlog, and the memory it holds, bounded.
+BACKLOG_LIMIT = 4000
+BACKLOG_WAIT_SECONDS = 5.0  # the longest a request is held (then it goes on all the same)
+_BACKLOG_POLL_SECONDS = 0.002
 
-    def __init__(self, health: StorageHealth) -> None:
+
+class StorageGate:
+    """Refuses new requests while their usage cannot be recorded, and holds them while too
+    many records wait to be written (see sidecar.ledger.health)."""
+
+    def __init__(self, health: StorageHealth, backlog_limit: int = BACKLOG_LIMIT) -> None:
         self.health = health
+        self.backlog_limit = backlog_limit
+        self.held = 0  # requests that waited for the backlog to drain
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
-        """503 while storage is degraded and the config says refuse."""
+        """503 while storage is degraded and the config says refuse; a short wait while the
+        writer is behind."""
         if self.health.refuse and (error := self.health.error) is not None:
             ctx.record = False  # nothing to meter, and nowhere to put it
             raise StorageUnavailable(
                 f"usage cannot be recorded ({error}); refusing new requests until storage recovers "
                 f"({self.health.pending} records waiting)"
             )
+        if self.health.pending > self.backlog_limit:
+            await self._drain()
         return None
+
+    async def _drain(self) -> None:
+        self.held += 1
+        loop = asyncio.get_running_loop()
+        until = loop.time() + BACKLOG_WAIT_SECONDS
+        # Polled: the backlog is the sum over several sinks that the writer thread drains.
+        while self.health.pending > self.backlog_limit // 2 and self.health.error is None and loop.time() < until:  # noqa: ASYNC110
+            await asyncio.sleep(_BACKLOG_POLL_SECONDS)
 
     def on_complete(self, ctx: RequestContext) -> None:
         """Nothing."""
