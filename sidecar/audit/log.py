@@ -31,6 +31,7 @@ from sidecar.ledger.journal import Journal, audit_line
 from sidecar.ledger.store import open_db
 from sidecar.ledger.writer import scrub
 from sidecar.storage.batch import BatchWriter, Sink
+from sidecar.storage.rows import insert_rows
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +213,7 @@ class AuditLog:
         assert self._db is not None
         rows = [(e.seq, e.ts, e.kind, e.request_id, e.data, e.prev_hash, e.hash) for e in batch]
         with self._db.atomic():
-            self._db.conn.executemany(_INSERT, rows)
+            insert_rows(self._db.conn, _INSERT, rows)
         try:
             _write_head(self.head_file, Head(batch[-1].seq, batch[-1].hash))
         except OSError as e:

@@ -16,6 +16,7 @@ from sidecar.ledger.record import INSERT_USAGE, USAGE_COLUMNS, UsageRecord
 from sidecar.ledger.store import open_db
 from sidecar.storage.batch import BATCH_SIZE as BATCH_SIZE  # the ledger batches as every sink does
 from sidecar.storage.batch import BatchWriter, Sink
+from sidecar.storage.rows import insert_rows
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ class Ledger:
         rows: list[tuple[Any, ...]] = [tuple(getattr(r, c) for c in USAGE_COLUMNS) for r in batch]
         try:
             with self._db.atomic():
-                self._db.conn.executemany(INSERT_USAGE, rows)
+                insert_rows(self._db.conn, INSERT_USAGE, rows)
         except _TRANSIENT:
             raise
         except Exception:
