@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -75,8 +77,25 @@ def _fast_ok(v: Any, depth: int = 0) -> bool:
 def _hash(seq: int, ts: float, kind: str, request_id: str | None, data: str, prev_hash: str) -> str:
     """`Entry.digest` for data already in canonical form: its keys are written in sorted
     order around it, so the data is serialised once, not twice, on the request path."""
-    body = f'{{"data":{data},"kind":{_TEXT(kind)},"request_id":{_TEXT(request_id)},"seq":{seq},"ts":{json.dumps(ts)}}}'
+    body = f'{{"data":{data},"kind":{_text(kind)},"request_id":{_text(request_id)},"seq":{seq},"ts":{_number(ts)}}}'
     return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9_.:-]*").fullmatch  # text JSON writes between quotes as it is
+
+
+def _text(value: str | None) -> str:
+    """`json.dumps(value, ensure_ascii=False)`, without the encoder for the usual kind or id."""
+    if value is not None and _PLAIN(value):
+        return f'"{value}"'
+    return _TEXT(value)
+
+
+def _number(value: float) -> str:
+    """`json.dumps(value)`: a finite float is its repr, as json writes it."""
+    if type(value) is float and math.isfinite(value):
+        return float.__repr__(value)
+    return json.dumps(value)
 
 
 @dataclass(frozen=True)

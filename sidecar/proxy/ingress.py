@@ -47,8 +47,15 @@ REFUSALS = frozenset({401, 403, 429})  # the sidecar's own refusals, each logged
 
 
 def _via_unix_socket(request: web.Request) -> bool:
+    """Whether the request came over the Unix socket (asked of the socket once per connection)."""
+    proto = request.protocol
+    if isinstance(proto, Connection) and proto.via_unix_socket is not None:
+        return proto.via_unix_socket
     sock = request.transport.get_extra_info("socket") if request.transport else None
-    return sock is not None and getattr(socket, "AF_UNIX", None) == sock.family
+    local = sock is not None and getattr(socket, "AF_UNIX", None) == sock.family
+    if isinstance(proto, Connection):
+        proto.via_unix_socket = local
+    return local
 
 
 def presented_tokens(request: web.Request) -> list[str]:

@@ -136,6 +136,7 @@ class Connection(RequestHandler):
         super().__init__(manager, **kwargs)
         self.listener = manager
         self.limits = manager.limits
+        self.via_unix_socket: bool | None = None  # known once ingress asked (sidecar.proxy.ingress)
         self.opened_at = 0.0
         self.last_rx = 0.0
         self.head_since: float | None = None  # first byte of a head not yet complete

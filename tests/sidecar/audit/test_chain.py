@@ -52,3 +52,14 @@ def test_existing_hashes_do_not_change() -> None:
     data["cost_usd"] = 0.0312
     e = Entry.make(7, 1733500000.123456, "request", "01JABCDEF", data, "f" * 64)
     assert e.hash == Entry.digest(7, 1733500000.123456, "request", "01JABCDEF", e.data, "f" * 64)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(st.floats(), st.integers(-(2**70), 2**70)),
+    st.one_of(st.none(), st.text(max_size=12), st.sampled_from(["request", "policy", "head_mismatch", "01M9652HQBGBSN49VXK7718X4Z"])),
+)
+def test_the_request_path_spells_ts_kind_and_id_as_json_dumps(ts: float, text: str | None) -> None:
+    """The hash's fields are spelled without the json encoder where that gives its bytes."""
+    assert chain._number(ts) == json.dumps(ts)
+    assert chain._text(text) == json.dumps(text, ensure_ascii=False)
