@@ -19,6 +19,23 @@ from sidecar.protocol.anthropic_stream import new_id
 
 Event = tuple[str, dict[str, Any]]
 _decode = msgspec.json.decode
+class _TextDeltaBody(msgspec.Struct):
+    type: str
+    text: str
+
+
+class _TextDelta(msgspec.Struct):
+    """A `content_block_delta` event's data, as far as a text delta needs it."""
+
+    type: str
+    index: int
+    delta: _TextDeltaBody
+
+
+_text_delta = msgspec.json.Decoder(_TextDelta).decode
+_TEXT_DELTA_EVENT = b"event: content_block_delta\n"
+_TEXT_DELTA_NL = len(_TEXT_DELTA_EVENT) - 1
+_TEXT = b""  # marks a parsed text delta in _fast's list (no event name is empty there)
 # The field of the block each kind of text delta adds to.
 _DELTA_FIELDS = {"text_delta": "text", "thinking_delta": "thinking", "signature_delta": "signature"}
 
@@ -107,6 +124,16 @@ class MessageCollector:
             nl = block.find(b"\n")
             if not block.startswith(b"event: ") or not block.startswith(b"data: ", nl + 1) or block.find(b"\n", nl + 1) >= 0:
                 return False  # (nl < 0 fails the data check: "event: x" alone is not data)
+            if nl == _TEXT_DELTA_NL and block.startswith(_TEXT_DELTA_EVENT):
+                # Most of a stream: a text delta, read into a struct (no dict to build and take apart).
+                try:
+                    delta = _text_delta(block[nl + 7 :])
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    pass
+                else:
+                    if delta.type == "content_block_delta" and delta.delta.type == "text_delta":
+                        parsed.append((_TEXT, delta))
+                        continue
             try:
                 obj = _decode(block[nl + 7 :])
             except msgspec.DecodeError:
@@ -116,7 +143,14 @@ class MessageCollector:
                     continue
             parsed.append((block[7:nl], obj))
         for name, obj in parsed:
-            if type(obj) is dict and self.broken is None:
+            if self.broken is not None:
+                break
+            if name is _TEXT:
+                try:
+                    self._text(obj.index, obj.delta.text)
+                except (KeyError, ValueError) as e:
+                    self.broken = f"unexpected content_block_delta event ({type(e).__name__}: {e})"
+            elif type(obj) is dict:
                 self.on_event(name.decode("utf-8", errors="replace"), obj)
         return True
 
@@ -171,6 +205,18 @@ class MessageCollector:
             self._finish()
         elif kind == "error":
             self.broken = "the stream carried an error"
+
+    def _text(self, index: int, piece: str) -> None:
+        """A text delta (what `_delta` does for one, without the dict)."""
+        if index not in self._blocks:
+            raise KeyError(index)
+        pieces = self._pieces.get((index, "text"))
+        if pieces is None:
+            pieces = self._pieces[(index, "text")] = []
+        pieces.append(piece)
+        self._size += len(piece)
+        if self._size > self.limit:
+            raise ValueError(f"the answer is larger than {self.limit} bytes")
 
     def _delta(self, index: int, delta: dict[str, Any]) -> None:
         if index not in self._blocks:
