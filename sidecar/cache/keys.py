@@ -65,7 +65,11 @@ def build_keys(
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
         raise Uncacheable("the request has no list of messages")
     seen: list[str] = []
-    norm = normaliser.bind(seen)
+    scope = _scope(body, headers, endpoint, normaliser.bind(seen))
+    return _conversation_keys(scope, messages, normaliser.bind(seen), seen)
+
+
+def _scope(body: Mapping[str, Any], headers: Mapping[str, str], endpoint: str, norm: Callable[[str], str]) -> str:
     scope_obj = {
         "v": KEY_VERSION,
         "endpoint": endpoint,
@@ -74,7 +78,10 @@ def build_keys(
         "beta": sorted({b.strip() for b in headers.get("anthropic-beta", "").split(",") if b.strip()}),
         "body": _scope_body(body, norm),
     }
-    scope = _digest(b"scope", _encode(scope_obj))
+    return _digest(b"scope", _encode(scope_obj))
+
+
+def _conversation_keys(scope: str, messages: list[dict[str, Any]], norm: Callable[[str], str], seen: list[str]) -> CacheKeys:
     canon = [_message(m, norm) for m in messages]
     prefix = _digest(scope.encode(), _encode(canon[:-1]))
     exact = _digest(prefix.encode(), _encode(canon[-1]))
@@ -107,6 +114,9 @@ class KeyMemo:
         self.size = size
         self._keys: OrderedDict[tuple[Any, ...], tuple[CacheKeys, bytes, int]] = OrderedDict()
         self._bytes = 0
+        # Scopes by the raw bytes of the body's fields but the messages: a new turn of a
+        # conversation sends the same system prompt and tools (most of a Claude Code body).
+        self._scopes: OrderedDict[tuple[Any, ...], tuple[bytes, str, tuple[str, ...]]] = OrderedDict()
 
     def keys(self, raw: bytes, body: Callable[[], Mapping[str, Any]], headers: Mapping[str, str], endpoint: str) -> CacheKeys:
         """The keys of the request with body bytes `raw` (`body` decodes it when needed)."""
@@ -119,7 +129,7 @@ class KeyMemo:
                 return found[0]
             self._bytes -= found[2]  # another body with the same probe: it takes the place
             del self._keys[probe]
-        keys = build_keys(body(), headers, endpoint, self.normaliser)
+        keys = self._build(raw, body, headers, endpoint)
         held = _held_bytes(keys) + sys.getsizeof(raw)
         if held <= self.MAX_ENTRY_BYTES:
             self._keys[probe] = (keys, raw, held)
@@ -128,6 +138,51 @@ class KeyMemo:
                 _, (_, _, freed) = self._keys.popitem(last=False)
                 self._bytes -= freed
         return keys
+
+
+    SCOPES = 32
+    MAX_SCOPE_BYTES = 1024 * 1024
+
+    def _build(
+        self, raw: bytes, body: Callable[[], Mapping[str, Any]], headers: Mapping[str, str], endpoint: str
+    ) -> CacheKeys:
+        """`build_keys` for a body not seen whole before. Its scope is found by the raw bytes of
+        every field but the messages when an earlier body had the same (with the same headers
+        the scope reads), so only the messages are decoded and canonicalised."""
+        try:
+            top = _fields(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            return build_keys(body(), headers, endpoint, self.normaliser)
+        listed = top.get("messages")
+        messages = msgspec.json.decode(listed) if listed is not None else None
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+            raise Uncacheable("the request has no list of messages")
+        # Every field but the messages, each as its length and bytes: no two bodies share a
+        # signature unless those fields are byte for byte the same, in the same order.
+        parts: list[bytes] = []
+        for k, v in top.items():
+            if k not in _EXCLUDED_FIELDS:
+                name, value = k.encode("utf-8", "surrogatepass"), bytes(v)
+                parts += (len(name).to_bytes(8, "big"), name, len(value).to_bytes(8, "big"), value)
+        sig = b"".join(parts)
+        n = self.SAMPLE
+        probe = (len(sig), sig[:n], sig[-n:], endpoint, *[headers.get(name, "") for name in _KEY_HEADERS])
+        found = self._scopes.get(probe)
+        if found is not None and found[0] == sig:
+            self._scopes.move_to_end(probe)
+            scope, seen = found[1], list(found[2])
+        else:
+            seen = []
+            fields = {k: msgspec.json.decode(v) for k, v in top.items() if k not in _EXCLUDED_FIELDS}
+            scope = _scope(fields, headers, endpoint, self.normaliser.bind(seen))
+            if len(sig) <= self.MAX_SCOPE_BYTES:
+                self._scopes[probe] = (sig, scope, tuple(seen))
+                while len(self._scopes) > self.SCOPES:
+                    self._scopes.popitem(last=False)
+        return _conversation_keys(scope, messages, self.normaliser.bind(seen), seen)
+
+
+_fields = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode  # a JSON object's fields, undecoded
 
 
 def _held_bytes(keys: CacheKeys) -> int:

@@ -256,28 +256,34 @@ def test_claude_code_fixtures_key_and_normalise() -> None:
         assert any(v.startswith("Today's date is") for v in k.volatile)
 
 
-def test_the_memo_knows_a_repeated_body_without_decoding_it() -> None:
+def test_the_memo_knows_a_repeated_body_without_decoding_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sidecar.cache import keys as keys_mod
+
     memo = KeyMemo(NORM, size=2)
-    decoded: list[int] = []
+    keyed: list[int] = []  # bodies keyed (their messages decoded and canonicalised)
+    real = keys_mod._conversation_keys
+
+    def counted(*a: Any) -> CacheKeys:
+        keyed.append(1)
+        return real(*a)
+
+    monkeypatch.setattr(keys_mod, "_conversation_keys", counted)
 
     def decode(raw: bytes) -> Callable[[], dict[str, Any]]:
-        def run() -> dict[str, Any]:
-            decoded.append(1)
-            return dict(json.loads(raw))
-
-        return run
+        return lambda: pytest.fail("a well-formed body is keyed from its raw bytes, never decoded whole")
 
     raw = json.dumps(body()).encode()
     first = memo.keys(raw, decode(raw), HEADERS, "/v1/messages")
     assert first == keys(body())
+    keyed.clear()
     assert memo.keys(raw, decode(raw), HEADERS, "/v1/messages") == first
-    assert len(decoded) == 1
+    assert len(keyed) == 0  # a repeat is not keyed again
     other_key = {**HEADERS, "x-api-key": "sk-ant-other"}
     assert memo.keys(raw, decode(raw), other_key, "/v1/messages").scope != first.scope  # headers count too
     third = json.dumps(changed("max_tokens", 5)).encode()
     memo.keys(third, decode(third), HEADERS, "/v1/messages")
-    memo.keys(raw, decode(raw), HEADERS, "/v1/messages")  # evicted by the size bound: decoded again
-    assert len(decoded) == 4
+    memo.keys(raw, decode(raw), HEADERS, "/v1/messages")  # evicted by the size bound: keyed again
+    assert len(keyed) == 3
 
 
 def test_the_memo_holds_a_bounded_amount_of_prompt_text() -> None:
@@ -333,3 +339,76 @@ def test_the_memo_answers_what_keying_answers(steps: list[tuple[int, str]]) -> N
         b = {**body(), "messages": [*middle * (n % 2 + 1), {"role": "user", "content": f"question {n}"}]}
         raw = json.dumps(b).encode()
         assert memo.keys(raw, lambda raw=raw: dict(json.loads(raw)), HEADERS, "/v1/messages") == keys(b)  # type: ignore[misc]
+
+
+# --- a new turn of a conversation: the scope found by the raw bytes of every field but the
+# messages gives the keys build_keys gives, and never another body's scope.
+
+_dates = st.sampled_from(["", " Today's date is 2026-12-06.", " Today's date is 2026-12-07.", " <env>Today's date: 2026-12-05</env>"])
+_scope_fields = st.fixed_dictionaries(
+    {"model": st.sampled_from(["claude-opus-4-8", "claude-haiku-4-5"])},
+    optional={
+        "system": st.one_of(
+            st.builds(lambda d: "You are Claude Code." + d, _dates),
+            st.builds(lambda d: [{"type": "text", "text": "You are Claude Code." + d, "cache_control": {"type": "ephemeral"}}], _dates),
+        ),
+        "tools": st.lists(st.fixed_dictionaries({"name": st.sampled_from(["Read", "Bash"]), "input_schema": st.just({"type": "object"})}), max_size=2),
+        "temperature": st.sampled_from([1, 1.0, 0.5]),
+        "max_tokens": st.integers(1, 64000),
+        "metadata": st.fixed_dictionaries({"user_id": st.text(max_size=4)}),
+        "stream": st.booleans(),
+        "x-unknown": st.one_of(st.none(), st.text(max_size=3), st.lists(st.integers(), max_size=2)),
+    },
+)
+_turn = st.lists(
+    st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant"]), "content": st.one_of(st.text(max_size=12), st.builds(lambda d: [{"type": "text", "text": "<system-reminder>x" + d + "</system-reminder>"}, {"type": "text", "text": "hi"}], _dates))}),
+    min_size=1,
+    max_size=3,
+)
+_headers = st.sampled_from([{"x-api-key": "k1"}, {"x-api-key": "k2"}, {"x-api-key": "k1", "anthropic-beta": "b1, b2"}, {"authorization": "Bearer t"}])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_scope_fields, _turn, _headers, st.booleans()), min_size=1, max_size=5), st.sampled_from(["/v1/messages", "/anthropic/v1/messages"]))
+def test_keys_of_new_bodies_equal_build_keys_with_scopes_remembered(bodies: list[tuple[dict[str, Any], list[dict[str, Any]], dict[str, str], bool]], endpoint: str) -> None:
+    memo = KeyMemo(NORM)
+    for fields, turn, headers, spaced in bodies:
+        body = {**fields, "messages": turn}
+        raw = json.dumps(body, separators=None if spaced else (",", ":")).encode()
+        hdrs = CIMultiDict(headers)
+        want = build_keys(json.loads(raw), hdrs, endpoint, NORM)
+        assert memo.keys(raw, _decoder(raw), hdrs, endpoint) == want
+        # the same fields with the next turn: its scope comes from the memo
+        longer = {**fields, "messages": [*turn, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "next"}]}
+        raw2 = json.dumps(longer).encode()
+        assert memo.keys(raw2, _decoder(raw2), hdrs, endpoint) == build_keys(longer, hdrs, endpoint, NORM)
+
+
+def _decoder(raw: bytes) -> Callable[[], dict[str, Any]]:
+    return lambda: dict(json.loads(raw))
+
+
+def test_a_new_turn_decodes_only_its_messages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scope of a body whose other fields were seen is not decoded again."""
+    from sidecar.cache import keys as keys_mod
+
+    memo = KeyMemo(NORM)
+    fields = {"model": "m", "system": "s" * 1000, "tools": [{"name": "Read"}]}
+    first = json.dumps({**fields, "messages": [{"role": "user", "content": "a"}]}).encode()
+    memo.keys(first, lambda: json.loads(first), CIMultiDict(), "/v1/messages")
+    calls: list[object] = []
+    real = keys_mod._scope
+    def counted(*a: Any) -> str:
+        calls.append(a)
+        return real(*a)
+
+    monkeypatch.setattr(keys_mod, "_scope", counted)
+    second = json.dumps({**fields, "messages": [{"role": "user", "content": "b"}]}).encode()
+    got = memo.keys(second, lambda: pytest.fail("the body was decoded whole"), CIMultiDict(), "/v1/messages")
+    assert calls == []
+    monkeypatch.setattr(keys_mod, "_scope", real)
+    assert got == build_keys(json.loads(second), CIMultiDict(), "/v1/messages", NORM)
+    monkeypatch.setattr(keys_mod, "_scope", counted)
+    other = json.dumps({**fields, "tools": [], "messages": [{"role": "user", "content": "b"}]}).encode()
+    memo.keys(other, lambda: json.loads(other), CIMultiDict(), "/v1/messages")
+    assert len(calls) == 1  # another scope is keyed afresh
