@@ -214,9 +214,30 @@ class Workload:
     json_body: bytes  # "stream": false
     stream_body: bytes  # "stream": true
     headers: CIMultiDict[str]
+    # With --distinct: request i's body (a new final question each time, as a new turn of a
+    # conversation sends); None repeats json_body / stream_body.
+    json_turn: Callable[[int], bytes] | None = None
+    stream_turn: Callable[[int], bytes] | None = None
 
 
-def load_workload(size: str, fixtures: Path | None) -> Workload:
+TURN_MARK = "bench-turn-marker"
+
+
+def turn_maker(template: bytes) -> Callable[[int], bytes]:
+    """`make(i)`: `template` with one more text block in its last message, ending in `i`, so
+    every request is a body the sidecar has not seen (its cache keys it anew and misses)."""
+    body = json.loads(template)
+    last = body["messages"][-1]
+    extra = {"type": "text", "text": f"and one more thing: {TURN_MARK}"}
+    if isinstance(last["content"], str):
+        last["content"] = [{"type": "text", "text": last["content"]}, extra]
+    else:
+        last["content"] = [*last["content"], extra]
+    head, tail = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode().split(TURN_MARK.encode())
+    return lambda i: head + str(i).encode() + tail
+
+
+def load_workload(size: str, fixtures: Path | None, distinct: bool = False) -> Workload:
     """The capture's headers (minus Host, Content-Length, Connection, Accept-Encoding) and
     its body serialised compactly, once with "stream": false and once with true."""
     from sidecar.testing import captures
@@ -227,7 +248,11 @@ def load_workload(size: str, fixtures: Path | None) -> Workload:
         body = {**cap.data["body"], "stream": stream}
         return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
-    return Workload(cap.name, encode(False), encode(True), CIMultiDict(cap.headers))
+    wl = Workload(cap.name, encode(False), encode(True), CIMultiDict(cap.headers))
+    if distinct:
+        wl.name += ", a new final question each request"
+        wl.json_turn, wl.stream_turn = turn_maker(wl.json_body), turn_maker(wl.stream_body)
+    return wl
 
 
 @dataclass
@@ -249,6 +274,7 @@ class Target:
         self.url = url + "/v1/messages"
         self.pid = pid  # the process that serves `url` (for CPU accounting)
         self.wl = wl
+        self.turns = itertools.count()
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=60),
             skip_auto_headers=("Accept-Encoding",),
@@ -263,7 +289,9 @@ class Target:
 
     async def json(self, extra: dict[str, str] | None = None) -> tuple[Sample, bytes, Any]:
         t0 = time.perf_counter()
-        async with self.session.post(self.url, data=self.wl.json_body, headers=self._headers(extra)) as r:
+        make = self.wl.json_turn
+        data = self.wl.json_body if make is None or extra is not None else make(next(self.turns))
+        async with self.session.post(self.url, data=data, headers=self._headers(extra)) as r:
             body = await r.read()
             if r.status != 200:
                 raise RuntimeError(f"{self.name}: HTTP {r.status}: {body[:300]!r}")
@@ -275,7 +303,9 @@ class Target:
         arrivals: list[tuple[float, int]] = []
         parts: list[bytes] = []
         t0 = time.perf_counter()
-        async with self.session.post(self.url, data=self.wl.stream_body, headers=self._headers(extra)) as r:
+        make = self.wl.stream_turn
+        data = self.wl.stream_body if make is None or extra is not None else make(next(self.turns))
+        async with self.session.post(self.url, data=data, headers=self._headers(extra)) as r:
             s = Sample(0.0, headers=time.perf_counter() - t0)
             if r.status != 200:
                 raise RuntimeError(f"{self.name}: HTTP {r.status}: {(await r.read())[:300]!r}")
@@ -636,6 +666,8 @@ def variants_table(res: dict[str, Any], names: list[str]) -> list[str]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--body", choices=sorted(BODIES), default="76k", help="request fixture (default 76k)")
+    p.add_argument("--distinct", action="store_true",
+                   help="a new final question in every request, as real turns send (the cache keys each anew)")
     p.add_argument("--requests", type=int, help="requests per target per scenario (default 3000; --quick 300)")
     p.add_argument("--blocks", type=int, help="rotated blocks per scenario (default 12; --quick 6)")
     p.add_argument("--warmup", type=int, help="warm-up requests per target (default 400; --quick 80)")
@@ -671,7 +703,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.serve_floor:
         serve_floor(args.serve_floor)
         return 0
-    wl = load_workload(args.body, args.fixtures)
+    wl = load_workload(args.body, args.fixtures, args.distinct)
     meta = {
         "command": " ".join(["python bench/overhead.py", *(argv if argv is not None else sys.argv[1:])]),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -31,25 +31,16 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.overhead import BODIES, FAKE, Child, Sidecar, load_workload, rss_mb  # noqa: E402
-
-MARK = "rss-bench-request-marker"
+from bench.overhead import BODIES, FAKE, Child, Sidecar, load_workload, rss_mb, turn_maker  # noqa: E402
 
 
 def body_maker(template: bytes, same: bool) -> Any:
     """`make(i)`: the request body bytes for request i (a distinct final text unless `same`)."""
-    body = json.loads(template)
-    last = body["messages"][-1]
-    extra = {"type": "text", "text": f"and one more thing: {MARK}"}
-    if isinstance(last["content"], str):
-        last["content"] = [{"type": "text", "text": last["content"]}, extra]
-    else:
-        last["content"] = [*last["content"], extra]
-    head, tail = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode().split(MARK.encode())
+    make = turn_maker(template)
     if same:
-        fixed = head + b"0" + tail
+        fixed = make(0)
         return lambda i: fixed
-    return lambda i: head + str(i).encode() + tail
+    return make
 
 
 async def drive(url: str, headers: dict[str, str], make: Any, n: int, c: int, checkpoints: list[int], pid: int) -> list[dict[str, Any]]:
