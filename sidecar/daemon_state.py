@@ -7,6 +7,7 @@ import json
 import os
 import secrets
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -68,7 +69,7 @@ def hold_data_dir(paths: Paths) -> Iterator[None]:
         try:
             _lock(fd)
         except OSError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() if hasattr(os, "pread") else "?"
+            holder = _holder(fd)
             raise ConfigError(
                 f"another claude-sidecar (pid {holder or '?'}) is serving the data dir {paths.data_dir}; "
                 "stop it first, or give this one its own CLAUDE_SIDECAR_HOME"
@@ -78,6 +79,20 @@ def hold_data_dir(paths: Paths) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def _holder(fd: int, wait: float = 1.0) -> str:
+    """The pid the holder of the lock wrote in the lock file. A daemon that has just taken
+    the lock writes its pid a moment later, so an empty file is read again for up to `wait`
+    seconds before the pid is given as unknown."""
+    if not hasattr(os, "pread"):
+        return "?"
+    deadline = time.monotonic() + wait
+    while True:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        if holder or time.monotonic() >= deadline:
+            return holder or "?"
+        time.sleep(0.01)
 
 
 def _lock(fd: int) -> None:
