@@ -61,12 +61,17 @@ def build_keys(
     normaliser: Normaliser,
 ) -> CacheKeys:
     """Compute the keys of a Messages request `body`, or raise Uncacheable."""
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
-        raise Uncacheable("the request has no list of messages")
+    messages = _messages(body.get("messages"))
     seen: list[str] = []
     scope = _scope(body, headers, endpoint, normaliser.bind(seen))
     return _conversation_keys(scope, messages, normaliser.bind(seen), seen)
+
+
+def _messages(value: Any) -> list[dict[str, Any]]:
+    """`value` when it is a non-empty list of message objects, else Uncacheable."""
+    if not isinstance(value, list) or not value or not all(isinstance(m, dict) for m in value):
+        raise Uncacheable("the request has no list of messages")
+    return value
 
 
 def _scope(body: Mapping[str, Any], headers: Mapping[str, str], endpoint: str, norm: Callable[[str], str]) -> str:
@@ -154,9 +159,7 @@ class KeyMemo:
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             return build_keys(body(), headers, endpoint, self.normaliser)
         listed = top.get("messages")
-        messages = msgspec.json.decode(listed) if listed is not None else None
-        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
-            raise Uncacheable("the request has no list of messages")
+        messages = _messages(msgspec.json.decode(listed) if listed is not None else None)
         # Every field but the messages, each as its length and bytes: no two bodies share a
         # signature unless those fields are byte for byte the same, in the same order.
         parts: list[bytes] = []

@@ -295,38 +295,28 @@ class _Conn(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-
     def unread(self, transport: asyncio.Transport) -> bool:
-        """`_unread` for this connection, with one poll object kept for its life (one system
-        call per reuse instead of three)."""
+        """True when bytes (or the end) have reached this idle connection's socket that the
+        event loop has not read yet: the loop may run a waiting request before that read, and
+        the bytes would then be taken for its answer. One poll object is kept for the
+        connection's life (one system call per reuse)."""
         if self._poller is None:
             sock = transport.get_extra_info("socket")
-            if sock is None or not hasattr(select, "poll"):
-                return _unread(transport)
+            if sock is None:
+                return False
             fd = sock.fileno()
             if fd < 0:
                 return True
+            if not hasattr(select, "poll"):
+                return _peek(fd)
             self._poller = select.poll()
             self._poller.register(fd, select.POLLIN)
         return bool(self._poller.poll(0))  # readable, hung up or failed: not reusable either way
 
 
-def _unread(transport: asyncio.Transport) -> bool:
-    """True when bytes (or the end) have reached an idle connection's socket that the event
-    loop has not read yet: the loop may run a waiting request before that read, and the bytes
-    would then be taken for its answer."""
-    sock = transport.get_extra_info("socket")
-    if sock is None:
-        return False
-    fd = sock.fileno()
-    if fd < 0:
-        return True
-    if hasattr(select, "poll"):
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return bool(poller.poll(0))  # readable, hung up or failed: not reusable either way
-    # Windows: peek through a socket object over the same descriptor (uvloop's own offers no
-    # recv), detached again so that it never closes the descriptor.
+def _peek(fd: int) -> bool:
+    """`unread` on Windows: peek through a socket object over the same descriptor (uvloop's
+    own offers no recv), detached again so that it never closes the descriptor."""
     raw = socket.socket(fileno=fd)
     try:
         raw.recv(1, socket.MSG_PEEK)
