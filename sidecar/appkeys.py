@@ -7,6 +7,7 @@ read the app's state without importing the HTTP layer that assembles it (sidecar
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -57,3 +58,5 @@ ROUTER: web.AppKey[Router] = web.AppKey("router")
 STAGES: web.AppKey[list[Stage]] = web.AppKey("stages")
 RESPONDERS: web.AppKey[list[Responder]] = web.AppKey("responders")  # the stages with a response hook
 SYNC: web.AppKey[SyncService] = web.AppKey("sync")
+# The handlers the listener's fast path serves, by exact path (sidecar.proxy.lane).
+FAST_PATHS: web.AppKey[dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = web.AppKey("fast_paths")

@@ -36,6 +36,7 @@ class ServerConfig:
     idle_timeout_seconds: float = 60.0  # an idle keep-alive connection is closed after this
     max_connections: int = 512  # more are refused (503), after the idlest ones were closed
     max_body_mb: float = 64.0  # a larger body is refused with 413 (up front from Content-Length)
+    fast_path: bool = True  # plain POST /v1/messages requests skip aiohttp's request machinery (sidecar.proxy.lane)
 
     @property
     def max_body_bytes(self) -> int:
@@ -57,7 +58,7 @@ _LIMITS: dict[str, float | int] = {
 
 def read_server(r: Reader, data: Any) -> ServerConfig:
     """Validate the `[server]` table."""
-    d = r.table(data, "server", {"host", "port", "unix_socket", "require_token", "shutdown_grace_seconds", *_LIMITS})
+    d = r.table(data, "server", {"host", "port", "unix_socket", "require_token", "shutdown_grace_seconds", "fast_path", *_LIMITS})
     host = r.get(d, "server", "host", str, "127.0.0.1")
     port = r.get(d, "server", "port", int, DEFAULT_PORT)
     if not 0 <= port <= 65535:
@@ -82,5 +83,6 @@ def read_server(r: Reader, data: Any) -> ServerConfig:
         unix_socket=sock,
         require_token=r.get(d, "server", "require_token", bool, False),
         shutdown_grace_seconds=grace,
+        fast_path=r.get(d, "server", "fast_path", bool, True),
         **limits,
     )

@@ -10,11 +10,11 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from sidecar import __version__
-from sidecar.appkeys import RESPONDERS, ROUTER, RUNTIME, STAGES, STORAGE
+from sidecar.appkeys import FAST_PATHS, RESPONDERS, ROUTER, RUNTIME, STAGES, STORAGE
 from sidecar.errors import PolicyBlocked, PolicyDenied, SidecarError
 from sidecar.pipeline import Answer, Reply, RequestContext, Responder, Stage
 from sidecar.protocol.anthropic import RequestHead, parse_head
-from sidecar.proxy.ingress import REFUSALS, REQUEST_ID
+from sidecar.proxy.ingress import REFUSALS, REQUEST_ID, Handler
 from sidecar.proxy.relay import relay, sidecar_headers
 from sidecar.routing.router import Opened
 from sidecar.web_errors import error_response
@@ -157,3 +157,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/messages", messages)
     app.router.add_post("/v1/messages/count_tokens", messages)
     app.router.add_get("/v1/models", models)
+    fast: dict[str, Handler] = {"/v1/messages": messages, "/v1/messages/count_tokens": messages}
+    app[FAST_PATHS] = fast  # plain requests to these skip the router (sidecar.proxy.lane)

@@ -34,7 +34,8 @@ from sidecar.ledger.record import UsageRecord, new_ulid
 from sidecar.net import host_is_loopback
 from sidecar.observability.metrics import METRICS
 from sidecar.providers.base import Provider
-from sidecar.proxy.listener import BAD_VERSION, Connection, check_header_bytes
+from sidecar.proxy.lane import check_header_bytes
+from sidecar.proxy.listener import BAD_VERSION, Connection
 from sidecar.web_errors import error_response
 
 log = logging.getLogger(__name__)

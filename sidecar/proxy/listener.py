@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-import re
 import socket
 import struct
 from dataclasses import dataclass
@@ -32,9 +32,11 @@ from aiohttp import web
 from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.web_protocol import RequestHandler
 
+from sidecar.appkeys import FAST_PATHS
 from sidecar.errors import InvalidRequest, NotFound, RequestTimeout, RequestTooLarge, SidecarError
 from sidecar.ledger.record import new_ulid
 from sidecar.proxy.config import ServerConfig
+from sidecar.proxy.lane import Lane, LaneHandler, check_header_bytes
 
 log = logging.getLogger(__name__)
 
@@ -95,30 +97,6 @@ def envelope_response(err: SidecarError, request_id: str | None = None, *, close
     return resp
 
 
-_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-
-
-def check_header_bytes(raw: tuple[tuple[bytes, bytes], ...]) -> None:
-    """Refuse a header value with a control byte or bytes that are not UTF-8: the upstream
-    head, the cache key, the ledger and the logs need text (valid UTF-8 goes upstream exactly
-    as sent). Checked before aiohttp routes the request or answers its Expect."""
-    values = b"\t".join(v for _, v in raw)  # one scan for all (a tab is allowed, and breaks no UTF-8 sequence)
-    if _CONTROL.search(values) or not _utf8(values):
-        name = next(n for n, v in raw if _CONTROL.search(v) or not _utf8(v))
-        shown = name.decode("ascii", "backslashreplace")[:64]
-        raise InvalidRequest(f"header {shown!r} holds a control byte or bytes that are not UTF-8")
-
-
-def _utf8(value: bytes) -> bool:
-    if value.isascii():
-        return True
-    try:
-        value.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
 def raw_envelope(err: SidecarError, reason: str, extra: str = "") -> bytes:
     """A whole HTTP/1.1 answer for `err`, for when there is no request object to answer."""
     body = err.envelope()
@@ -144,6 +122,8 @@ class Connection(RequestHandler):
         self.body_since = 0.0
         self._watch: asyncio.TimerHandle | None = None
         self._watch_at = 0.0
+        self.lane: Lane | None = None  # the fast path, until it hands the connection to aiohttp
+        self.peer = ""  # the client's address, as aiohttp's request.remote spells it
 
     # ---- life cycle
 
@@ -152,6 +132,10 @@ class Connection(RequestHandler):
         now = self._loop.time()
         self.opened_at = self.last_rx = now
         super().connection_made(transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = str(peer[0]) if isinstance(peer, (list, tuple)) else str(peer or "")
+        if self.listener.fast is not None:
+            self.lane = Lane(self, *self.listener.fast)
         self.listener.admit(self)
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -159,18 +143,77 @@ class Connection(RequestHandler):
         if self._watch is not None:
             self._watch.cancel()
             self._watch = None
+        if self.lane is not None:
+            self.lane.lost()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        """Note when bytes arrive, and when the first byte of a new head did."""
+        """Note when bytes arrive, and when the first byte of a new head did; the fast path
+        takes them first while it has the connection."""
         now = self._loop.time()
         self.last_rx = now
+        lane = self.lane
+        if lane is not None:
+            if self._close or self._force_close:
+                return  # closing: like aiohttp, read no further requests
+            if self.head_since is None and lane.idle():
+                self.head_started()
+            rest = lane.feed(data)
+            if rest is None:
+                return
+            data = rest  # the lane handed the connection to aiohttp
         if self.head_since is None and self._between_requests():
             self.head_since = now
             self._arm(now + self.limits.header_timeout)
         super().data_received(data)
         if self._messages:
             self.head_since = None
+
+    def hand_over(self, data: bytes) -> None:
+        """The fast path gives up the connection: aiohttp reads `data` (all it held) and the rest."""
+        self.lane = None
+        self.data_received(data)
+
+    def head_started(self) -> None:
+        """The first byte of a head arrived (or waits in the fast path's buffer): arm the header deadline."""
+        now = self._loop.time()
+        self.head_since = now
+        self._arm(now + self.limits.header_timeout)
+
+    def answered(self) -> None:
+        """The fast path finished a request and keeps the connection: restart the idle timer."""
+        loop = self._loop
+        close_time = loop.time() + self._keepalive_timeout
+        self._next_keepalive_close_time = close_time
+        if self._keepalive_handle is None and self._keepalive_timeout > 0:
+            self._keepalive_handle = loop.call_at(close_time, self._process_keepalive)
+
+    def _process_keepalive(self) -> None:
+        lane = self.lane
+        if lane is not None and not lane.waiting_for_head():  # a request is being read or answered
+            self._keepalive_handle = None
+            self.answered()
+            return
+        super()._process_keepalive()
+
+    def close(self) -> None:
+        """Close once the request in progress (the fast path's too) is answered."""
+        lane = self.lane
+        if lane is not None and lane.task is not None:
+            self._close = True  # the lane closes after its answer; aiohttp's loop keeps waiting
+            return
+        super().close()
+
+    def busy(self) -> bool:
+        """A request is being handled (by aiohttp or the fast path)."""
+        return self._request_in_progress or (self.lane is not None and self.lane.task is not None)
+
+    def busy_task(self) -> asyncio.Task[Any] | None:
+        """The task answering the request in progress."""
+        lane = self.lane
+        if lane is not None and lane.task is not None:
+            return lane.task
+        return self._task_handler
 
     def request_started(self, payload: Any) -> None:
         """A head was parsed: its body (if any) must now arrive in time."""
@@ -193,6 +236,8 @@ class Connection(RequestHandler):
 
     def waiting_for_head(self) -> bool:
         """Idle between requests (keep-alive) or in the middle of a slow head."""
+        if self.lane is not None:
+            return self.lane.waiting_for_head()
         return self._waiter is not None and not self._waiter.done()
 
     def body_stalled(self, now: float) -> bool:
@@ -246,7 +291,7 @@ class Connection(RequestHandler):
 
     def refuse(self, err: SidecarError, reason: str = "Request Timeout", extra: str = "") -> None:
         """Answer `err` outside any request (between requests only) and close."""
-        if self.transport is not None and not self._request_in_progress:
+        if self.transport is not None and not self.busy():
             with contextlib.suppress(Exception):
                 self.transport.write(raw_envelope(err, reason, extra))
         self.force_close()
@@ -293,12 +338,21 @@ class Connection(RequestHandler):
 class Listener(web.Server):
     """aiohttp's Server making `Connection`s, with a cap on how many are open."""
 
-    def __init__(self, handler: Any, *, limits: Limits, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        limits: Limits,
+        fast: tuple[web.Application, dict[bytes, LaneHandler], int] | None = None,
+        **kwargs: Any,
+    ) -> None:
         kwargs["keepalive_timeout"] = limits.idle_timeout
         super().__init__(_enveloped(handler, limits), **kwargs)
         self.limits = limits
         self.refused = 0
         self.evicted = 0
+        self.fast = fast  # the fast path's app, handlers by path and body cap (sidecar.proxy.lane)
+        self.fast_served = 0  # requests the fast path answered
         factory = self.request_factory
 
         def make_request(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
@@ -356,24 +410,18 @@ class Listener(web.Server):
 
     def in_progress(self) -> list[Connection]:
         """Connections with a request being handled."""
-        return [c for c in self._connections if isinstance(c, Connection) and c._request_in_progress]
+        return [c for c in self._connections if isinstance(c, Connection) and c.busy()]
 
 
-def _enveloped(handler: Any, limits: Limits) -> Any:
+def _enveloped(handler: Any, limits: Limits, *, checked: bool = False) -> Any:
     """Wrap the app's handler: what aiohttp raises before the middlewares run (an Expect it
     cannot meet, a method or path it cannot route) becomes an envelope too, and a client that
-    asks `Expect: 100-continue` for a body over the cap gets the 413 instead of the go-ahead."""
+    asks `Expect: 100-continue` for a body over the cap gets the 413 instead of the go-ahead.
+    `checked`: the fast path took the request, so its header bytes are fine and it has no Expect."""
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
-        try:
-            check_header_bytes(request.raw_headers)
-        except InvalidRequest as e:
-            return envelope_response(e, close=False)  # the body is drained; the connection stays usable
-        if "expect" in request.headers and (request.content_length or 0) > limits.max_body:
-            if isinstance(request.protocol, Connection):
-                request.protocol.discard_rest()
-            mb = limits.max_body / 1048576
-            return envelope_response(RequestTooLarge(f"the request body is larger than {mb:g} MB (server.max_body_mb)"))
+        if not checked and (refused := _refused_early(request, limits)) is not None:
+            return refused
         try:
             result: web.StreamResponse = await handler(request)
             return result
@@ -387,12 +435,37 @@ def _enveloped(handler: Any, limits: Limits) -> Any:
     return handle
 
 
+def _refused_early(request: web.BaseRequest, limits: Limits) -> web.Response | None:
+    """The answer to a request refused before routing: a header byte the listener refuses, or
+    an Expect for a body over the cap (413 instead of the go-ahead)."""
+    try:
+        check_header_bytes(request.raw_headers)
+    except InvalidRequest as e:
+        return envelope_response(e, close=False)  # the body is drained; the connection stays usable
+    if "expect" in request.headers and (request.content_length or 0) > limits.max_body:
+        if isinstance(request.protocol, Connection):
+            request.protocol.discard_rest()
+        mb = limits.max_body / 1048576
+        return envelope_response(RequestTooLarge(f"the request body is larger than {mb:g} MB (server.max_body_mb)"))
+    return None
+
+
+def _fast_handler(app: web.Application, handler: LaneHandler, limits: Limits) -> LaneHandler:
+    """`handler` behind the app's middlewares and the listener's envelopes, as aiohttp would
+    run it for its route (the fast path skips only the routing)."""
+    for middleware in reversed(app.middlewares):
+        handler = functools.partial(middleware, handler=handler)
+    wrapped: LaneHandler = _enveloped(handler, limits, checked=True)
+    return wrapped
+
+
 class SidecarRunner(web.AppRunner):
     """An AppRunner whose server is a `Listener` with the config's limits."""
 
     def __init__(self, app: web.Application, server: ServerConfig, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self.limits = Limits.from_config(server)
+        self.fast_path = server.fast_path
         self._shut_down = False
 
     async def shutdown(self) -> None:
@@ -404,7 +477,11 @@ class SidecarRunner(web.AppRunner):
     async def _make_server(self) -> web.Server:
         base = await super()._make_server()
         kwargs = {**base._kwargs}
-        return Listener(base.request_handler, limits=self.limits, request_factory=base.request_factory, **kwargs)
+        fast = None
+        app = self.app
+        if self.fast_path and (paths := app.get(FAST_PATHS)):
+            fast = (app, {p.encode(): _fast_handler(app, h, self.limits) for p, h in paths.items()}, self.limits.max_body)
+        return Listener(base.request_handler, limits=self.limits, fast=fast, request_factory=base.request_factory, **kwargs)
 
     @property
     def listener(self) -> Listener:
@@ -426,7 +503,7 @@ async def drain(runner: SidecarRunner, grace: float) -> int:
     server.pre_shutdown()  # idle keep-alive connections close now; busy ones after their answer
     await runner.shutdown()  # on_shutdown: the event feed's streams end instead of using up the grace
     # A busy connection's task ends after its answer (pre_shutdown asked it to close).
-    tasks = {c._task_handler for c in server.in_progress() if c._task_handler is not None}
+    tasks = {t for c in server.in_progress() if (t := c.busy_task()) is not None}
     if tasks:
         await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()))
     late = server.in_progress()

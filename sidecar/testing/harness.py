@@ -40,6 +40,7 @@ class InProcessSidecar:
     url: str
     token: str
     paths: Paths
+    runner: SidecarRunner  # runner.listener.fast_served: requests the fast path answered
 
 
 @asynccontextmanager
@@ -59,7 +60,7 @@ async def sidecar_in_process(config_text: str, home: Path) -> AsyncIterator[InPr
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     app[RUNTIME].address = url
     try:
-        yield InProcessSidecar(app, url, token, p)
+        yield InProcessSidecar(app, url, token, p, runner)
     finally:
         await runner.cleanup()
 
