@@ -51,13 +51,26 @@ _HEAD_TEXT = bytes(range(0x20, 0x7F)) + b"\t\r\n" + bytes(range(0x80, 0x100))  #
 
 
 class _Head:
-    """A request head as httptools reports it."""
+    """A request head as httptools reports it; `ends` counts where httptools saw a head end
+    and `extra` whatever it read past it (a head cut elsewhere than llhttp cuts it)."""
 
-    __slots__ = ("raw", "url")
+    __slots__ = ("ends", "extra", "raw", "url")
 
     def __init__(self) -> None:
         self.url = b""
         self.raw: list[tuple[bytes, bytes]] = []
+        self.ends = 0
+        self.extra = False
+
+    def on_headers_complete(self) -> None:
+        self.ends += 1
+
+    def on_body(self, body: bytes) -> None:
+        self.extra = True
+
+    def on_message_begin(self) -> None:
+        if self.ends:
+            self.extra = True
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -100,6 +113,8 @@ def parse_head(head: bytes, paths: dict[bytes, LaneHandler], max_body: int) -> _
         parser.feed_data(head)
     except (httptools.HttpParserError, httptools.HttpParserUpgrade):
         return None  # aiohttp answers a malformed head, or an upgrade
+    if got.ends != 1 or got.extra:
+        return None  # llhttp ends this head elsewhere (e.g. bare LF lines): aiohttp's path reads it
     if parser.get_method() != b"POST" or parser.get_http_version() != "1.1":
         return None
     target = _TARGET.fullmatch(got.url)
@@ -281,7 +296,10 @@ class Lane:
         self.app = app
         self.paths = paths
         self.max_body = max_body
-        self.buf = b""
+        self.buf = bytearray()  # bytes received and not yet part of a request being answered
+        self.scanned = 0  # how far buf was searched for the end of a head
+        self.watch: httptools.HttpRequestParser | None = None  # reads an incomplete head as it arrives
+        self.watched = 0  # how much of buf it read
         self.parsed: _Parsed | None = None  # the head of the request being received
         self.task: asyncio.Task[None] | None = None  # the request being answered
         self.paused = False
@@ -302,7 +320,9 @@ class Lane:
     def feed(self, data: bytes) -> bytes | None:
         """Take `data`; None when the lane keeps it, else every byte the lane held, to hand
         to aiohttp (the lane is then done with this connection)."""
-        self.buf = self.buf + data if self.buf else data
+        if self.task is None and not self.buf:
+            return self._fresh(data)
+        self.buf += data
         if self.task is not None:
             if len(self.buf) > HOLD_BYTES and not self.paused and self.conn.transport is not None:
                 self.paused = True
@@ -310,14 +330,39 @@ class Lane:
             return None
         return self._advance()
 
+    def _fresh(self, data: bytes) -> bytes | None:
+        """`data` starts a request: the usual case, a whole request in one read, copies the body once."""
+        end = data.find(HEAD_END)
+        if end < 0:
+            self.buf += data
+            return self._incomplete()
+        parsed = parse_head(data[: end + 4], self.paths, self.max_body)
+        if parsed is None:
+            self.buf += data
+            return self._give_up()
+        self.conn.head_since = None  # the head is in: the header deadline is met
+        need = parsed.size + parsed.length
+        if len(data) < need:
+            self.parsed = parsed
+            self.buf += data
+            self._arm_stall()
+            return None
+        if len(data) > need:
+            self.buf += data[need:]  # pipelined: the next request waits for this one's answer
+        self._start(parsed, data[parsed.size : need])
+        return None
+
     def _advance(self) -> bytes | None:
         buf = self.buf
         parsed = self.parsed
         if parsed is None:
-            end = buf.find(HEAD_END)
+            end = buf.find(HEAD_END, max(0, self.scanned - 3))
             if end < 0:
-                return self._give_up() if len(buf) > MAX_HEAD else None
-            parsed = parse_head(buf[: end + 4], self.paths, self.max_body)
+                self.scanned = len(buf)
+                return self._incomplete()
+            self.scanned = self.watched = 0
+            self.watch = None
+            parsed = parse_head(bytes(buf[: end + 4]), self.paths, self.max_body)
             if parsed is None:
                 return self._give_up()
             self.parsed = parsed
@@ -329,15 +374,37 @@ class Lane:
         if self._stall is not None:
             self._stall.cancel()
             self._stall = None
-        body = buf[parsed.size : need]
-        self.buf = buf[need:] if len(buf) > need else b""
+        body = bytes(memoryview(buf)[parsed.size : need])
+        del buf[:need]
         self.parsed = None
-        self.conn.listener.fast_served += 1
-        self.task = asyncio.get_running_loop().create_task(self._serve(parsed, body))
+        self._start(parsed, body)
         return None
 
+    def _incomplete(self) -> bytes | None:
+        """A head still arriving: kept, unless it is too long or llhttp already refuses it
+        (aiohttp then answers it as soon as it would have)."""
+        buf = self.buf
+        if len(buf) > MAX_HEAD:
+            return self._give_up()
+        if self.watch is None:
+            self.watch = httptools.HttpRequestParser(_Head())
+        try:
+            self.watch.feed_data(bytes(buf[self.watched :]))
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            return self._give_up()
+        self.watched = len(buf)
+        return None
+
+    def _start(self, parsed: _Parsed, body: bytes) -> None:
+        self.conn.listener.fast_served += 1
+        self.task = asyncio.get_running_loop().create_task(self._serve(parsed, body))
+
     def _give_up(self) -> bytes:
-        raw, self.buf, self.parsed = self.buf, b"", None
+        raw = bytes(self.buf)
+        self.buf = bytearray()
+        self.parsed = None
+        self.scanned = self.watched = 0
+        self.watch = None
         if self._stall is not None:
             self._stall.cancel()
             self._stall = None
@@ -352,12 +419,7 @@ class Lane:
     def _stalled(self) -> None:
         self._stall = None
         conn = self.conn
-        if (
-            self.task is None
-            and self.parsed is not None
-            and conn.transport is not None
-            and conn.lane is self
-        ):
+        if self.task is None and self.parsed is not None and conn.transport is not None and conn.lane is self:
             conn.hand_over(self._give_up())  # aiohttp reads the rest, with its body deadlines
 
     def lost(self) -> None:
@@ -365,7 +427,7 @@ class Lane:
         if self._stall is not None:
             self._stall.cancel()
             self._stall = None
-        self.buf = b""
+        self.buf = bytearray()
 
     # ---- answering
 
