@@ -721,6 +721,7 @@ async def test_stalled_body_gets_408_on_the_fast_path(hermetic_env: Path) -> Non
 
 
 GARBAGE = [
+    b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n",  # a good head that stops: 408 at the header deadline on both
     b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(32)) + b"\x00\x20",  # TLS to the plain port
     b"post /v1/messages HTTP/1.1\r\nHost: x\r\n",  # a bad method, the head not yet complete
     b"POST /v1/messages HTTP/1.1\r\nx-note: a\x01b\r\n",  # a control byte, the head not yet complete
@@ -740,3 +741,22 @@ async def test_garbage_is_refused_as_soon_as_it_arrives(hermetic_env: Path) -> N
             if views[0] != views[1]:
                 problems.append(f"{data!r}:\n  fast: {outs[0].data!r}\n  slow: {outs[1].data!r}\n{differences(*views)}")
         assert not problems, "\n\n".join(problems)
+
+
+async def paused_body(side: Side, gen: Gen, fast: Side, pause: float) -> Outcome:
+    """Head and half the body, a pause, the rest: then probe the connection."""
+    data, _ = plain_request(gen, stream=True)
+    data = for_side(data, fast, side)
+    head_end = data.index(b"\r\n\r\n") + 4
+    return await play(side, [(data, 1, [head_end + (len(data) - head_end) // 2], pause)])
+
+
+async def test_body_resumed_after_a_pause_is_answered(hermetic_env: Path) -> None:
+    """A body that pauses longer than the lane waits (it hands the connection to aiohttp) but
+    within body_timeout_seconds is answered as usual, and the connection stays usable."""
+    async with pair(hermetic_env, "body_timeout_seconds = 3") as (fast, slow):
+        outs = await asyncio.gather(*(paused_body(side, Gen(SEED, fast.host, b""), fast, 0.6) for side in (fast, slow)))
+        for side, out in zip((fast, slow), outs, strict=True):
+            answers, _ = parse_answers(out.data)
+            assert [a.status for a in answers] == [200] and out.probe == 200, f"{side.name}: {out.data[:400]!r} probe={out.probe}"
+        assert view(outs[0]) == view(outs[1]), differences(view(outs[0]), view(outs[1]))
