@@ -33,8 +33,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from sidecar.testing.fake_echo import ECHO_HEADER, MARKER_HEADER, EchoUpstream
 from sidecar.testing.harness import InProcessSidecar, anthropic_config, sidecar_in_process
 from sidecar.testing.recorder import Answer, TcpRecorder, is_envelope, parse_answers
@@ -70,22 +68,13 @@ class Side:
 
 
 def fast_served(side: Side) -> int:
-    """Requests the fast path answered on `side`'s listener.
-
-    TODO(lane): make strict (`side.sc.runner.listener.fast_served`) once sidecar.proxy.lane has
-    landed; until then the listener has no counter and the fast-path assertions xfail."""
-    n = getattr(side.sc.runner.listener, "fast_served", None)
-    if n is None:
-        pytest.xfail("the listener has no fast_served counter yet (sidecar.proxy.lane has not landed)")
-    return int(n)
+    """Requests the fast path answered on `side`'s listener."""
+    return side.sc.runner.listener.fast_served
 
 
-def counts(fast: Side, slow: Side) -> tuple[int, int] | None:
-    """Both sides' fast_served, or None while there is no counter (the differences still count)."""
-    try:
-        return fast_served(fast), fast_served(slow)
-    except pytest.xfail.Exception:
-        return None
+def counts(fast: Side, slow: Side) -> tuple[int, int]:
+    """Both sides' fast_served."""
+    return fast_served(fast), fast_served(slow)
 
 
 def server_toml(fast: bool, extra: str) -> str:
@@ -603,7 +592,7 @@ async def test_fast_path_answers_like_aiohttp(hermetic_env: Path) -> None:
                 )
             await asyncio.sleep(0.01)  # let the listeners count the answers just sent
             after = counts(fast, slow)
-            if before is not None and after is not None:
+            if not BASELINE:
                 low, high = sc.fast_bounds()
                 got, slow_got = after[0] - before[0], after[1] - before[1]
                 fast_total, slow_total = fast_total + got, slow_total + slow_got
@@ -624,7 +613,6 @@ async def test_fast_path_answers_like_aiohttp(hermetic_env: Path) -> None:
             report.append(f"{len(unserved)} scenarios the fast path did not serve as expected:\n" + "\n".join(unserved[:30]))
         assert not report, "\n\n".join(report)
         if not BASELINE:
-            fast_served(fast)  # xfails here until the lane lands
             assert fast_total > 0 and slow_total == 0
 
 
@@ -670,7 +658,7 @@ async def keepalive_then_idle(side: Side, gen: Gen, fast: Side) -> tuple[list[st
 
 async def test_lane_connection_keeps_alive_and_idles_out(hermetic_env: Path) -> None:
     async with pair(hermetic_env, "idle_timeout_seconds = 1") as (fast, slow):
-        before = counts(fast, slow) or (0, 0)
+        before = counts(fast, slow)
         results = await asyncio.gather(
             keepalive_then_idle(fast, Gen(SEED, fast.host, b""), fast),
             keepalive_then_idle(slow, Gen(SEED, fast.host, b""), fast),
@@ -715,9 +703,8 @@ async def test_stalled_body_gets_408_on_the_fast_path(hermetic_env: Path) -> Non
             assert len(answers) == 1 and answers[0].status == 408 and is_envelope(answers[0]), f"{side.name}: {out.data!r}"
             assert out.closed and not rest
         assert view(out_fast) == view(out_slow), differences(view(out_fast), view(out_slow))
-        after = counts(fast, slow)
-        if before is not None and after is not None:  # either may be fine: the lane may hand a stalled body to aiohttp
-            print(f"fast_served grew by {after[0] - before[0]} for the stalled request")
+        after = counts(fast, slow)  # either may be fine: the lane hands a stalled body to aiohttp
+        print(f"fast_served grew by {after[0] - before[0]} for the stalled request")
 
 
 GARBAGE = [
