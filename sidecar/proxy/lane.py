@@ -139,7 +139,9 @@ def parse_head(head: bytes, paths: dict[bytes, LaneHandler], max_body: int) -> _
     connection = headers.get("connection")
     if connection is not None and connection.strip().lower() != "keep-alive":
         return None
-    return _Parsed(handler, target.group(1).decode(), got.url.decode(), raw, CIMultiDictProxy(headers), int(length[0]), len(head), host[0])
+    path = target.group(1).decode()
+    path_qs = got.url.decode() if target.group(2) else path  # an empty query is dropped, as yarl drops it
+    return _Parsed(handler, path, path_qs, raw, CIMultiDictProxy(headers), int(length[0]), len(head), host[0])
 
 
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
