@@ -149,6 +149,15 @@ class Inbox:
             self._changed.clear()
             await self._changed.wait()
 
+    async def wait_for_bytes(self, needle: bytes) -> bool:
+        """Wait until `needle` arrived (True) or the server closed (False), framed or not."""
+        while needle not in self.data:
+            if self.eof:
+                return False
+            self._changed.clear()
+            await self._changed.wait()
+        return True
+
 
 async def write_cut(writer: asyncio.StreamWriter, data: bytes, cuts: list[int], pause: float) -> None:
     bounds = [0, *cuts, len(data)]
