@@ -22,7 +22,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import httptools
 from aiohttp import hdrs, web
@@ -31,9 +31,6 @@ from aiohttp.http_writer import StreamWriter
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 
 from sidecar.errors import InvalidRequest
-
-if TYPE_CHECKING:
-    from sidecar.proxy.listener import Connection
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +198,28 @@ class _Match:
 _MATCH = _Match()
 
 
+class LaneHost(Protocol):
+    """What the lane needs of its connection (sidecar.proxy.listener.Connection, an aiohttp
+    RequestHandler: the StreamWriter writes through it)."""
+
+    transport: asyncio.Transport | None
+    head_since: float | None
+    lane: Lane | None
+    peer: str
+    _close: bool
+    _force_close: bool
+    _loop: asyncio.AbstractEventLoop
+
+    def answered(self) -> None: ...
+    def force_close(self) -> None: ...
+    def hand_over(self, data: bytes) -> None: ...
+    def head_started(self) -> None: ...
+    def fast_served(self) -> None: ...
+    def handle_error(
+        self, request: Any, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse: ...
+
+
 class LaneRequest:
     """What the ingress middleware and the messages handler read of a request, for one the
     lane parsed; aiohttp's responses prepare on it as on their own request."""
@@ -227,7 +246,7 @@ class LaneRequest:
 
     def __init__(
         self,
-        conn: Connection,
+        conn: LaneHost,
         app: web.Application,
         parsed: _Parsed,
         body: bytes,
@@ -287,12 +306,16 @@ class LaneRequest:
             await signal.send(me, response)
 
 
+def _protocol(conn: LaneHost) -> Any:
+    return conn  # an aiohttp BaseProtocol (see LaneHost)
+
+
 class Lane:
     """One connection's fast path: buffers what arrives, answers the requests it takes, and
     hands the connection to aiohttp at the first one it does not."""
 
     def __init__(
-        self, conn: Connection, app: web.Application, paths: dict[bytes, LaneHandler], max_body: int
+        self, conn: LaneHost, app: web.Application, paths: dict[bytes, LaneHandler], max_body: int
     ) -> None:
         self.conn = conn
         self.app = app
@@ -398,7 +421,7 @@ class Lane:
         return None
 
     def _start(self, parsed: _Parsed, body: bytes) -> None:
-        self.conn.listener.fast_served += 1
+        self.conn.fast_served()
         self.task = asyncio.get_running_loop().create_task(self._serve(parsed, body))
 
     def _give_up(self) -> bytes:
@@ -436,7 +459,7 @@ class Lane:
     async def _serve(self, parsed: _Parsed, body: bytes) -> None:
         conn = self.conn
         resp: web.StreamResponse | None = None
-        request = LaneRequest(conn, self.app, parsed, body, StreamWriter(conn, conn._loop))
+        request = LaneRequest(conn, self.app, parsed, body, StreamWriter(_protocol(conn), conn._loop))
         req: Any = request  # what the handlers read of a web.Request (see LaneRequest)
         try:
             try:

@@ -204,6 +204,10 @@ class Connection(RequestHandler):
             return
         super().close()
 
+    def fast_served(self) -> None:
+        """The fast path took a request (counted for tests and benchmarks)."""
+        self.listener.fast_served += 1
+
     def busy(self) -> bool:
         """A request is being handled (by aiohttp or the fast path)."""
         return self._request_in_progress or (self.lane is not None and self.lane.task is not None)

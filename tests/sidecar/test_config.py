@@ -109,7 +109,7 @@ ERRORS = [
     ),
     pytest.param(
         "[server]\nport = 8787\nprot = 8788\n",
-        3, "server.prot", "unknown key (expected one of: body_timeout_seconds, header_timeout_seconds, host,",
+        3, "server.prot", "unknown key (expected one of: body_timeout_seconds, fast_path, header_timeout_seconds, host,",
         id="unknown-server-key",
     ),
     pytest.param("[server]\nport = true\n", 2, "server.port", "must be an integer, not a boolean", id="boolean-port"),
