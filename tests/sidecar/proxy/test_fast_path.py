@@ -25,8 +25,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 from sidecar.testing.fake_echo import ECHO_HEADER, MARKER_HEADER
 from sidecar.testing.recorder import is_envelope, parse_answers
 from tests.sidecar.proxy.fast_path_cases import Gen, Req, Round, Scenario
@@ -279,13 +277,9 @@ async def http10_keepalive_stream(side: Side, gen: Gen, fast: Side) -> tuple[byt
         return inbox.data, framed or inbox.eof
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug on both paths (aiohttp's): an HTTP/1.0 keep-alive streaming request gets an "
-    "HTTP/1.0 200 without Content-Length (chunking is 1.1-only) on a connection kept open, so the "
-    "client cannot see where the answer ends",
-)
 async def test_http10_keepalive_stream_has_an_end(hermetic_env: Path) -> None:
+    """An HTTP/1.0 keep-alive stream cannot be chunked: it ends with the connection (aiohttp
+    kept the connection open, so the client could not see where the answer ended)."""
     async with pair(hermetic_env) as (fast, slow):
         got = await asyncio.gather(*(http10_keepalive_stream(side, Gen(SEED, fast.host, b""), fast) for side in (fast, slow)))
         for side, (data, ended) in zip((fast, slow), got, strict=True):
