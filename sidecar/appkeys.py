@@ -45,6 +45,7 @@ class Runtime:
     in_flight: dict[str, RequestContext] = field(default_factory=dict)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     reloader: ConfigReloader | None = None  # set when the config file is watched
+    fast_path_served: int = 0  # requests the listener's fast path answered (sidecar.proxy.lane)
 
 
 CONFIG = web.AppKey("config", Config)

@@ -29,9 +29,14 @@ async def root(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     """Liveness for `start`, service managers and load balancers, with the storage state
-    (`storage.ok` is false while usage cannot be recorded; `pending` records wait in memory)."""
+    (`storage.ok` is false while usage cannot be recorded; `pending` records wait in memory) and
+    how many requests the listener's fast path answered."""
     storage = request.app.get(STORAGE)
-    return web.json_response({"ok": True, "version": __version__, "storage": storage.state() if storage else None})
+    runtime = request.app.get(RUNTIME)
+    return web.json_response({
+        "ok": True, "version": __version__, "storage": storage.state() if storage else None,
+        "fast_path_served": runtime.fast_path_served if runtime else 0,
+    })  # fmt: skip
 
 
 async def messages(request: web.Request) -> web.StreamResponse:

@@ -32,7 +32,7 @@ from aiohttp import web
 from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.web_protocol import RequestHandler
 
-from sidecar.appkeys import FAST_PATHS
+from sidecar.appkeys import FAST_PATHS, RUNTIME, Runtime
 from sidecar.errors import InvalidRequest, NotFound, RequestTimeout, RequestTooLarge, SidecarError
 from sidecar.ledger.record import new_ulid
 from sidecar.proxy.config import ServerConfig
@@ -205,8 +205,8 @@ class Connection(RequestHandler):
         super().close()
 
     def fast_served(self) -> None:
-        """The fast path took a request (counted for tests and benchmarks)."""
-        self.listener.fast_served += 1
+        """The fast path took a request (/healthz reports the count)."""
+        self.listener.runtime.fast_path_served += 1
 
     def busy(self) -> bool:
         """A request is being handled (by aiohttp or the fast path)."""
@@ -356,7 +356,13 @@ class Listener(web.Server):
         self.refused = 0
         self.evicted = 0
         self.fast = fast  # the fast path's app, handlers by path and body cap (sidecar.proxy.lane)
-        self.fast_served = 0  # requests the fast path answered
+        runtime = fast[0].get(RUNTIME) if fast is not None else None
+        self.runtime = runtime if runtime is not None else Runtime("", 0.0)  # holds the count /healthz reports
+
+    @property
+    def fast_served(self) -> int:
+        """Requests the fast path answered."""
+        return self.runtime.fast_path_served
         factory = self.request_factory
 
         def make_request(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:

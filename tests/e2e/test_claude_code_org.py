@@ -39,6 +39,20 @@ async def _admin(http: aiohttp.ClientSession, central: CentralProcess, method: s
         return dict(data)
 
 
+async def _messages_rows(db_file: Path) -> int:
+    """The ledger's rows for POST /v1/messages (and count_tokens), once it has written them all."""
+    deadline, count, last = time.monotonic() + 10, -1, -2
+    while time.monotonic() < deadline and count != last:
+        last = count
+        await asyncio.sleep(0.5)
+        db = sqlite3.connect(f"file:{db_file}?mode=ro", uri=True)
+        try:
+            count = int(db.execute("SELECT COUNT(*) FROM usage WHERE endpoint LIKE '/v1/messages%'").fetchone()[0])
+        finally:
+            db.close()
+    return count
+
+
 async def _refusals(db_file: Path) -> int:
     """The ledger's 400 rows, once the ledger has written what it holds (it writes in batches)."""
     deadline = time.monotonic() + 10
@@ -115,3 +129,10 @@ async def test_an_org_push_denies_and_allows_claude_codes_model_without_a_restar
         again = await run_claude(s, cc_env, "Say hello once more.", cli)
         assert again.rc == 0 and claude_result(again)["is_error"] is False, again.describe()
         assert json.loads(s.state_file.read_text())["pid"] == pid  # the same daemon throughout
+
+        # Every Messages request this CLI sent took the listener's fast path (sidecar/proxy/lane.py):
+        # one ledger row each (answered, refused or cached), one fast-path count each.
+        async with http.get(cc_env["ANTHROPIC_BASE_URL"] + "/healthz") as resp:
+            served = int((await resp.json())["fast_path_served"])
+        rows = await _messages_rows(s.db_file)
+        assert served == rows >= 3, (served, rows)
