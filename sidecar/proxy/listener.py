@@ -358,11 +358,6 @@ class Listener(web.Server):
         self.fast = fast  # the fast path's app, handlers by path and body cap (sidecar.proxy.lane)
         runtime = fast[0].get(RUNTIME) if fast is not None else None
         self.runtime = runtime if runtime is not None else Runtime("", 0.0)  # holds the count /healthz reports
-
-    @property
-    def fast_served(self) -> int:
-        """Requests the fast path answered."""
-        return self.runtime.fast_path_served
         factory = self.request_factory
 
         def make_request(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
@@ -377,6 +372,11 @@ class Listener(web.Server):
             return request
 
         self.request_factory = make_request
+
+    @property
+    def fast_served(self) -> int:
+        """Requests the fast path answered."""
+        return self.runtime.fast_path_served
 
     def __call__(self) -> Connection:
         return Connection(self, loop=self._loop, **self._kwargs)
