@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from sidecar import web_errors
 from sidecar.central.errors import PayloadTooLarge
 from sidecar.central.notify import PolicyNotifier
 from sidecar.central.store import Admin, Device, Store
@@ -81,11 +82,12 @@ def _client(request: web.Request) -> str:
 
 
 def error_response(e: SidecarError) -> web.Response:
-    """The Anthropic envelope for `e`."""
-    headers = {"content-type": "application/json", **e.headers}
+    """The Anthropic envelope for `e` (sidecar.web_errors); a 403 here is not worth a retry
+    either (a viewer's token stays a viewer's), so it says so as the 401 does."""
+    resp = web_errors.error_response(e)
     if e.status in (401, 403):
-        headers["x-should-retry"] = "false"
-    return web.Response(status=e.status, body=e.envelope(), headers=headers)
+        resp.headers["x-should-retry"] = "false"
+    return resp
 
 
 @web.middleware
