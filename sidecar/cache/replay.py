@@ -10,6 +10,8 @@ block `content_block_start` / deltas / `content_block_stop`, `message_delta`,
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 import msgspec
@@ -19,6 +21,8 @@ from sidecar.protocol.anthropic_stream import new_id
 
 Event = tuple[str, dict[str, Any]]
 _decode = msgspec.json.decode
+
+
 class _TextDeltaBody(msgspec.Struct):
     type: str
     text: str
@@ -35,9 +39,78 @@ class _TextDelta(msgspec.Struct):
 _text_delta = msgspec.json.Decoder(_TextDelta).decode
 _TEXT_DELTA_EVENT = b"event: content_block_delta\n"
 _TEXT_DELTA_NL = len(_TEXT_DELTA_EVENT) - 1
-_TEXT = b""  # marks a parsed text delta in _fast's list (no event name is empty there)
 # The field of the block each kind of text delta adds to.
 _DELTA_FIELDS = {"text_delta": "text", "thinking_delta": "thinking", "signature_delta": "signature"}
+
+
+# -- the events of a batch, read with one decoder ------------------------------------------
+# Each event's data is read into the struct its "type" names, so a text delta (most of a
+# stream) needs no dict; the other events are read again as dicts and taken by `on_event`.
+# A type not listed here fails the decoder, and the batch goes the per-event way.
+
+
+class _Text(msgspec.Struct, tag_field="type", tag="text_delta", gc=False):
+    text: str
+
+
+class _Thinking(msgspec.Struct, tag_field="type", tag="thinking_delta", gc=False):
+    thinking: str
+
+
+class _Signature(msgspec.Struct, tag_field="type", tag="signature_delta", gc=False):
+    signature: str
+
+
+class _Json(msgspec.Struct, tag_field="type", tag="input_json_delta", gc=False):
+    partial_json: str
+
+
+class _Citations(msgspec.Struct, tag_field="type", tag="citations_delta", gc=False):
+    pass
+
+
+class _Delta(msgspec.Struct, tag_field="type", tag="content_block_delta", gc=False):
+    index: int
+    delta: _Text | _Thinking | _Signature | _Json | _Citations
+
+
+class _MessageStart(msgspec.Struct, tag_field="type", tag="message_start", gc=False):
+    pass
+
+
+class _BlockStart(msgspec.Struct, tag_field="type", tag="content_block_start", gc=False):
+    pass
+
+
+class _BlockStop(msgspec.Struct, tag_field="type", tag="content_block_stop", gc=False):
+    pass
+
+
+class _MessageDelta(msgspec.Struct, tag_field="type", tag="message_delta", gc=False):
+    pass
+
+
+class _MessageStop(msgspec.Struct, tag_field="type", tag="message_stop", gc=False):
+    pass
+
+
+class _Ping(msgspec.Struct, tag_field="type", tag="ping", gc=False):
+    pass
+
+
+class _Error(msgspec.Struct, tag_field="type", tag="error", gc=False):
+    pass
+
+
+_Any = _Delta | _MessageStart | _BlockStart | _BlockStop | _MessageDelta | _MessageStop | _Ping | _Error
+_event = msgspec.json.Decoder(_Any).decode
+_NAME: dict[type[_Any], str] = {
+    t: str(t.__struct_config__.tag)
+    for t in (_Delta, _MessageStart, _BlockStart, _BlockStop, _MessageDelta, _MessageStop, _Ping, _Error)
+}
+# The `event:` line each type must come with (an event named otherwise goes the per-event way).
+_LINE = {t: b"event: " + name.encode() for t, name in _NAME.items()}
+_after_data = itemgetter(slice(6, None))  # a data line's JSON
 
 STORABLE_STOP_REASONS = ("end_turn", "tool_use", "stop_sequence")
 STORABLE_BLOCKS = ("text", "tool_use", "thinking", "redacted_thinking")
@@ -92,7 +165,7 @@ class MessageCollector:
         self._raw, self._held = [], 0
         if self._reader is None and b"\r" not in buf:
             cut = len(buf) if end else buf.rfind(b"\n\n") + 2
-            if cut > 1 and self._fast(buf[:cut]):
+            if cut > 1 and (self._batch(buf[:cut]) or self._fast(buf[:cut])):
                 buf = buf[cut:]
                 if buf and not end:
                     self._raw, self._held = [buf], len(buf)
@@ -112,10 +185,81 @@ class MessageCollector:
             if isinstance(data, dict) and self.broken is None:
                 self.on_event(ev.event, data)
 
+    def _batch(self, buf: bytes) -> bool:
+        """Take the events of `buf` (whole events, no CR) when it is only `event: NAME` /
+        `data: JSON` blocks one blank line apart, each of a type listed above and named after
+        it; False (nothing taken) otherwise. What `_fast` does, with less work per event: the
+        checks are made on the whole batch, and the data is read by one decoder mapped over it."""
+        if self.broken is not None:
+            return True  # nothing more is taken
+        lines = buf.strip(b"\n").split(b"\n")
+        # event, data, blank, event, data, blank, ..., event, data: the blanks empty, the data
+        # lines all "data: ..." (when the least and the greatest are, all between them are), and
+        # the event lines checked against the types read.
+        data = lines[1::3]
+        if len(lines) % 3 != 2 or any(lines[2::3]) or min(data)[:6] != b"data: " or max(data)[:6] != b"data: ":
+            return False
+        try:
+            evs = list(map(_event, map(_after_data, data)))
+        except msgspec.DecodeError:
+            return False
+        if list(map(_LINE.__getitem__, map(type, evs))) != lines[0::3]:
+            return False
+        limit, size = self.limit, self._size
+        add: Callable[[str], None] | None = None  # adds to the text of block `at`
+        at = None
+        for ev, line in zip(evs, data, strict=True):
+            if type(ev) is _Delta:
+                d = ev.delta
+                if type(d) is _Text and ev.index == at and add is not None:
+                    add(d.text)  # most of a stream: the next piece of the same text
+                    size += len(d.text)
+                    if size > limit:
+                        self.broken = _unexpected("content_block_delta", ValueError(_too_large(limit)))
+                        break
+                    continue
+                self._size = size
+                try:
+                    if type(d) is _Text:
+                        self._piece(ev.index, d.text, "text")
+                        at, add = ev.index, self._pieces[(ev.index, "text")].append
+                    elif type(d) is _Json:
+                        self._piece(ev.index, d.partial_json, None)
+                    elif type(d) is _Thinking:
+                        self._piece(ev.index, d.thinking, "thinking")
+                    elif type(d) is _Signature:
+                        self._piece(ev.index, d.signature, "signature")
+                    else:
+                        self._take_raw("content_block_delta", line[6:])
+                except (KeyError, ValueError) as e:
+                    self.broken = _unexpected("content_block_delta", e)
+                size = self._size
+            elif type(ev) is not _Ping:
+                self._size = size
+                self._take_raw(_NAME[type(ev)], line[6:])
+                size = self._size
+                add = None  # a block started again, or the message joined: its list is gone
+            if self.broken is not None:
+                break
+        self._size = size
+        return True
+
+    def _take_raw(self, name: str, data: bytes) -> None:
+        """One event of the usual shape, read into a dict (as `_fast` does) and taken."""
+        try:
+            obj = _decode(data)
+        except msgspec.DecodeError:
+            try:
+                obj = _decode(data.decode("utf-8", errors="replace"))
+            except msgspec.DecodeError:
+                return
+        if type(obj) is dict:
+            self.on_event(name, obj)
+
     def _fast(self, buf: bytes) -> bool:
         """Take the events of `buf` (whole events, no CR) when every one is `event: NAME` +
         `data: JSON`; False (nothing taken) when one is not."""
-        parsed: list[tuple[bytes, Any]] = []
+        parsed: list[tuple[bytes | None, Any]] = []  # (None, struct): a text delta
         for block in buf.split(b"\n\n"):
             if block[:1] == b"\n" or block[-1:] == b"\n":
                 block = block.strip(b"\n")  # more than one blank line, or the stream's last event
@@ -132,7 +276,7 @@ class MessageCollector:
                     pass
                 else:
                     if delta.type == "content_block_delta" and delta.delta.type == "text_delta":
-                        parsed.append((_TEXT, delta))
+                        parsed.append((None, delta))
                         continue
             try:
                 obj = _decode(block[nl + 7 :])
@@ -145,13 +289,14 @@ class MessageCollector:
         for name, obj in parsed:
             if self.broken is not None:
                 break
-            if name is _TEXT:
+            if name is None:
                 try:
-                    self._text(obj.index, obj.delta.text)
+                    self._piece(obj.index, obj.delta.text, "text")
                 except (KeyError, ValueError) as e:
-                    self.broken = f"unexpected content_block_delta event ({type(e).__name__}: {e})"
+                    self.broken = _unexpected("content_block_delta", e)
             elif type(obj) is dict:
-                self.on_event(name.decode("utf-8", errors="replace"), obj)
+                # An empty name is "message", as SSEReader (and the spec) has it.
+                self.on_event(name.decode("utf-8", errors="replace") or "message", obj)
         return True
 
     # -- EventFilter ----------------------------------------------------------------------
@@ -162,7 +307,7 @@ class MessageCollector:
             try:
                 self._take(event, data)
             except (KeyError, TypeError, ValueError, AttributeError) as e:
-                self.broken = f"unexpected {event} event ({type(e).__name__}: {e})"
+                self.broken = _unexpected(event, e)
         return [(event, data)]
 
     def on_message(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -206,40 +351,36 @@ class MessageCollector:
         elif kind == "error":
             self.broken = "the stream carried an error"
 
-    def _text(self, index: int, piece: str) -> None:
-        """A text delta (what `_delta` does for one, without the dict)."""
-        if index not in self._blocks:
-            raise KeyError(index)
-        pieces = self._pieces.get((index, "text"))
-        if pieces is None:
-            pieces = self._pieces[(index, "text")] = []
-        pieces.append(piece)
-        self._size += len(piece)
-        if self._size > self.limit:
-            raise ValueError(f"the answer is larger than {self.limit} bytes")
-
     def _delta(self, index: int, delta: dict[str, Any]) -> None:
         if index not in self._blocks:
             raise KeyError(index)
         kind = delta["type"]
-        piece: str
         if kind == "input_json_delta":
-            piece = delta["partial_json"]
+            self._piece(index, delta["partial_json"], None)
+            return
+        name = _DELTA_FIELDS.get(kind)
+        if name is None:
+            raise ValueError(f"{kind} is not replayed by the cache")
+        piece = delta[name]
+        if type(piece) is not str:
+            raise TypeError(f"{kind} carries a {type(piece).__name__}, not text")
+        self._piece(index, piece, name)
+
+    def _piece(self, index: int, piece: Any, name: str | None) -> None:
+        """Add a delta's piece to block `index`: to its tool input when `name` is None, else
+        to its text, thinking or signature."""
+        if index not in self._blocks:
+            raise KeyError(index)
+        if name is None:
             self._json[index].append(piece)
         else:
-            name = _DELTA_FIELDS.get(kind)
-            if name is None:
-                raise ValueError(f"{kind} is not replayed by the cache")
-            piece = delta[name]
-            if type(piece) is not str:
-                raise TypeError(f"{kind} carries a {type(piece).__name__}, not text")
             pieces = self._pieces.get((index, name))
             if pieces is None:
                 pieces = self._pieces[(index, name)] = []
             pieces.append(piece)
         self._size += len(piece)
         if self._size > self.limit:
-            raise ValueError(f"the answer is larger than {self.limit} bytes")
+            raise ValueError(_too_large(self.limit))
 
     def _join(self) -> None:
         """Move the pieces of every block's text into the block."""
@@ -270,6 +411,15 @@ class MessageCollector:
         self._join()
         self.message["content"] = [self._blocks[i] for i in sorted(self._blocks)]
         self._stopped = True
+
+
+def _too_large(limit: int) -> str:
+    return f"the answer is larger than {limit} bytes"
+
+
+def _unexpected(event: str, e: Exception) -> str:
+    """Why an answer is not stored when taking one of its events failed."""
+    return f"unexpected {event} event ({type(e).__name__}: {e})"
 
 
 def unstorable(message: dict[str, Any]) -> str | None:
