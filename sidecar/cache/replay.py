@@ -124,8 +124,10 @@ class MessageCollector:
 
     The relay hands it the stream's raw bytes (`on_bytes`) rather than parsed events: they
     are parsed here in batches of PARSE_EVERY bytes and at the end, by a bytes-level reader
-    for the `event: NAME` / `data: JSON` shape every Anthropic event has (anything else goes
-    through sse.SSEReader, with the same result), and nothing is re-encoded.
+    for the `event: NAME` / `data: JSON` shape every Anthropic event has (`_batch` checks a
+    whole batch at once and reads its events into structs; a batch it does not know goes
+    event by event through `_fast`, anything else through sse.SSEReader, all with the same
+    result), and nothing is re-encoded.
     """
 
     passive = True  # only observes: the relay passes the upstream's bytes on unchanged
