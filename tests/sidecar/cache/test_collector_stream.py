@@ -212,6 +212,16 @@ def outcome(col: MessageCollector) -> tuple[bytes, bool, str | None]:
     return msgspec.json.encode(col.message), col.complete, col.broken
 
 
+_START = b'event: message_start\ndata: {"type":"message_start","message":{"content":[]}}\n\n'
+_TEXT0 = b'event: content_block_start\ndata: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}\n\n'
+_END = b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\nevent: message_stop\ndata: {"type":"message_stop"}\n\n'
+
+
+def _text_delta(text: str, index: int = 0, name: str = "content_block_delta") -> bytes:
+    data = {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}}
+    return b"event: " + name.encode() + b"\ndata: " + msgspec.json.encode(data) + b"\n\n"
+
+
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(
     streams(),
@@ -220,17 +230,30 @@ def outcome(col: MessageCollector) -> tuple[bytes, bool, str | None]:
     st.sampled_from([MessageCollector.PARSE_EVERY] * 3 + [1, 64, 300, 2000]),
     st.sampled_from([True, True, True, False]),
 )
-# Found by a longer run: the answer breaks in one batch, the stream's last event (no blank
-# line after it) comes in the next, at the end: nothing is taken once the answer broke.
-@example(
-    raw=b'event: message_start\ndata: {"type":"message_start","message":{"content":[]}}\n\n'
-    b'event: content_block_start\ndata: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}\n\n'
-    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"x"}}\n\n'
-    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"y"}}',
-    offsets=[],
-    limit=0,
-    parse_every=1,
-    complete=True,
+# Each of the reader's checks, one stream that needs it (the random ones find them too, less surely).
+@example(  # the answer breaks in one batch; the last event (no blank line after it) comes in the next
+    raw=_START + _TEXT0 + _text_delta("x") + _text_delta("y", index=1).rstrip(b"\n"),
+    offsets=[], limit=0, parse_every=1, complete=True,
+)
+@example(  # an event named other than its type
+    raw=_START + _TEXT0 + _text_delta("x") + _text_delta("y", index=9, name="message_delta") + _END,
+    offsets=[], limit=MAX_MESSAGE_BYTES, parse_every=MessageCollector.PARSE_EVERY, complete=True,
+)
+@example(  # a block started again between pieces of its text
+    raw=_START + _TEXT0 + _text_delta("x") + _text_delta("y") + _TEXT0 + _text_delta("z") + _END,
+    offsets=[], limit=MAX_MESSAGE_BYTES, parse_every=MessageCollector.PARSE_EVERY, complete=True,
+)
+@example(  # a line in place of the data line
+    raw=_START + _TEXT0 + _text_delta("x") + _text_delta("y").replace(b"\ndata: ", b"\nfield:") + _END,
+    offsets=[], limit=MAX_MESSAGE_BYTES, parse_every=MessageCollector.PARSE_EVERY, complete=True,
+)
+@example(  # two events without a blank line between them
+    raw=_START + _TEXT0 + _text_delta("x") + _END.replace(b"\n\nevent: message_stop", b"\nid: 7\nevent: message_stop"),
+    offsets=[], limit=MAX_MESSAGE_BYTES, parse_every=MessageCollector.PARSE_EVERY, complete=True,
+)
+@example(  # the size limit passed by the second piece of a text
+    raw=_START + _TEXT0 + _text_delta("abc") + _text_delta("def") + _END,
+    offsets=[], limit=5, parse_every=MessageCollector.PARSE_EVERY, complete=True,
 )
 def test_the_raw_reader_collects_what_a_plain_sse_parse_collects(
     raw: bytes, offsets: list[int], limit: int, parse_every: int, complete: bool
