@@ -20,7 +20,9 @@ from typing import Any
 
 import msgspec
 
+from sidecar.cache.replay import MessageCollector
 from sidecar.errors import STATUS_ERROR_TYPES
+from sidecar.protocol.sse import SSEReader
 
 SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
 JSON_CONTENT_TYPE = "application/json"
@@ -279,3 +281,20 @@ def sse_events(raw: bytes) -> list[tuple[str, dict[str, Any]]]:
         if data:
             out.append((name, json.loads("\n".join(data))))
     return out
+
+
+def collect_by_events(chunks: Sequence[bytes], limit: int | None = None, complete: bool = True) -> MessageCollector:
+    """The cache's collector fed the plain way, the reference its byte readers are held to:
+    every event read by SSEReader, decoded, and handed over when it is an object."""
+    col = MessageCollector() if limit is None else MessageCollector(limit)
+    reader = SSEReader()
+    for chunk in [*chunks, None]:
+        for ev in reader.feed(chunk) if chunk is not None else reader.close():
+            try:
+                data = ev.json()
+            except msgspec.DecodeError:
+                continue
+            if isinstance(data, dict):
+                col.on_event(ev.event, data)
+    col.on_end(complete)
+    return col

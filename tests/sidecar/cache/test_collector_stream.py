@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from sidecar.cache.replay import MAX_MESSAGE_BYTES, MessageCollector
-from sidecar.protocol.sse import SSEReader
+from sidecar.testing.anthropic_sse import collect_by_events
 
 # Text that looks like SSE framing once decoded, escapes, quotes and non-ASCII: what a
 # model writes about code. "@" marks where a non-UTF-8 byte may be put in the raw bytes.
@@ -182,21 +182,6 @@ def cut(raw: bytes, offsets: list[int]) -> list[bytes]:
     return [raw[a:b] for a, b in zip([0, *points], [*points, len(raw)], strict=True)]
 
 
-def by_events(chunks: list[bytes], limit: int, complete: bool) -> MessageCollector:
-    """The plain way: every event read by SSEReader, decoded, and handed over if an object."""
-    col, reader = MessageCollector(limit), SSEReader()
-    for chunk in [*chunks, None]:
-        for ev in reader.feed(chunk) if chunk is not None else reader.close():
-            try:
-                data = ev.json()
-            except msgspec.DecodeError:
-                continue
-            if isinstance(data, dict):
-                col.on_event(ev.event, data)
-    col.on_end(complete)
-    return col
-
-
 def by_bytes(chunks: list[bytes], limit: int, complete: bool, parse_every: int) -> MessageCollector:
     """What the relay does with a passive collector: the raw bytes, as they come."""
     col = MessageCollector(limit)
@@ -259,7 +244,7 @@ def test_the_raw_reader_collects_what_a_plain_sse_parse_collects(
     raw: bytes, offsets: list[int], limit: int, parse_every: int, complete: bool
 ) -> None:
     chunks = cut(raw, offsets)
-    assert outcome(by_bytes(chunks, limit, complete, parse_every)) == outcome(by_events(chunks, limit, complete))
+    assert outcome(by_bytes(chunks, limit, complete, parse_every)) == outcome(collect_by_events(chunks, limit, complete))
 
 
 def test_a_usual_stream_is_collected_whole() -> None:
@@ -275,4 +260,4 @@ def test_a_usual_stream_is_collected_whole() -> None:
     col = by_bytes([raw[i : i + 7] for i in range(0, len(raw), 7)], MAX_MESSAGE_BYTES, True, MessageCollector.PARSE_EVERY)
     assert col.complete and col.broken is None and col.message is not None
     assert col.message["content"] == [{"type": "text", "text": "Hello world@"}, {"type": "thinking", "thinking": "hm"}]
-    assert outcome(col) == outcome(by_events([raw], MAX_MESSAGE_BYTES, True))
+    assert outcome(col) == outcome(collect_by_events([raw], MAX_MESSAGE_BYTES, True))

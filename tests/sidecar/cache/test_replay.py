@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecar.cache.replay import MessageCollector, fresh, replay_body, semantic_view, unstorable
-from sidecar.protocol.sse import SSEReader, iter_events
+from sidecar.protocol.sse import iter_events
 from sidecar.testing import anthropic_sse as sse
 
 USAGE = sse.Usage(input_tokens=1200, output_tokens=40, cache_read_input_tokens=3000)
@@ -169,21 +169,6 @@ _EVENTS = [
 ]
 
 
-def by_events(chunks: list[bytes]) -> MessageCollector:
-    """The straightforward way: every event read and decoded, dict events handed over (as the relay does)."""
-    col, reader = MessageCollector(), SSEReader()
-    for chunk in chunks:
-        for ev in reader.feed(chunk):
-            try:
-                data = ev.json()
-            except msgspec.DecodeError:
-                continue
-            if isinstance(data, dict):
-                col.on_event(ev.event, data)
-    col.on_end(True)
-    return col
-
-
 def by_bytes(chunks: list[bytes]) -> MessageCollector:
     col = MessageCollector()
     for chunk in chunks:
@@ -203,7 +188,7 @@ def test_the_raw_tap_collects_what_the_parsed_events_collect(picks: list[int], c
         chunks.append(raw[at : at + n])
         at += n
     chunks.append(raw[at:])
-    a, b = by_events(chunks), by_bytes(chunks)
+    a, b = sse.collect_by_events(chunks), by_bytes(chunks)
     assert (a.message, a.complete, a.broken) == (b.message, b.complete, b.broken)
 
 
