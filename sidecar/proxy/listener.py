@@ -15,6 +15,10 @@ The `Listener` (aiohttp's Server) caps concurrent connections. At the cap a new 
 first makes room by closing the connection that waits longest for a head (idle keep-alive
 or a slow head), then one whose body stalled; only when every connection is busy with a
 request is the newcomer answered 503. So slow clients can never lock out /healthz.
+
+A plain `POST /v1/messages` skips aiohttp's request machinery: the connection's `Lane`
+(sidecar/proxy/lane.py) reads it and runs the same middlewares and handler; everything else,
+and a connection the lane handed over, is aiohttp's as above.
 """
 
 from __future__ import annotations
