@@ -22,7 +22,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import httptools
 from aiohttp import hdrs, web
@@ -102,7 +102,7 @@ class _Parsed:
         self.host = host
 
 
-def parse_head(head: bytes, paths: dict[bytes, LaneHandler], max_body: int) -> _Parsed | None:
+def read_head(head: bytes, paths: dict[bytes, LaneHandler], max_body: int) -> _Parsed | None:
     """The request `head` (ending in CRLF CRLF) if the lane takes it, else None."""
     got = _Head()
     parser = httptools.HttpRequestParser(got)
@@ -306,10 +306,6 @@ class LaneRequest:
             await signal.send(me, response)
 
 
-def _protocol(conn: LaneHost) -> Any:
-    return conn  # an aiohttp BaseProtocol (see LaneHost)
-
-
 class Lane:
     """One connection's fast path: buffers what arrives, answers the requests it takes, and
     hands the connection to aiohttp at the first one it does not."""
@@ -322,9 +318,8 @@ class Lane:
         self.paths = paths
         self.max_body = max_body
         self.buf = bytearray()  # bytes received and not yet part of a request being answered
-        self.scanned = 0  # how far buf was searched for the end of a head
         self.watch: httptools.HttpRequestParser | None = None  # reads an incomplete head as it arrives
-        self.watched = 0  # how much of buf it read
+        self.watched = 0  # how much of buf it read (and was searched for the head's end)
         self.parsed: _Parsed | None = None  # the head of the request being received
         self.task: asyncio.Task[None] | None = None  # the request being answered
         self.paused = False
@@ -356,38 +351,32 @@ class Lane:
         return self._advance()
 
     def _fresh(self, data: bytes) -> bytes | None:
-        """`data` starts a request: the usual case, a whole request in one read, copies the body once."""
+        """`data` starts a request. The usual case, a whole request in one read, is answered
+        from `data` itself (the body copied once); anything else is buffered and read on."""
         end = data.find(HEAD_END)
-        if end < 0:
-            self.buf += data
-            return self._incomplete()
-        parsed = parse_head(data[: end + 4], self.paths, self.max_body)
-        if parsed is None:
-            self.buf += data
-            return self._give_up()
-        self.conn.head_since = None  # the head is in: the header deadline is met
-        need = parsed.size + parsed.length
-        if len(data) < need:
+        parsed = read_head(data[: end + 4], self.paths, self.max_body) if end >= 0 else None
+        if parsed is not None:
+            self.conn.head_since = None  # the head is in: the header deadline is met
+            need = parsed.size + parsed.length
+            if len(data) >= need:
+                if len(data) > need:
+                    self.buf += data[need:]  # pipelined: the next request waits for this one's answer
+                self._start(parsed, data[parsed.size : need])
+                return None
             self.parsed = parsed
-            self.buf += data
-            self._arm_stall()
-            return None
-        if len(data) > need:
-            self.buf += data[need:]  # pipelined: the next request waits for this one's answer
-        self._start(parsed, data[parsed.size : need])
-        return None
+        self.buf += data
+        return self._advance()
 
     def _advance(self) -> bytes | None:
         buf = self.buf
         parsed = self.parsed
         if parsed is None:
-            end = buf.find(HEAD_END, max(0, self.scanned - 3))
+            end = buf.find(HEAD_END, max(0, self.watched - 3))
             if end < 0:
-                self.scanned = len(buf)
                 return self._incomplete()
-            self.scanned = self.watched = 0
+            self.watched = 0
             self.watch = None
-            parsed = parse_head(bytes(buf[: end + 4]), self.paths, self.max_body)
+            parsed = read_head(bytes(buf[: end + 4]), self.paths, self.max_body)
             if parsed is None:
                 return self._give_up()
             self.parsed = parsed
@@ -428,7 +417,7 @@ class Lane:
         raw = bytes(self.buf)
         self.buf = bytearray()
         self.parsed = None
-        self.scanned = self.watched = 0
+        self.watched = 0
         self.watch = None
         if self._stall is not None:
             self._stall.cancel()
@@ -459,7 +448,7 @@ class Lane:
     async def _serve(self, parsed: _Parsed, body: bytes) -> None:
         conn = self.conn
         resp: web.StreamResponse | None = None
-        request = LaneRequest(conn, self.app, parsed, body, StreamWriter(_protocol(conn), conn._loop))
+        request = LaneRequest(conn, self.app, parsed, body, StreamWriter(cast(Any, conn), conn._loop))
         req: Any = request  # what the handlers read of a web.Request (see LaneRequest)
         try:
             try:
