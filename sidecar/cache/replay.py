@@ -23,22 +23,6 @@ Event = tuple[str, dict[str, Any]]
 _decode = msgspec.json.decode
 
 
-class _TextDeltaBody(msgspec.Struct):
-    type: str
-    text: str
-
-
-class _TextDelta(msgspec.Struct):
-    """A `content_block_delta` event's data, as far as a text delta needs it."""
-
-    type: str
-    index: int
-    delta: _TextDeltaBody
-
-
-_text_delta = msgspec.json.Decoder(_TextDelta).decode
-_TEXT_DELTA_EVENT = b"event: content_block_delta\n"
-_TEXT_DELTA_NL = len(_TEXT_DELTA_EVENT) - 1
 # The field of the block each kind of text delta adds to.
 _DELTA_FIELDS = {"text_delta": "text", "thinking_delta": "thinking", "signature_delta": "signature"}
 
@@ -125,9 +109,8 @@ class MessageCollector:
     The relay hands it the stream's raw bytes (`on_bytes`) rather than parsed events: they
     are parsed here in batches of PARSE_EVERY bytes and at the end, by a bytes-level reader
     for the `event: NAME` / `data: JSON` shape every Anthropic event has (`_batch` checks a
-    whole batch at once and reads its events into structs; a batch it does not know goes
-    event by event through `_fast`, anything else through sse.SSEReader, all with the same
-    result), and nothing is re-encoded.
+    whole batch at once and reads its events into structs; a batch of any other shape goes
+    through sse.SSEReader, with the same result), and nothing is re-encoded.
     """
 
     passive = True  # only observes: the relay passes the upstream's bytes on unchanged
@@ -167,7 +150,7 @@ class MessageCollector:
         self._raw, self._held = [], 0
         if self._reader is None and b"\r" not in buf:
             cut = len(buf) if end else buf.rfind(b"\n\n") + 2
-            if cut > 1 and (self._batch(buf[:cut]) or self._fast(buf[:cut])):
+            if cut > 1 and self._batch(buf[:cut]):
                 buf = buf[cut:]
                 if buf and not end:
                     self._raw, self._held = [buf], len(buf)
@@ -190,8 +173,8 @@ class MessageCollector:
     def _batch(self, buf: bytes) -> bool:
         """Take the events of `buf` (whole events, no CR) when it is only `event: NAME` /
         `data: JSON` blocks one blank line apart, each of a type listed above and named after
-        it; False (nothing taken) otherwise. What `_fast` does, with less work per event: the
-        checks are made on the whole batch, and the data is read by one decoder mapped over it."""
+        it; False (nothing taken) otherwise. The checks are made on the whole batch, and the
+        data is read by one decoder mapped over it."""
         if self.broken is not None:
             return True  # nothing more is taken
         lines = buf.strip(b"\n").split(b"\n")
@@ -247,7 +230,7 @@ class MessageCollector:
         return True
 
     def _take_raw(self, name: str, data: bytes) -> None:
-        """One event of the usual shape, read into a dict (as `_fast` does) and taken."""
+        """One event of the usual shape, read into a dict and taken."""
         try:
             obj = _decode(data)
         except msgspec.DecodeError:
@@ -257,49 +240,6 @@ class MessageCollector:
                 return
         if type(obj) is dict:
             self.on_event(name, obj)
-
-    def _fast(self, buf: bytes) -> bool:
-        """Take the events of `buf` (whole events, no CR) when every one is `event: NAME` +
-        `data: JSON`; False (nothing taken) when one is not."""
-        parsed: list[tuple[bytes | None, Any]] = []  # (None, struct): a text delta
-        for block in buf.split(b"\n\n"):
-            if block[:1] == b"\n" or block[-1:] == b"\n":
-                block = block.strip(b"\n")  # more than one blank line, or the stream's last event
-            if not block:
-                continue
-            nl = block.find(b"\n")
-            if not block.startswith(b"event: ") or not block.startswith(b"data: ", nl + 1) or block.find(b"\n", nl + 1) >= 0:
-                return False  # (nl < 0 fails the data check: "event: x" alone is not data)
-            if nl == _TEXT_DELTA_NL and block.startswith(_TEXT_DELTA_EVENT):
-                # Most of a stream: a text delta, read into a struct (no dict to build and take apart).
-                try:
-                    delta = _text_delta(block[nl + 7 :])
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    pass
-                else:
-                    if delta.type == "content_block_delta" and delta.delta.type == "text_delta":
-                        parsed.append((None, delta))
-                        continue
-            try:
-                obj = _decode(block[nl + 7 :])
-            except msgspec.DecodeError:
-                try:
-                    obj = _decode(block[nl + 7 :].decode("utf-8", errors="replace"))
-                except msgspec.DecodeError:
-                    continue
-            parsed.append((block[7:nl], obj))
-        for name, obj in parsed:
-            if self.broken is not None:
-                break
-            if name is None:
-                try:
-                    self._piece(obj.index, obj.delta.text, "text")
-                except (KeyError, ValueError) as e:
-                    self.broken = _unexpected("content_block_delta", e)
-            elif type(obj) is dict:
-                # An empty name is "message", as SSEReader (and the spec) has it.
-                self.on_event(name.decode("utf-8", errors="replace") or "message", obj)
-        return True
 
     # -- EventFilter ----------------------------------------------------------------------
 
