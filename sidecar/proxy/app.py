@@ -51,6 +51,7 @@ from sidecar.policy.model import Policy
 from sidecar.providers import factory
 from sidecar.proxy import control, handlers, routes_control
 from sidecar.proxy.ingress import ingress
+from sidecar.proxy.listener import end_unframed_http10
 from sidecar.proxy.reload import Reloader
 from sidecar.proxy.stages import request_path
 from sidecar.routing.router import Router
@@ -182,6 +183,7 @@ def create_app(
     app[OVERLAY] = CentralOverlay()
     app.cleanup_ctx.extend([http_session, ledger, sync])
     app.on_shutdown.append(announce_shutdown)
+    app.on_response_prepare.append(end_unframed_http10)
     handlers.add_routes(app)
     gateway_routes.add_routes(app, handlers.messages, handlers.models)
     control.add_routes(app)

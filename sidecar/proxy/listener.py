@@ -449,6 +449,14 @@ def _enveloped(handler: Any, limits: Limits, *, checked: bool = False) -> Any:
     return handle
 
 
+async def end_unframed_http10(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """An `on_response_prepare` hook: an HTTP/1.0 answer without a length (a stream; 1.0 has no
+    chunking) ends with its connection. aiohttp would keep a keep-alive connection open, and
+    the client could not tell where the answer ends."""
+    if request.version < HttpVersion11 and response.content_length is None:
+        response.force_close()
+
+
 def _refused_early(request: web.BaseRequest, limits: Limits) -> web.Response | None:
     """The answer to a request refused before routing: a header byte the listener refuses, or
     an Expect for a body over the cap (413 instead of the go-ahead)."""

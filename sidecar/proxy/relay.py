@@ -17,7 +17,6 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
-from aiohttp.http import HttpVersion11
 from multidict import CIMultiDict
 
 from sidecar.errors import StreamBroken
@@ -163,10 +162,6 @@ async def _relay_stream(
     filters: list[EventFilter],
 ) -> web.StreamResponse:
     resp = web.StreamResponse(status=call.status, headers=response_headers(call, ctx))
-    if request.version < HttpVersion11:
-        # HTTP/1.0 has no chunking: the end of the stream is the end of the connection
-        # (aiohttp would keep a keep-alive connection open and the client would wait).
-        resp.force_close()
     tap = SSETap()
     ctx.summary = tap.summary
     filt = _Filtered(filters) if filters else None
