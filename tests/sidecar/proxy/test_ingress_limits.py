@@ -10,17 +10,20 @@ import gzip
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.test_utils import make_mocked_request
 
 from sidecar.appkeys import CONFIG, PROVIDERS, RUNTIME, Runtime
 from sidecar.config import parse
 from sidecar.proxy import handlers
 from sidecar.proxy.ingress import ingress
+from sidecar.proxy.listener import end_unframed_http10
 from sidecar.testing.fake_anthropic import FakeAnthropic, StallBeforeHeaders
 from sidecar.testing.harness import InProcessSidecar, anthropic_config, sidecar_in_process
 from sidecar.testing.recorder import Answer, is_envelope, parse_answers
@@ -320,3 +323,16 @@ def test_limits_must_be_positive_numbers(line: str) -> None:
         parse(f"[server]\n{line}\n", None, {})
     cfg = parse("[server]\nmax_body_mb = 0.5\nmax_connections = 7\n", None, {})
     assert cfg.server.max_body_bytes == 512 * 1024 and cfg.server.max_connections == 7
+
+
+@pytest.mark.parametrize(
+    ("version", "body", "kept"),
+    [(HttpVersion10, None, False), (HttpVersion10, b"{}", None), (HttpVersion11, None, None)],
+)
+async def test_an_unframed_http10_answer_ends_its_connection(version: Any, body: bytes | None, kept: bool | None) -> None:
+    """HTTP/1.0 cannot chunk: an answer without a length must end with the connection (any
+    endpoint's; the Messages stream case is in test_fast_path). Framed answers keep theirs."""
+    request = make_mocked_request("GET", "/", version=version, headers={"Connection": "keep-alive"})
+    response = web.StreamResponse() if body is None else web.Response(body=body)
+    await end_unframed_http10(request, response)
+    assert response.keep_alive is kept
