@@ -18,7 +18,7 @@ from sidecar.events import EventBus
 from sidecar.ledger.health import StorageHealth
 from sidecar.ledger.writer import Ledger
 from sidecar.paths import Paths
-from sidecar.pipeline import RequestContext, Responder, Stage
+from sidecar.pipeline import RequestContext, Responder, Settler, Stage
 from sidecar.providers.base import Provider
 
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ PROVIDERS: web.AppKey[dict[str, Provider]] = web.AppKey("providers")
 ROUTER: web.AppKey[Router] = web.AppKey("router")
 STAGES: web.AppKey[list[Stage]] = web.AppKey("stages")
 RESPONDERS: web.AppKey[list[Responder]] = web.AppKey("responders")  # the stages with a response hook
+SETTLERS: web.AppKey[list[Settler]] = web.AppKey("settlers")  # the stages with an answered hook
 SYNC: web.AppKey[SyncService] = web.AppKey("sync")
 # The handlers the listener's fast path serves, by exact path (sidecar.proxy.lane).
 FAST_PATHS: web.AppKey[dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = web.AppKey("fast_paths")

@@ -22,6 +22,11 @@ Hooks of a stage:
   client_closed) set, so a stage settles what it holds (a budget reservation, a span) in
   one place.
 
+- ``on_answered(ctx)`` (optional; a stage that has it is a `Settler`): once per request,
+  after every complete hook and after the answer's final byte was handed to the client's
+  connection (or the request ended without one). For work no answer waits for and no record
+  depends on: counters, cache stores. Never raises into the request.
+
 - ``on_response(ctx) -> EventFilter | None`` (optional; a stage that has it is a
   `Responder`): once the upstream's answer opened, in list order, the stage's filter for this
   request's answer, or None. The filters (`EventFilter`) see the Anthropic response on its
@@ -233,6 +238,18 @@ class Responder(Stage, Protocol):
 def responders(stages: list[Stage]) -> list[Responder]:
     """The stages of `stages` with a response hook, in order (found once per request path)."""
     return [s for s in stages if callable(getattr(s, "on_response", None))]  # type: ignore[misc]
+
+
+class Settler(Stage, Protocol):
+    """A stage with work to do after the answer went out."""
+
+    def on_answered(self, ctx: RequestContext) -> None:
+        """After the answer's final byte (see the module doc); must not change what was recorded."""
+
+
+def settlers(stages: list[Stage]) -> list[Settler]:
+    """The stages of `stages` with an answered hook, in order (found once per request path)."""
+    return [s for s in stages if callable(getattr(s, "on_answered", None))]  # type: ignore[misc]
 
 
 class EventFilter(Protocol):

@@ -177,9 +177,19 @@ class Entries:
             served, self._served = self._served, {}
             self.write(self.store.served, served)
 
-    def put(self, entry: Entry) -> asyncio.Future[list[str]] | None:
+    def reserve(self) -> bool:
+        """Hold a place for an answer stored later (`put(entry, reserved=True)` or
+        `unreserve()`); False, counted as shed, when MAX_PENDING_STORES are waiting."""
+        return self._sink.reserve()
+
+    def unreserve(self) -> None:
+        """Give back a place `reserve()` held."""
+        self._sink.unreserve()
+
+    def put(self, entry: Entry, *, reserved: bool = False) -> asyncio.Future[list[str]] | None:
         """Store `entry` (replacing its key's older one) with the next batch; the future gives
         the keys that batch evicted for room. None: the store was shed (see the module doc).
+        `reserved`: it takes the place a `reserve()` held (it is never shed then).
 
         The key is known at once: a lookup queued after this reads the new entry, as the
         sink's stores go to the database thread before any later call.
@@ -188,9 +198,11 @@ class Entries:
         op = self._buffered.get(key)
         if op is not None:  # the older answer is not written at all: one future for both
             op.entry = entry
+            if reserved:
+                self._sink.unreserve()
         else:
             op = _Store(entry, asyncio.get_running_loop().create_future(), self._served)
-            if not self._sink.add(op):  # MAX_PENDING_STORES are waiting: shed (counted)
+            if not self._sink.add(op, reserved=reserved):  # MAX_PENDING_STORES are waiting: shed (counted)
                 return None
             self._served = {}  # eviction orders by last use: the latest hits go first
             self._buffered[key] = op

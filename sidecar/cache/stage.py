@@ -106,6 +106,7 @@ class CacheStage:
         self.entries = Entries(store, int(cfg.max_mb * 1024 * 1024), writer)
         self.read_only_tools = frozenset(cfg.read_only_tools)
         self._pending: dict[str, _Pending] = {}
+        self._storing: dict[str, tuple[_Pending, dict[str, Any]]] = {}  # chosen to store, once answered
         self._counts = _Counts()
         self.entries.on_evicted = lambda n: self._counts.add("evicted", n)
         self._tasks = TaskSet()
@@ -150,7 +151,10 @@ class CacheStage:
 
     async def settled(self) -> None:
         """Wait until every answer handed over so far is stored (and embedded, when it will be)."""
-        while self._background or self.entries.busy:
+        while self._storing or self._background or self.entries.busy:
+            if self._storing:  # answers still going out: each is handed over right after
+                await asyncio.sleep(0.005)
+                continue
             await asyncio.gather(*self._background, return_exceptions=True)
             await self.entries.drain()
 
@@ -302,7 +306,8 @@ class CacheStage:
     # -- completion ---------------------------------------------------------------------
 
     def on_complete(self, ctx: RequestContext) -> None:
-        """Store a complete answer (in the background); log a shadow hit's agreement."""
+        """Choose to store a complete answer (the audit records why not; the store itself
+        is made once the answer went out, `on_answered`); log a shadow hit's agreement."""
         pending = self._pending.pop(ctx.id, None)
         if pending is None or self._closed:
             return
@@ -317,7 +322,24 @@ class CacheStage:
         if why is not None:
             ctx.decide("cache", "not-stored", why)
             return
-        self._store(ctx, pending, message)
+        if not self.entries.reserve():  # a place for it in the store queue, or shed now
+            self._shed(ctx)
+            return
+        self._storing[ctx.id] = (pending, message)
+
+    def on_answered(self, ctx: RequestContext) -> None:
+        """Store the answer `on_complete` chose (in the background), in the place it reserved."""
+        held = self._storing.pop(ctx.id, None)
+        if held is None:
+            return
+        if self._closed:
+            self.entries.unreserve()
+            return
+        self._store(ctx, *held)
+
+    def _shed(self, ctx: RequestContext) -> None:
+        self._counts.add("shed")
+        ctx.decide("cache", "not-stored", "too many answers are waiting to be stored")
 
     def _log_shadow(self, ctx: RequestContext, pending: _Pending, message: dict[str, Any]) -> None:
         shadow = pending.shadow
@@ -337,6 +359,24 @@ class CacheStage:
         self.entries.write(self.entries.store.add_shadow, row)
 
     def _store(self, ctx: RequestContext, pending: _Pending, message: dict[str, Any]) -> None:
+        try:
+            entry = self._entry(ctx, pending, message)
+        except BaseException:
+            self.entries.unreserve()
+            raise
+        put = self.entries.put(entry, reserved=True)
+        assert put is not None  # a reserved place is never shed
+        self._counts.add("stored")
+        semantic = entry.semantic_ok
+        if not semantic and (self._backfilled or self.embedder is None):
+            return  # nothing to wait for: the batch writes it, and counts what it evicts
+        if semantic:
+            self._embedding.add(entry.exact_key)
+        task = self._tasks.spawn(self._stored(entry, put, pending if semantic else None), name=f"cache-store-{ctx.id}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _entry(self, ctx: RequestContext, pending: _Pending, message: dict[str, Any]) -> Entry:
         keys, u = pending.keys, ctx.summary.usage
         model = message.get("model") if isinstance(message.get("model"), str) else ctx.upstream_model
         cost, _ = self.pricing.cost(
@@ -344,7 +384,7 @@ class CacheStage:
         )
         semantic = pending.semantic and semantic_view(message, self.read_only_tools) is not None
         now = self.clock()
-        entry = Entry(
+        return Entry(
             exact_key=keys.exact,
             prefix_key=keys.prefix,
             message=message,
@@ -362,19 +402,6 @@ class CacheStage:
             cost_usd=cost,
             semantic_ok=semantic,
         )
-        put = self.entries.put(entry)
-        if put is None:  # shed: too many stores are waiting for the disk
-            self._counts.add("shed")
-            ctx.decide("cache", "not-stored", "too many answers are waiting to be stored")
-            return
-        self._counts.add("stored")
-        if not semantic and (self._backfilled or self.embedder is None):
-            return  # nothing to wait for: the batch writes it, and counts what it evicts
-        if semantic:
-            self._embedding.add(entry.exact_key)
-        task = self._tasks.spawn(self._stored(entry, put, pending if semantic else None), name=f"cache-store-{ctx.id}")
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     async def _stored(self, entry: Entry, put: asyncio.Future[list[str]], pending: _Pending | None) -> None:
         """For the semantic tier, embed the stored prompt once it is stored (no deadline here)."""

@@ -163,7 +163,10 @@ class Metrics:
         return None
 
     def on_complete(self, ctx: RequestContext) -> None:
-        """Count the completed request."""
+        """Nothing: a request is counted once its answer went out."""
+
+    def on_answered(self, ctx: RequestContext) -> None:
+        """Count the request, after its answer's final byte (its latency runs to that byte)."""
         provider = self._provider(ctx.provider)
         model = self._model(ctx.upstream_model if ctx.translated else (ctx.summary.model or ctx.upstream_model or ""))
         self.requests.inc((provider, model, self._route(ctx.route), ctx.outcome))

@@ -21,6 +21,7 @@ from sidecar.appkeys import (
     RESPONDERS,
     ROUTER,
     RUNTIME,
+    SETTLERS,
     STAGES,
     STORAGE,
     SYNC,
@@ -43,7 +44,7 @@ from sidecar.mcp import idle as mcp_idle
 from sidecar.observability import metrics as observe_metrics
 from sidecar.observability import tracing as observe_tracing
 from sidecar.paths import Paths
-from sidecar.pipeline import responders
+from sidecar.pipeline import responders, settlers
 from sidecar.policy import control as policy_control
 from sidecar.policy.control import POLICY
 from sidecar.policy.gate import open_policy
@@ -154,6 +155,7 @@ def create_app(
             tracer=tracer, metrics=stats, audit=audit,
         )  # fmt: skip
         app[RESPONDERS] = responders(app[STAGES])
+        app[SETTLERS] = settlers(app[STAGES])
         yield
         if tracer is not None:
             await asyncio.to_thread(tracer.close)  # exports what is left, off the loop

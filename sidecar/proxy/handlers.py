@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from sidecar import __version__
-from sidecar.appkeys import FAST_PATHS, RESPONDERS, ROUTER, RUNTIME, STAGES, STORAGE
+from sidecar.appkeys import FAST_PATHS, RESPONDERS, ROUTER, RUNTIME, SETTLERS, STAGES, STORAGE
 from sidecar.errors import PolicyBlocked, PolicyDenied, SidecarError
-from sidecar.pipeline import Answer, Reply, RequestContext, Responder, Stage
+from sidecar.pipeline import Answer, Reply, RequestContext, Responder, Settler, Stage
 from sidecar.protocol.anthropic import RequestHead, parse_head
 from sidecar.proxy.ingress import REFUSALS, REQUEST_ID, Handler
 from sidecar.proxy.relay import relay, sidecar_headers
@@ -79,6 +79,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         await _send(request, resp, ctx)
     finally:
         ctx.finish()  # a response that broke off (a streamed one finished before its last chunk)
+        _settle(request.app[SETTLERS], ctx)  # after the final byte: what no answer waits for
     return resp
 
 
@@ -130,6 +131,14 @@ def _complete(stages: list[Stage], ctx: RequestContext) -> None:
             stage.on_complete(ctx)
         except Exception:
             log.exception("stage %s failed to complete request %s", type(stage).__name__, ctx.id)
+
+
+def _settle(settlers: list[Settler], ctx: RequestContext) -> None:
+    for stage in settlers:
+        try:
+            stage.on_answered(ctx)
+        except Exception:
+            log.exception("stage %s failed to settle request %s", type(stage).__name__, ctx.id)
 
 
 async def models(request: web.Request) -> web.StreamResponse:

@@ -160,15 +160,16 @@ def request_path(
     Request hooks run top to bottom until a stage answers: a refusal (a SidecarError), a
     cache hit, or Dispatch, last, which always does. The relay then runs the response
     filters the stages added, and complete hooks run top to bottom just before the final
-    byte goes out, so the last one can make the request's records durable first."""
+    byte goes out, so the last one can make the request's records durable first. Answered
+    hooks (counters, cache stores) run after that byte: no answer waits for them."""
     return [
         *([tracer] if tracer else []),  # opens the span first, so it covers every refusal too
         StorageGate(health),  # refuses while usage cannot be recorded
         Announce(bus),  # `request_started` for the TUI and the tray
         gate,  # PolicyGate: models, providers, budgets, rate limits, guardrails, tool filter
-        cache,  # CacheStage: an exact or semantic hit answers here
+        cache,  # CacheStage: an exact or semantic hit answers here; once answered, stores a new answer
         Meter(ledger, bus),  # on complete: prices the request and writes its usage row
-        *([metrics] if metrics else []),  # on complete: Prometheus counters, after the meter priced
+        *([metrics] if metrics else []),  # once answered: Prometheus counters, as the meter priced
         *([tracer.ender] if tracer else []),  # on complete: ends the span
         *([audit] if audit else []),  # on complete: chains the audit entry
         JournalSync(journal),  # on complete: one append makes the records durable before the final byte

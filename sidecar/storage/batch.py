@@ -95,6 +95,7 @@ class Sink(Generic[T]):
         self.accepted = 0  # items added so far
         self.done = 0  # items written (or given up on) so far
         self.shed = 0  # items refused because `limit` were waiting
+        self.reserved = 0  # places promised by reserve() to items not yet added
         self.failures = 0  # failed writes in a row
         self.due: float | None = None  # loop time the next batch goes (None: nothing waits)
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -104,9 +105,12 @@ class Sink(Generic[T]):
         """Items added but not yet written (or given up on)."""
         return self.accepted - self.done
 
-    def add(self, item: T) -> bool:
-        """Queue `item` for the next batch; False when it is shed (`limit` are waiting)."""
-        if self.limit is not None and self.accepted - self.done >= self.limit:
+    def add(self, item: T, *, reserved: bool = False) -> bool:
+        """Queue `item` for the next batch; False when it is shed (`limit` are waiting or
+        promised). `reserved`: the item takes the place a `reserve()` promised."""
+        if reserved:
+            self.reserved -= 1
+        elif self.limit is not None and self.accepted - self.done + self.reserved >= self.limit:
             self.shed += 1
             return False
         self.queue.append(item)
@@ -114,6 +118,19 @@ class Sink(Generic[T]):
         if self.due is None and self.writer is not None:
             self.writer.schedule(self, self.delay)
         return True
+
+    def reserve(self) -> bool:
+        """Promise a place to an item that will be added later (`add(item, reserved=True)`,
+        or given back with `unreserve()`); False, counted as shed, when there is none."""
+        if self.limit is not None and self.accepted - self.done + self.reserved >= self.limit:
+            self.shed += 1
+            return False
+        self.reserved += 1
+        return True
+
+    def unreserve(self) -> None:
+        """Give back a place `reserve()` promised."""
+        self.reserved -= 1
 
     def call(self, fn: Callable[..., T | Any], *args: Any) -> Future[Any]:
         """Run `fn(*args)` in the writer thread after every item added so far is written."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from pathlib import Path
 
 import aiohttp
@@ -17,6 +18,7 @@ from sidecar.cache.control import CACHE
 from sidecar.cache.replay import MessageCollector
 from sidecar.cli import cli
 from sidecar.protocol.sse import iter_events
+from sidecar.testing.audit import audit_entries
 from sidecar.testing.fake_anthropic import Cut, Error, FakeAnthropic, StreamError, Text, ToolUse
 from tests.sidecar.cache.conftest import HEADERS, cached_sidecar, ledger_rows, post, request
 
@@ -276,3 +278,40 @@ async def test_an_answer_that_mentions_the_date_is_not_served_on_another_day(
         assert msgspec.json.decode(body)["content"][0]["text"] == "Two."
         _, h, _ = await post(client, sc, dated("2026-11-28", "What day is it and what is open?"))
         assert h["x-sidecar-cache"] == "hit-exact"  # made on the same day: served
+
+
+async def test_a_full_store_queue_is_audited_and_every_reserved_place_is_used_or_given_back(
+    fake: FakeAnthropic, hermetic_env: Path, client: aiohttp.ClientSession
+) -> None:
+    """An answer is stored after it went out, in a place reserved while the request was
+    completed: when the store queue is full, the request's audit entry says why its answer
+    was not stored, and no place stays reserved once the requests are over."""
+    fake.default = Text("an answer")
+    async with cached_sidecar(fake, hermetic_env) as sc:
+        cache = sc.app[CACHE]
+        sink = cache.entries._sink
+        sink.limit = 2
+        gate = threading.Event()
+        blocked = cache.entries.write(gate.wait)  # the database thread is busy: stores wait
+        ids = []
+        try:
+            for i in range(4):
+                status, h, _ = await post(client, sc, request(f"Question number {i} about parse_date in utils.py"))
+                assert status == 200 and h["x-sidecar-cache"] == "miss"
+                ids.append(h["x-sidecar-request-id"])
+            assert sink.reserved == 0 and sink.pending == 2 and sink.shed == 2
+        finally:
+            gate.set()
+        await asyncio.wrap_future(blocked)
+        await cache.settled()
+        assert sink.reserved == 0 and not cache._storing
+        stats = await cache.stats()
+        assert stats["entries"] == 2 and stats["shed"] == 2
+        _, h, _ = await post(client, sc, request("Question number 1 about parse_date in utils.py"))
+        assert h["x-sidecar-cache"] == "hit-exact"
+        _, h, _ = await post(client, sc, request("Question number 2 about parse_date in utils.py"))
+        assert h["x-sidecar-cache"] == "miss"
+    shed = "too many answers are waiting to be stored"
+    by_id = {e["request_id"]: e for e in audit_entries(hermetic_env) if e["kind"] == "request"}
+    reasons = [[d["reason"] for d in by_id[i]["decisions"] if d["stage"] == "cache"] for i in ids]
+    assert [shed in r for r in reasons] == [False, False, True, True]

@@ -86,3 +86,30 @@ async def test_stores_share_a_transaction_and_a_flood_is_shed_not_queued(tmp_pat
     assert got is not None and got.message["content"][0]["text"] == "second"
     await entries.close()
     assert "shed" in summary("exact", CacheStore.empty_counters(), 0, 0, 1024)
+
+
+async def test_a_reserved_place_counts_against_the_bound_and_is_never_shed(tmp_path: Path) -> None:
+    store = CacheStore.open(tmp_path / "sidecar.db")
+    entries = Entries(store, 1 << 30)
+    gate = threading.Event()
+    blocked = entries.write(gate.wait)
+    sink = entries._sink
+    try:
+        assert all(entries.reserve() for _ in range(MAX_PENDING_STORES - 1))
+        assert entries.put(entry("plain")) is not None  # the last free place
+        assert not entries.reserve() and entries.put(entry("late")) is None and entries.shed == 2
+        kept = [entries.put(entry(f"r{i}"), reserved=True) for i in range(MAX_PENDING_STORES - 3)]
+        assert all(f is not None for f in kept) and sink.reserved == 2
+        assert entries.put(entry("r0", "newer"), reserved=True) is kept[0]  # replaces: its place is given back
+        entries.unreserve()
+        assert sink.reserved == 0 and sink.pending == MAX_PENDING_STORES - 2
+        assert entries.reserve() and entries.reserve() and not entries.reserve()
+        entries.unreserve()
+        entries.unreserve()
+    finally:
+        gate.set()
+    await asyncio.wrap_future(blocked)
+    await entries.drain()
+    got = await entries.get("r0")
+    assert got is not None and got.message["content"][0]["text"] == "newer"
+    await entries.close()
