@@ -8,7 +8,11 @@ newest (seq, hash) goes to a small head file beside the store: a log cut short a
 leaves no hole in the chain, and the head file is what shows it (`audit verify`).
 
 With a journal (sidecar.ledger.journal) each entry is also added to it as it is chained, so
-entries still queued when the process dies are recovered at the next start.
+entries still queued when the process dies are recovered at the next start. The request path
+uses `hold()` instead: the entry gets its `seq` and goes to the journal as a pre-image (its
+fields, before hashing), so it is durable when the answer's final byte goes out, and is
+chained once the answer went out (`settle()`); every other append settles what is held
+first, so the chain's order is the order of `seq`.
 """
 
 from __future__ import annotations
@@ -19,15 +23,17 @@ import json
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import sqlite_utils
 
 from sidecar.audit.chain import GENESIS, Entry
-from sidecar.ledger.journal import Journal, audit_line
+from sidecar.ledger.journal import Journal, audit_line, pre_image_line
 from sidecar.ledger.store import open_db
 from sidecar.ledger.writer import scrub
 from sidecar.storage.batch import BatchWriter, Sink
@@ -100,8 +106,10 @@ class AuditLog:
         self.writer = writer
         self._owns_writer = writer is None
         self._db: sqlite_utils.Database | None = None
-        self._seq = 0
-        self._hash = GENESIS
+        self._seq = 0  # the newest entry's seq (held ones included)
+        self._hash = GENESIS  # the newest chained entry's hash
+        # Entries held: (seq, ts, kind, request_id, data, journal segment), in seq order.
+        self._held: deque[tuple[int, float, str, str | None, dict[str, Any], int]] = deque()
         self._sink: Sink[tuple[Entry, int]] = Sink(
             "audit",
             self._write_items,
@@ -139,6 +147,8 @@ class AuditLog:
         `journal.sync()` (the request path writes a request's records in one go)."""
         if self._closed:
             raise RuntimeError("audit log is closed")
+        if self._held:
+            self.settle()
         try:
             entry = Entry.make(self._seq + 1, self.clock(), kind, request_id, data, self._hash)
         except UnicodeEncodeError:  # lone surrogates from undecodable bytes: hash what can be shown
@@ -152,19 +162,49 @@ class AuditLog:
         self._sink.add((entry, seg))
         return entry
 
+    def hold(self, kind: str, data: dict[str, Any], request_id: str | None = None) -> None:
+        """Journal a new entry now and chain it at the next `settle()` (the request path
+        settles once the answer went out; the caller's next `journal.sync()` writes it).
+        Without a journal, or with data a pre-image cannot carry, it is appended at once.
+        `data` must not change after this."""
+        if self._closed:
+            raise RuntimeError("audit log is closed")
+        if self.journal is None:
+            self.append(kind, data, request_id, sync=False)
+            return
+        seq, ts = self._seq + 1, self.clock()
+        try:
+            line = pre_image_line(seq, ts, kind, request_id, data)
+        except (msgspec.EncodeError, UnicodeError, TypeError, ValueError, OverflowError):
+            self.append(kind, data, request_id, sync=False)  # e.g. a lone surrogate: scrubbed there
+            return
+        self._seq = seq
+        self._held.append((seq, ts, kind, request_id, data, self.journal.add(line)))
+
+    def settle(self) -> None:
+        """Chain the held entries, in order, and queue them for writing."""
+        held = self._held
+        while held:
+            seq, ts, kind, request_id, data, seg = held.popleft()
+            entry = Entry.make(seq, ts, kind, request_id, data, self._hash)  # as journal recovery chains it
+            self._hash = entry.hash
+            self._sink.add((entry, seg))
+
     @property
     def pending(self) -> int:
-        """Entries chained but not yet on disk."""
-        return self._sink.pending
+        """Entries not yet on disk (held ones included)."""
+        return self._sink.pending + len(self._held)
 
     async def flush(self) -> None:
         """Wait until every entry appended so far is on disk."""
+        self.settle()
         await self._sink.flush()
 
     async def close(self) -> None:
         """Write what is queued, leave the batch writer, close the store."""
         if self._closed:
             return
+        self.settle()
         if self._db is not None:
             # A store that is failing now is not waited on for long when the journal holds
             # the entries: the next start writes them.

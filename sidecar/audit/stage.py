@@ -130,7 +130,11 @@ class AuditStage:
         rec["decisions"] = [{"stage": d.stage, "action": d.action, "reason": d.reason} for d in ctx.decisions]
         if self.log_content:
             rec["content"] = {"request": _body(ctx.body), "response": recorder.message if recorder else None}
-        self.audit.append("request", rec, ctx.id, sync=False)
+        self.audit.hold("request", rec, ctx.id)  # journaled now, chained once the answer went out
+
+    def on_answered(self, ctx: RequestContext) -> None:
+        """Chain the entries held until the answer went out (sidecar.audit.log)."""
+        self.audit.settle()
 
     def apply_policy(self, policy: Policy) -> None:
         """A new policy is in force (a central push, a reload): chain a `policy` entry naming

@@ -15,8 +15,11 @@ The journal is a directory of numbered segment files. The current one is rotated
 holds SEGMENT_BYTES; a rotated segment is deleted as soon as every record written to it is
 committed to sqlite (`release()`), so under constant load it holds about one segment.
 
-A line is a JSON array: ``["u", <the usage columns in writer order>]`` or
-``["a", seq, ts, kind, request_id, data, prev_hash, hash]``.
+A line is a JSON array: ``["u", <the usage columns in writer order>]``,
+``["a", seq, ts, kind, request_id, data, prev_hash, hash]`` (a chained audit entry), or
+``["p", seq, ts, kind, request_id, data]``: an audit entry's pre-image, journaled before the
+answer and chained after it (sidecar.audit.log.AuditLog.hold); recovery chains it, with the
+hash the running process would have given it.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import Any
 import msgspec
 import sqlite_utils
 
+from sidecar.audit.chain import Entry
 from sidecar.ledger.record import INSERT_USAGE, USAGE_COLUMNS
 from sidecar.ledger.store import open_db
 
@@ -41,7 +45,7 @@ log = logging.getLogger(__name__)
 JOURNAL_DIR = "journal"  # beside the store, in the data dir
 SEGMENT_BYTES = 1 << 20
 SUFFIX = ".journal"
-USAGE, AUDIT = "u", "a"
+USAGE, AUDIT, PRE_IMAGE = "u", "a", "p"
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(list[Any]).decode
@@ -128,8 +132,8 @@ class Journal:
                     continue
                 if rec[:1] == [USAGE]:
                     usage.append(rec[1:])
-                elif rec[:1] == [AUDIT]:
-                    audit.append(rec[1:])
+                elif rec[:1] == [AUDIT] or rec[:1] == [PRE_IMAGE]:
+                    audit.append(rec)
                 else:
                     found.bad_lines += 1
         _replay(db, usage, audit, found)
@@ -245,6 +249,12 @@ def audit_line(seq: int, ts: float, kind: str, request_id: str | None, data: str
     return _encode([AUDIT, seq, ts, kind, request_id, data, prev_hash, digest]) + b"\n"
 
 
+def pre_image_line(seq: int, ts: float, kind: str, request_id: str | None, data: dict[str, Any]) -> bytes:
+    """The journal line of an audit entry not chained yet (raises msgspec.EncodeError or
+    UnicodeEncodeError for data it cannot carry, e.g. a lone surrogate)."""
+    return _encode([PRE_IMAGE, seq, ts, kind, request_id, data]) + b"\n"
+
+
 def _replay(db: sqlite_utils.Database, usage: list[Sequence[Any]], audit: list[Sequence[Any]], found: Recovered) -> None:
     """Insert the journal's records that sqlite does not hold yet, in one transaction."""
     width = len(USAGE_COLUMNS)
@@ -268,18 +278,41 @@ def _replay_audit(db: sqlite_utils.Database, audit: list[Sequence[Any]], found: 
     """Append the entries that continue the chain from the table's newest one."""
     row = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
     last_seq, last_hash = (0, "0" * 64) if row is None else (int(row[0]), str(row[1]))
-    for rec in audit:
-        if len(rec) != 7:
-            found.bad_lines += 1
+    for line in audit:
+        entry = _entry(line, last_seq, last_hash, found)
+        if entry is None:
             continue
-        seq, _, _, _, _, prev_hash, digest = rec
-        if not isinstance(seq, int) or seq <= last_seq:
-            continue  # committed before the process died
-        if seq != last_seq + 1 or prev_hash != last_hash:
-            found.audit_dropped += 1
-            continue
-        db.conn.execute("INSERT INTO audit (seq, ts, kind, request_id, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)", rec)
-        last_seq, last_hash = seq, digest
+        db.conn.execute(
+            "INSERT INTO audit (seq, ts, kind, request_id, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (entry.seq, entry.ts, entry.kind, entry.request_id, entry.data, entry.prev_hash, entry.hash),
+        )
+        last_seq, last_hash = entry.seq, entry.hash
         found.audit += 1
     if found.audit_dropped:
         found.notes.append(f"{found.audit_dropped} audit entries after #{last_seq} could not be chained (a write had failed before them)")
+
+
+def _entry(line: Sequence[Any], last_seq: int, last_hash: str, found: Recovered) -> Entry | None:
+    """The entry a journal line gives after entry `last_seq` (hash `last_hash`): a chained
+    one as it was written, a pre-image chained now; None (counted) when it is not the next."""
+    rec = line[1:]
+    if line[0] == AUDIT:
+        ok = len(rec) == 7 and all(isinstance(v, str) for v in (rec[2], rec[4], rec[5], rec[6]))
+    else:
+        ok = len(rec) == 5 and isinstance(rec[2], str) and isinstance(rec[4], dict)
+    if not ok or type(rec[0]) is not int or type(rec[1]) not in (int, float) or not isinstance(rec[3], str | None):
+        found.bad_lines += 1
+        return None
+    seq = rec[0]
+    if seq <= last_seq:
+        return None  # committed before the process died
+    if seq != last_seq + 1 or (line[0] == AUDIT and rec[5] != last_hash):
+        found.audit_dropped += 1
+        return None
+    if line[0] == AUDIT:
+        return Entry(seq, rec[1], rec[2], rec[3], rec[4], rec[5], rec[6])
+    try:
+        return Entry.make(seq, rec[1], rec[2], rec[3], rec[4], last_hash)  # as AuditLog.settle() chains it
+    except (UnicodeError, TypeError, ValueError):  # not data the running process could have held
+        found.bad_lines += 1
+        return None

@@ -5,15 +5,17 @@ and a journal that cannot be written says so and recovers."""
 from __future__ import annotations
 
 import asyncio
+import random
 import shutil
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
 from sidecar.audit.chain import GENESIS, Entry
 from sidecar.audit.log import HEAD_FILE, AuditLog
 from sidecar.audit.verify import entries_in_db, verify
-from sidecar.ledger.journal import JOURNAL_DIR, Journal, audit_line
+from sidecar.ledger.journal import JOURNAL_DIR, Journal, Recovered, audit_line
 from sidecar.ledger.pricing import Pricing
 from sidecar.ledger.store import open_db
 from sidecar.ledger.writer import Ledger
@@ -189,3 +191,85 @@ async def test_an_answer_is_journaled_before_its_final_byte_reaches_the_client(
             text = journaled(jdir)  # the body has not been read yet
             assert f'["u","{rid}"' in text and f'"request","{rid}"' in text
             await resp.read()
+
+
+def _value(rng: random.Random, depth: int = 0) -> Any:
+    pick = rng.randrange(9 if depth < 2 else 7)
+    if pick == 0:
+        return rng.choice([0, 1, -7, 2**40, 10**20])
+    if pick == 1:
+        return rng.choice([0.0, -0.0, 0.1, 1e-4, 3.5e-5, 1e16, 1e20, 123456.789, rng.random()])
+    if pick == 2:
+        return rng.choice(["", "plain", 'quote " and \\ backslash', "é日本🙂", "tab\tnew\nline\x00nul", "\u2028"])
+    if pick == 3:
+        return None
+    if pick == 4:
+        return rng.random() < 0.5
+    if pick in (5, 6):
+        return f"s{rng.randrange(1000)}"
+    if pick == 7:
+        return [_value(rng, depth + 1) for _ in range(rng.randrange(4))]
+    return {f"k{rng.randrange(20)}": _value(rng, depth + 1) for _ in range(rng.randrange(4))}
+
+
+async def _run_ops(home: Path, ops: list[tuple[str, dict[str, Any], str | None]], crash: bool) -> Recovered | None:
+    """Hold or append each entry on a journaled log; a crash leaves the held ones unchained
+    (the process died after their answers went out) and recovers the journal afterwards."""
+    db_file, jdir = home / "s.db", home / "journal"
+    journal = Journal(jdir)
+    journal.recover(db_file)
+    ticks = iter(range(10**6))
+    log = AuditLog(db_file, home / HEAD_FILE, clock=lambda: 1_790_000_000.0 + next(ticks) / 7, journal=journal)
+    await log.start()
+    for i, (how, data, rid) in enumerate(ops):
+        if how == "hold":
+            log.hold("request", data, rid)
+        else:
+            log.append("policy", data, rid, sync=False)
+        if i % 5 == 4:
+            journal.sync()
+    journal.sync()
+    if crash:
+        log._held.clear()  # never chained: the journal's pre-images are all that is left
+    await log.close()
+    journal.close()
+    return Journal(jdir).recover(db_file) if crash else None
+
+
+async def test_held_entries_are_recovered_with_the_hashes_the_process_would_have_given(tmp_path: Path) -> None:
+    """The request path journals an audit entry's pre-image before the answer and chains it
+    after. Differential, over seeded mixes of held and appended entries with awkward data
+    (floats both encoders spell differently, escapes, non-ASCII, nesting): a process that
+    dies with entries held and is recovered ends with the very chain, hash for hash, of one
+    that settled them."""
+    for seed in range(12):
+        rng = random.Random(seed)
+        ops: list[tuple[str, dict[str, Any], str | None]] = []
+        for n in range(rng.randrange(1, 25)):
+            data = {f"f{j}": _value(rng) for j in range(rng.randrange(6))}
+            ops.append(("hold" if rng.random() < 0.75 else "append", data, rng.choice([f"r{n}", None])))
+        found = await _run_ops(tmp_path / f"crash{seed}", ops, crash=True)
+        await _run_ops(tmp_path / f"clean{seed}", ops, crash=False)
+        crashed, clean = chain(tmp_path / f"crash{seed}" / "s.db"), chain(tmp_path / f"clean{seed}" / "s.db")
+        assert found is not None and found.bad_lines == 0 and found.audit_dropped == 0, seed
+        assert [(e.seq, e.hash, e.data) for e in crashed] == [(e.seq, e.hash, e.data) for e in clean], seed
+        assert len(clean) == len(ops) and verify(crashed).ok, seed
+
+
+async def test_an_append_chains_the_held_entries_first_and_unencodable_data_is_not_held(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal")
+    journal.recover(tmp_path / "s.db")
+    log = AuditLog(tmp_path / "s.db", tmp_path / HEAD_FILE, journal=journal)
+    await log.start()
+    log.hold("request", {"n": 1}, "r1")
+    log.hold("request", {"n": 2}, "r2")
+    assert log.pending == 2
+    stop = log.append("stop", {"pid": 1})
+    assert stop.seq == 3 and log.pending == 3 and not log._held
+    log.hold("request", {"bad": "lone \udc80 surrogate"}, "r4")  # a pre-image cannot carry it
+    assert not log._held
+    await log.close()
+    journal.close()
+    got = chain(tmp_path / "s.db")
+    assert [e.seq for e in got] == [1, 2, 3, 4] and verify(got).ok
+    assert [e.request_id for e in got] == ["r1", "r2", None, "r4"] and "lone ? surrogate" in got[3].data
