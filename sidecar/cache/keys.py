@@ -123,8 +123,17 @@ class KeyMemo:
         # conversation sends the same system prompt and tools (most of a Claude Code body).
         self._scopes: OrderedDict[tuple[Any, ...], tuple[bytes, str, tuple[str, ...]]] = OrderedDict()
 
-    def keys(self, raw: bytes, body: Callable[[], Mapping[str, Any]], headers: Mapping[str, str], endpoint: str) -> CacheKeys:
-        """The keys of the request with body bytes `raw` (`body` decodes it when needed)."""
+    def keys(
+        self,
+        raw: bytes,
+        body: Callable[[], Mapping[str, Any]],
+        headers: Mapping[str, str],
+        endpoint: str,
+        fields: Mapping[str, msgspec.Raw] | None = None,
+    ) -> CacheKeys:
+        """The keys of the request with body bytes `raw` (`body` decodes it when needed;
+        `fields` are its top-level fields undecoded, when the caller has them: e.g. the
+        request head's scan, sidecar.protocol.anthropic.parse_head)."""
         n = self.SAMPLE
         probe = (len(raw), raw[:n], raw[-n:], endpoint, *[headers.get(name, "") for name in _KEY_HEADERS])
         found = self._keys.get(probe)
@@ -134,7 +143,7 @@ class KeyMemo:
                 return found[0]
             self._bytes -= found[2]  # another body with the same probe: it takes the place
             del self._keys[probe]
-        keys = self._build(raw, body, headers, endpoint)
+        keys = self._build(raw, body, headers, endpoint, fields)
         held = _held_bytes(keys) + sys.getsizeof(raw)
         if held <= self.MAX_ENTRY_BYTES:
             self._keys[probe] = (keys, raw, held)
@@ -149,13 +158,18 @@ class KeyMemo:
     MAX_SCOPE_BYTES = 1024 * 1024
 
     def _build(
-        self, raw: bytes, body: Callable[[], Mapping[str, Any]], headers: Mapping[str, str], endpoint: str
+        self,
+        raw: bytes,
+        body: Callable[[], Mapping[str, Any]],
+        headers: Mapping[str, str],
+        endpoint: str,
+        fields: Mapping[str, msgspec.Raw] | None = None,
     ) -> CacheKeys:
         """`build_keys` for a body not seen whole before. Its scope is found by the raw bytes of
         every field but the messages when an earlier body had the same (with the same headers
         the scope reads), so only the messages are decoded and canonicalised."""
         try:
-            top = _fields(raw)
+            top = _fields(raw) if fields is None else fields
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             return build_keys(body(), headers, endpoint, self.normaliser)
         listed = top.get("messages")

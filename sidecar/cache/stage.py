@@ -169,7 +169,8 @@ class CacheStage:
             self._outcome(ctx, "bypass", p.reason)
             return None
         try:
-            keys = self.memo.keys(ctx.body, ctx.json, ctx.headers, ctx.endpoint)
+            fields = None if ctx.body_replaced else ctx.head.fields  # the head's scan of this body
+            keys = self.memo.keys(ctx.body, ctx.json, ctx.headers, ctx.endpoint, fields)
         except Uncacheable as e:
             self._outcome(ctx, "bypass", str(e))
             return None

@@ -25,15 +25,17 @@ class _Message(msgspec.Struct):
 
 
 class RequestHead(msgspec.Struct):
-    """The fields of a Messages request the hot path needs; the rest is validated as JSON
-    and skipped without being materialised (about 35 us for a 76 KB body). `messages` holds
-    each block's type and signature only, or None when the body's messages have another
-    shape (then `foreign_free` is False and the body is searched instead)."""
+    """The fields of a Messages request the hot path needs. `messages` holds each block's
+    type and signature only, or None when the body's messages have another shape (then
+    `foreign_free` is False and the body is searched instead). `fields` are the body's
+    top-level fields, undecoded (views of the body's bytes): the cache's keys read them
+    without scanning the body again."""
 
     model: str | None = None
     stream: bool | None = None
     max_tokens: int | None = None
     messages: list[_Message] | None = None
+    fields: dict[str, msgspec.Raw] | None = None
 
     def foreign_free(self) -> bool:
         """True when the messages were read and no block is a thinking block another provider
@@ -49,14 +51,16 @@ class RequestHead(msgspec.Struct):
         return True
 
 
-class _LooseHead(msgspec.Struct):
-    model: str | None = None
-    stream: bool | None = None
-    max_tokens: int | None = None
-
-
-_head_decoder = msgspec.json.Decoder(RequestHead)
-_loose_decoder = msgspec.json.Decoder(_LooseHead)
+_top_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])  # validates the whole body, one scan
+_model_decoder = msgspec.json.Decoder(str | None)
+_stream_decoder = msgspec.json.Decoder(bool | None)
+_max_tokens_decoder = msgspec.json.Decoder(int | None)
+_messages_decoder = msgspec.json.Decoder(list[_Message] | None)
+_HEAD_FIELDS: dict[str, msgspec.json.Decoder[Any]] = {
+    "model": _model_decoder,
+    "stream": _stream_decoder,
+    "max_tokens": _max_tokens_decoder,
+}
 
 
 def parse_head(body: bytes) -> RequestHead:
@@ -64,19 +68,29 @@ def parse_head(body: bytes) -> RequestHead:
     if not body:
         raise InvalidRequest("the request body is empty; expected a JSON object")
     try:
-        try:
-            return _head_decoder.decode(body)
-        except msgspec.ValidationError:
-            # Messages of another shape than Anthropic's (e.g. a number for a signature) are
-            # the upstream's to refuse; only the head fields are checked here.
-            loose = _loose_decoder.decode(body)
-            return RequestHead(loose.model, loose.stream, loose.max_tokens)
+        fields = _top_decoder.decode(body)
+        head = {name: _field(name, raw) for name, raw in fields.items() if name in _HEAD_FIELDS}  # in body order
     except msgspec.ValidationError as e:
         raise InvalidRequest(f"invalid request body: {e}") from None
     except msgspec.DecodeError as e:
         raise InvalidRequest(f"the request body is not valid JSON: {e}") from None
     except RecursionError:
         raise InvalidRequest("the request body's JSON is nested too deeply") from None
+    raw = fields.get("messages")
+    try:
+        messages = None if raw is None else _messages_decoder.decode(raw)
+    except (msgspec.ValidationError, RecursionError):
+        # Messages of another shape than Anthropic's (e.g. a number for a signature) are
+        # the upstream's to refuse; only the head fields are checked here.
+        messages = None
+    return RequestHead(head.get("model"), head.get("stream"), head.get("max_tokens"), messages, fields)
+
+
+def _field(name: str, raw: msgspec.Raw) -> Any:
+    try:
+        return _HEAD_FIELDS[name].decode(raw)
+    except msgspec.ValidationError as e:
+        raise msgspec.ValidationError(f"{e} - at `$.{name}`") from None
 
 
 @dataclass

@@ -16,6 +16,7 @@ from multidict import CIMultiDict
 
 from sidecar.cache.keys import CacheKeys, KeyMemo, Uncacheable, build_keys
 from sidecar.cache.normalise import RULES, Normaliser, mentions_time
+from sidecar.protocol.anthropic import parse_head
 from sidecar.testing.captures import captures_dir
 
 FIXTURES = captures_dir()
@@ -371,17 +372,30 @@ _headers = st.sampled_from([{"x-api-key": "k1"}, {"x-api-key": "k2"}, {"x-api-ke
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(_scope_fields, _turn, _headers, st.booleans()), min_size=1, max_size=5), st.sampled_from(["/v1/messages", "/anthropic/v1/messages"]))
 def test_keys_of_new_bodies_equal_build_keys_with_scopes_remembered(bodies: list[tuple[dict[str, Any], list[dict[str, Any]], dict[str, str], bool]], endpoint: str) -> None:
-    memo = KeyMemo(NORM)
+    memo, given = KeyMemo(NORM), KeyMemo(NORM)  # the second is handed the request head's scan
     for fields, turn, headers, spaced in bodies:
         body = {**fields, "messages": turn}
         raw = json.dumps(body, separators=None if spaced else (",", ":")).encode()
         hdrs = CIMultiDict(headers)
         want = build_keys(json.loads(raw), hdrs, endpoint, NORM)
         assert memo.keys(raw, _decoder(raw), hdrs, endpoint) == want
+        assert given.keys(raw, _decoder(raw), hdrs, endpoint, parse_head(raw).fields) == want
         # the same fields with the next turn: its scope comes from the memo
         longer = {**fields, "messages": [*turn, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "next"}]}
         raw2 = json.dumps(longer).encode()
         assert memo.keys(raw2, _decoder(raw2), hdrs, endpoint) == build_keys(longer, hdrs, endpoint, NORM)
+        assert given.keys(raw2, _decoder(raw2), hdrs, endpoint, parse_head(raw2).fields) == build_keys(longer, hdrs, endpoint, NORM)
+
+
+def test_a_new_body_is_scanned_once_when_the_head_was_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The head's scan of the body (its top-level fields) is what the keys read: the body is
+    not scanned a second time."""
+    from sidecar.cache import keys as keys_mod
+
+    raw = json.dumps(body()).encode()
+    fields = parse_head(raw).fields
+    monkeypatch.setattr(keys_mod, "_fields", lambda raw: pytest.fail("the body was scanned again"))
+    assert KeyMemo(NORM).keys(raw, _decoder(raw), HEADERS, "/v1/messages", fields) == keys(body())
 
 
 def _decoder(raw: bytes) -> Callable[[], dict[str, Any]]:
