@@ -25,7 +25,8 @@ Hooks of a stage:
 - ``on_answered(ctx)`` (optional; a stage that has it is a `Settler`): once per request,
   after every complete hook and after the answer's final byte was handed to the client's
   connection (or the request ended without one). For work no answer waits for and no record
-  depends on: counters, cache stores. Never raises into the request.
+  depends on: counters, cache stores, hashing the audit entry the journal already holds.
+  Never raises into the request.
 
 - ``on_response(ctx) -> EventFilter | None`` (optional; a stage that has it is a
   `Responder`): once the upstream's answer opened, in list order, the stage's filter for this
