@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -20,6 +21,7 @@ from sidecar.routing.router import Opened
 from sidecar.web_errors import error_response
 
 log = logging.getLogger(__name__)
+S = TypeVar("S", bound=Stage)
 
 
 async def root(request: web.Request) -> web.Response:
@@ -126,19 +128,20 @@ def _fail(ctx: RequestContext, e: SidecarError) -> None:
 
 
 def _complete(stages: list[Stage], ctx: RequestContext) -> None:
-    for stage in stages:
-        try:
-            stage.on_complete(ctx)
-        except Exception:
-            log.exception("stage %s failed to complete request %s", type(stage).__name__, ctx.id)
+    _each(stages, "complete", ctx, lambda stage: stage.on_complete(ctx))
 
 
 def _settle(settlers: list[Settler], ctx: RequestContext) -> None:
-    for stage in settlers:
+    _each(settlers, "settle", ctx, lambda stage: stage.on_answered(ctx))
+
+
+def _each(stages: Sequence[S], what: str, ctx: RequestContext, hook: Callable[[S], None]) -> None:
+    """Run `hook` on each stage in order; a stage that fails is logged and the rest still run."""
+    for stage in stages:
         try:
-            stage.on_answered(ctx)
+            hook(stage)
         except Exception:
-            log.exception("stage %s failed to settle request %s", type(stage).__name__, ctx.id)
+            log.exception("stage %s failed to %s request %s", type(stage).__name__, what, ctx.id)
 
 
 async def models(request: web.Request) -> web.StreamResponse:
