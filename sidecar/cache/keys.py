@@ -29,6 +29,7 @@ from typing import Any
 import msgspec
 
 from sidecar.cache.normalise import Normaliser, is_system_reminder
+from sidecar.errors import InvalidRequest
 
 KEY_VERSION = 1  # bump when the canonical form changes, so old entries stop matching
 _EXCLUDED_FIELDS = ("messages", "metadata", "stream")
@@ -172,6 +173,12 @@ class KeyMemo:
             top = _fields(raw) if fields is None else fields
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             return build_keys(body(), headers, endpoint, self.normaliser)
+        try:
+            return self._from_fields(top, headers, endpoint)
+        except msgspec.DecodeError as e:  # bytes the head's scan skipped without reading (e.g. not UTF-8)
+            raise InvalidRequest(f"the request body is not valid JSON: {e}") from None
+
+    def _from_fields(self, top: Mapping[str, msgspec.Raw], headers: Mapping[str, str], endpoint: str) -> CacheKeys:
         listed = top.get("messages")
         messages = _messages(msgspec.json.decode(listed) if listed is not None else None)
         # Every field but the messages, each as its length and bytes: no two bodies share a

@@ -83,6 +83,8 @@ def parse_head(body: bytes) -> RequestHead:
         # Messages of another shape than Anthropic's (e.g. a number for a signature) are
         # the upstream's to refuse; only the head fields are checked here.
         messages = None
+    except msgspec.DecodeError as e:  # bytes the scan skipped without reading (e.g. not UTF-8)
+        raise InvalidRequest(f"the request body is not valid JSON: {e}") from None
     return RequestHead(head.get("model"), head.get("stream"), head.get("max_tokens"), messages, fields)
 
 

@@ -315,3 +315,26 @@ async def test_a_full_store_queue_is_audited_and_every_reserved_place_is_used_or
     by_id = {e["request_id"]: e for e in audit_entries(hermetic_env) if e["kind"] == "request"}
     reasons = [[d["reason"] for d in by_id[i]["decisions"] if d["stage"] == "cache"] for i in ids]
     assert [shed in r for r in reasons] == [False, False, True, True]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"model":"claude-opus-4-8","max_tokens":5,"messages":[{"role":"user","content":"\xff"}]}',
+        b'{"model":"claude-opus-4-8","max_tokens":5,"messages":[{"role":"user","content":[{"type":"text","text":"a\xc3"}]}]}',
+        b'{"model":"claude-opus-4-8","max_tokens":5,"system":"\xff\xfe","messages":[{"role":"user","content":"hi"}]}',
+        b'{"model":"claude-opus-4-8","max_tokens":5,"tools":[{"name":"\xed\xa0\x80"}],"messages":[{"role":"user","content":"hi"}]}',
+        b'{"model":"claude-opus-4-8","max_tokens":5,"x-new":{"\xff":1},"messages":[{"role":"user","content":"hi"}]}',
+    ],
+)
+async def test_a_body_that_is_not_utf8_anywhere_is_refused_not_crashed_on(
+    raw: bytes, fake: FakeAnthropic, hermetic_env: Path, client: aiohttp.ClientSession
+) -> None:
+    """JSON is UTF-8: bytes that are not, in any field the cache reads to key the request (the
+    head's scan skips what it does not read), get a 400 in the Anthropic envelope, never a 500."""
+    async with cached_sidecar(fake, hermetic_env) as sc:
+        async with client.post(sc.url + "/v1/messages", data=raw, headers=HEADERS) as resp:
+            assert resp.status == 400, await resp.text()
+            err = (await resp.json())["error"]
+            assert err["type"] == "invalid_request_error" and "not valid JSON" in err["message"]
+    assert fake.requests == []

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -102,6 +103,27 @@ def test_the_one_scan_head_reads_what_the_struct_decoder_read(head: dict[str, An
     if outcome(parse_head, body)[0] == "read":
         fields = parse_head(body).fields
         assert fields is not None and {k: msgspec.json.decode(v) for k, v in fields.items()} == json.loads(body)
+
+
+def _not_utf8(encoded: bytes, at: int) -> bytes:
+    """`encoded` with a byte that is not UTF-8 put just inside one of its strings."""
+    quotes = [i for i, c in enumerate(encoded) if c == ord('"')]
+    if not quotes:
+        return encoded + b"\xff"
+    i = quotes[at % len(quotes)] + 1
+    return encoded[:i] + b"\xff" + encoded[i:]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.builds(_not_utf8, heads.map(lambda h: json.dumps(h, ensure_ascii=False).encode()), st.integers(0, 40)))
+def test_bytes_that_are_not_utf8_are_read_or_refused_as_before(body: bytes) -> None:
+    """As before, but for a top-level key that is not UTF-8: the struct decoder skipped a key
+    it did not know without reading it; the one scan reads every key, and refuses it."""
+    new, old = outcome(parse_head, body), outcome(reference, body)
+    if new != old:
+        assert new[0] == "refused" and old[0] == "read", body
+        with pytest.raises(InvalidRequest, match="not valid JSON: Invalid UTF-8"):
+            parse_head(body)
 
 
 @settings(max_examples=1500, deadline=None)
