@@ -48,7 +48,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from sidecar.errors import InvalidRequest
 from sidecar.ledger.record import UsageRecord, new_ulid
-from sidecar.protocol.anthropic import MessageSummary, RequestHead
+from sidecar.protocol.anthropic import MessageSummary, RequestHead, body_error
 
 _EMPTY: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 
@@ -123,10 +123,8 @@ class RequestContext:
         if self._json is None:
             try:
                 obj = msgspec.json.decode(self.body)
-            except msgspec.DecodeError as e:
-                raise InvalidRequest(f"the request body is not valid JSON: {e}") from None
-            except RecursionError:
-                raise InvalidRequest("the request body's JSON is nested too deeply") from None
+            except (msgspec.DecodeError, RecursionError) as e:
+                raise body_error(e) from None
             if not isinstance(obj, dict):
                 raise InvalidRequest("the request body must be a JSON object")
             self._json = obj

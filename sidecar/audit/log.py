@@ -169,14 +169,13 @@ class AuditLog:
         `data` must not change after this."""
         if self._closed:
             raise RuntimeError("audit log is closed")
-        if self.journal is None:
-            self.append(kind, data, request_id, sync=False)
-            return
         seq, ts = self._seq + 1, self.clock()
         try:
-            line = pre_image_line(seq, ts, kind, request_id, data)
+            line = None if self.journal is None else pre_image_line(seq, ts, kind, request_id, data)
         except (msgspec.EncodeError, UnicodeError, TypeError, ValueError, OverflowError):
-            self.append(kind, data, request_id, sync=False)  # e.g. a lone surrogate: scrubbed there
+            line = None  # e.g. a lone surrogate: append() scrubs it
+        if self.journal is None or line is None:
+            self.append(kind, data, request_id, sync=False)
             return
         self._seq = seq
         self._held.append((seq, ts, kind, request_id, data, self.journal.add(line)))

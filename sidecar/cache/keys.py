@@ -29,7 +29,7 @@ from typing import Any
 import msgspec
 
 from sidecar.cache.normalise import Normaliser, is_system_reminder
-from sidecar.errors import InvalidRequest
+from sidecar.protocol.anthropic import body_error
 
 KEY_VERSION = 1  # bump when the canonical form changes, so old entries stop matching
 _EXCLUDED_FIELDS = ("messages", "metadata", "stream")
@@ -144,7 +144,15 @@ class KeyMemo:
                 return found[0]
             self._bytes -= found[2]  # another body with the same probe: it takes the place
             del self._keys[probe]
-        keys = self._build(raw, body, headers, endpoint, fields)
+        try:
+            top = _fields(raw) if fields is None else fields
+        except (msgspec.DecodeError, RecursionError):
+            keys = build_keys(body(), headers, endpoint, self.normaliser)  # which refuses it clearly
+        else:
+            try:
+                keys = self._from_fields(top, headers, endpoint)
+            except (msgspec.DecodeError, RecursionError) as e:  # bytes the scan skipped unread (e.g. not UTF-8)
+                raise body_error(e) from None
         held = _held_bytes(keys) + sys.getsizeof(raw)
         if held <= self.MAX_ENTRY_BYTES:
             self._keys[probe] = (keys, raw, held)
@@ -154,31 +162,14 @@ class KeyMemo:
                 self._bytes -= freed
         return keys
 
-
     SCOPES = 32
     MAX_SCOPE_BYTES = 1024 * 1024
 
-    def _build(
-        self,
-        raw: bytes,
-        body: Callable[[], Mapping[str, Any]],
-        headers: Mapping[str, str],
-        endpoint: str,
-        fields: Mapping[str, msgspec.Raw] | None = None,
-    ) -> CacheKeys:
-        """`build_keys` for a body not seen whole before. Its scope is found by the raw bytes of
-        every field but the messages when an earlier body had the same (with the same headers
-        the scope reads), so only the messages are decoded and canonicalised."""
-        try:
-            top = _fields(raw) if fields is None else fields
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-            return build_keys(body(), headers, endpoint, self.normaliser)
-        try:
-            return self._from_fields(top, headers, endpoint)
-        except msgspec.DecodeError as e:  # bytes the head's scan skipped without reading (e.g. not UTF-8)
-            raise InvalidRequest(f"the request body is not valid JSON: {e}") from None
-
     def _from_fields(self, top: Mapping[str, msgspec.Raw], headers: Mapping[str, str], endpoint: str) -> CacheKeys:
+        """`build_keys` for a body not seen whole before, from its top-level fields. Its scope is
+        found by the raw bytes of every field but the messages when an earlier body had the
+        same (with the same headers the scope reads), so only the messages are decoded and
+        canonicalised."""
         listed = top.get("messages")
         messages = _messages(msgspec.json.decode(listed) if listed is not None else None)
         # Every field but the messages, each as its length and bytes: no two bodies share a

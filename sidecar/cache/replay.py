@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from operator import itemgetter
-from typing import Any
+from typing import Any, Union
 
 import msgspec
 
@@ -58,40 +58,14 @@ class _Delta(msgspec.Struct, tag_field="type", tag="content_block_delta", gc=Fal
     delta: _Text | _Thinking | _Signature | _Json | _Citations
 
 
-class _MessageStart(msgspec.Struct, tag_field="type", tag="message_start", gc=False):
-    pass
-
-
-class _BlockStart(msgspec.Struct, tag_field="type", tag="content_block_start", gc=False):
-    pass
-
-
-class _BlockStop(msgspec.Struct, tag_field="type", tag="content_block_stop", gc=False):
-    pass
-
-
-class _MessageDelta(msgspec.Struct, tag_field="type", tag="message_delta", gc=False):
-    pass
-
-
-class _MessageStop(msgspec.Struct, tag_field="type", tag="message_stop", gc=False):
-    pass
-
-
-class _Ping(msgspec.Struct, tag_field="type", tag="ping", gc=False):
-    pass
-
-
-class _Error(msgspec.Struct, tag_field="type", tag="error", gc=False):
-    pass
-
-
-_Any = _Delta | _MessageStart | _BlockStart | _BlockStop | _MessageDelta | _MessageStop | _Ping | _Error
-_event = msgspec.json.Decoder(_Any).decode
-_NAME: dict[type[_Any], str] = {
-    t: str(t.__struct_config__.tag)
-    for t in (_Delta, _MessageStart, _BlockStart, _BlockStop, _MessageDelta, _MessageStop, _Ping, _Error)
+# The other events: read for their type only (their fields are on_event's, from the dict).
+_OTHER_TAGS = ("message_start", "content_block_start", "content_block_stop", "message_delta", "message_stop", "ping", "error")
+_NAME: dict[type[msgspec.Struct], str] = {
+    _Delta: "content_block_delta",
+    **{msgspec.defstruct(f"_{tag}", [], tag_field="type", tag=tag, gc=False): tag for tag in _OTHER_TAGS},
 }
+_event = msgspec.json.Decoder(Union[tuple(_NAME)]).decode  # noqa: UP007 (a union of types made at run time)
+_PING = next(t for t, name in _NAME.items() if name == "ping")
 # The `event:` line each type must come with (an event named otherwise goes the per-event way).
 _LINE = {t: b"event: " + name.encode() for t, name in _NAME.items()}
 _after_data = itemgetter(slice(6, None))  # a data line's JSON
@@ -219,7 +193,7 @@ class MessageCollector:
                 except (KeyError, ValueError) as e:
                     self.broken = _unexpected("content_block_delta", e)
                 size = self._size
-            elif type(ev) is not _Ping:
+            elif type(ev) is not _PING:
                 self._size = size
                 self._take_raw(_NAME[type(ev)], line[6:])
                 size = self._size

@@ -63,6 +63,16 @@ _HEAD_FIELDS: dict[str, msgspec.json.Decoder[Any]] = {
 }
 
 
+def body_error(e: msgspec.DecodeError | RecursionError) -> InvalidRequest:
+    """The refusal of a request body the JSON decoder failed on (a ValidationError is a
+    DecodeError whose JSON was fine but a field's type was not)."""
+    if isinstance(e, RecursionError):
+        return InvalidRequest("the request body's JSON is nested too deeply")
+    if isinstance(e, msgspec.ValidationError):
+        return InvalidRequest(f"invalid request body: {e}")
+    return InvalidRequest(f"the request body is not valid JSON: {e}")
+
+
 def parse_head(body: bytes) -> RequestHead:
     """Validate that `body` is a JSON object and return its head fields, or raise InvalidRequest."""
     if not body:
@@ -70,12 +80,8 @@ def parse_head(body: bytes) -> RequestHead:
     try:
         fields = _top_decoder.decode(body)
         head = {name: _field(name, raw) for name, raw in fields.items() if name in _HEAD_FIELDS}  # in body order
-    except msgspec.ValidationError as e:
-        raise InvalidRequest(f"invalid request body: {e}") from None
-    except msgspec.DecodeError as e:
-        raise InvalidRequest(f"the request body is not valid JSON: {e}") from None
-    except RecursionError:
-        raise InvalidRequest("the request body's JSON is nested too deeply") from None
+    except (msgspec.DecodeError, RecursionError) as e:
+        raise body_error(e) from None
     raw = fields.get("messages")
     try:
         messages = None if raw is None else _messages_decoder.decode(raw)
@@ -84,7 +90,7 @@ def parse_head(body: bytes) -> RequestHead:
         # the upstream's to refuse; only the head fields are checked here.
         messages = None
     except msgspec.DecodeError as e:  # bytes the scan skipped without reading (e.g. not UTF-8)
-        raise InvalidRequest(f"the request body is not valid JSON: {e}") from None
+        raise body_error(e) from None
     return RequestHead(head.get("model"), head.get("stream"), head.get("max_tokens"), messages, fields)
 
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecar.errors import InvalidRequest
-from sidecar.protocol.anthropic import RequestHead, _Message, parse_head
+from sidecar.protocol.anthropic import RequestHead, _Message, body_error, parse_head
 
 
 class _Whole(msgspec.Struct):
@@ -40,12 +40,8 @@ def reference(body: bytes) -> RequestHead:
         except msgspec.ValidationError:
             loose = msgspec.json.decode(body, type=_Loose)
             return RequestHead(loose.model, loose.stream, loose.max_tokens)
-    except msgspec.ValidationError as e:
-        raise InvalidRequest(f"invalid request body: {e}") from None
-    except msgspec.DecodeError as e:
-        raise InvalidRequest(f"the request body is not valid JSON: {e}") from None
-    except RecursionError:
-        raise InvalidRequest("the request body's JSON is nested too deeply") from None
+    except (msgspec.DecodeError, RecursionError) as e:
+        raise body_error(e) from None
 
 
 def strict_json(body: bytes) -> bool:
