@@ -273,3 +273,26 @@ async def test_an_append_chains_the_held_entries_first_and_unencodable_data_is_n
     got = chain(tmp_path / "s.db")
     assert [e.seq for e in got] == [1, 2, 3, 4] and verify(got).ok
     assert [e.request_id for e in got] == ["r1", "r2", None, "r4"] and "lone ? surrogate" in got[3].data
+
+
+async def test_held_entries_reach_the_store_when_the_journal_disk_is_full(tmp_path: Path) -> None:
+    """A held entry's pre-image that could not be journaled (ENOSPC: the segment is /dev/full)
+    is still chained and written to the store: the journal is a crash buffer, never the only
+    copy of an entry the running daemon holds."""
+    db_file, jdir = tmp_path / "s.db", tmp_path / "journal"
+    journal = Journal(jdir)
+    journal.recover(db_file)
+    (jdir / "00000001.journal").symlink_to("/dev/full")
+    log = AuditLog(db_file, tmp_path / HEAD_FILE, journal=journal)
+    await log.start()
+    log.hold("request", {"n": 0}, "r0")
+    journal.sync()
+    assert journal.error is not None and "No space left" in journal.error
+    for i in range(1, 5):  # the journal moves on to a new segment; the entries go on being held
+        log.hold("request", {"n": i}, f"r{i}")
+        journal.sync()
+    assert log.pending == 5
+    await log.close()
+    journal.close()
+    got = chain(db_file)
+    assert [e.request_id for e in got] == [f"r{i}" for i in range(5)] and verify(got).ok
