@@ -53,7 +53,7 @@ from sidecar.protocol.anthropic import MessageSummary, RequestHead, body_error
 _EMPTY: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 
 
-@dataclass
+@dataclass(slots=True)
 class Decision:
     """One policy decision taken on a request (for the audit log and the TUI's detail view)."""
 
@@ -62,7 +62,7 @@ class Decision:
     reason: str
 
 
-@dataclass
+@dataclass(slots=True)
 class RequestContext:
     """Everything the stages know about one proxied request."""
 

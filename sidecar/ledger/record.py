@@ -11,12 +11,15 @@ from typing import Any
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]  # every 10-bit value as two digits
 _SHIFTS = tuple(range(120, -1, -10))
+_LOW_SHIFTS = _SHIFTS[-8:]  # the 16 digits of the 80 random bits
 # Random bits are drawn from the OS ahead, for many ids at once: one getrandom() per
 # request was a visible share of the request path. Same source, same quality.
 _POOL_BYTES = 10 * 400
 _pool = b""
 _at = 0
 _lock = threading.Lock()
+_last_ms = -1
+_last_prefix = ""
 
 
 def ulid_text(value: int) -> str:
@@ -42,12 +45,18 @@ os.register_at_fork(after_in_child=_forget_pool)  # a child never reuses its par
 
 
 def new_ulid(now: float | None = None) -> str:
-    """A ULID: 48-bit millisecond time + 80 random bits, Crockford base32, sortable by time."""
+    """A ULID: 48-bit millisecond time + 80 random bits, Crockford base32, sortable by time.
+    The time's 10 digits are the first 10 of the whole value's 26 (its top 2 bits are 0) and
+    are kept for the millisecond; the random bits are the other 16."""
+    global _last_ms, _last_prefix
     ms = int((time.time() if now is None else now) * 1000)
-    return ulid_text((ms << 80) | _random80())
+    if ms != _last_ms:
+        _last_prefix, _last_ms = ulid_text(ms << 80)[:10], ms
+    r = _random80()
+    return _last_prefix + "".join([_PAIRS[(r >> s) & 1023] for s in _LOW_SHIFTS])
 
 
-@dataclass
+@dataclass(slots=True)
 class UsageRecord:
     """One row of the usage ledger (one request through the sidecar).
 

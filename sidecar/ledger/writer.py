@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,12 @@ def scrub(text: str) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
+_ROW = operator.attrgetter(*USAGE_COLUMNS)  # a row's values, in one call
+
+
 def _values(rec: UsageRecord) -> list[Any]:
     """The row's values in column order, every string made valid UTF-8 (in `rec` too)."""
-    values = [getattr(rec, c) for c in USAGE_COLUMNS]
+    values = list(_ROW(rec))
     for i, value in enumerate(values):
         if type(value) is str and not value.isascii():
             values[i] = clean = scrub(value)

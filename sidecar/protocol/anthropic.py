@@ -101,7 +101,7 @@ def _field(name: str, raw: msgspec.Raw) -> Any:
         raise msgspec.ValidationError(f"{e} - at `$.{name}`") from None
 
 
-@dataclass
+@dataclass(slots=True)
 class Usage:
     """Token counts as Anthropic reports them (input excludes cache reads and writes)."""
 
@@ -123,7 +123,7 @@ class Usage:
                 setattr(self, dst, v)
 
 
-@dataclass
+@dataclass(slots=True)
 class MessageSummary:
     """What the ledger needs from one response: model, usage, stop reason, errors."""
 

@@ -48,7 +48,7 @@ UpstreamResponse = aiohttp.ClientResponse | H1Response
 KEEP_DOWN = ("retry-after", "request-id", "x-request-id")
 
 
-@dataclass
+@dataclass(slots=True)
 class Attempt:
     """One try at one target: what the router hands a provider. It carries the request as
     the stages left it, never the request's (mutable) context."""

@@ -53,3 +53,17 @@ def test_a_forked_child_draws_other_random_bits() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env={**os.environ}).stdout
     child, parent = out.split()
     assert child != parent
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.integers(0, 2**48 - 1), st.integers(0, 2**80 - 1), st.integers(0, 2**48 - 1))
+def test_an_id_spells_its_time_and_random_bits_as_the_digits_do(ms: int, bits: int, before: int) -> None:
+    """new_ulid keeps the time's digits for the millisecond and spells the random bits apart:
+    together they must be the 26 digits of the whole 128-bit value, whichever ms came before."""
+    original = record._random80
+    record._random80 = lambda: bits
+    try:
+        new_ulid(before / 1000)  # the kept prefix belongs to another millisecond (or this one)
+        assert new_ulid(ms / 1000 + 0.0001) == by_digit((ms << 80) | bits)
+    finally:
+        record._random80 = original
