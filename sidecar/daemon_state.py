@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from sidecar.errors import ConfigError, StorageError
-from sidecar.paths import Paths, make_private
+from sidecar.paths import Paths, make_private, replace_file
 
 
 def load_or_create_token(paths: Paths) -> str:
@@ -44,9 +44,7 @@ def read_state(paths: Paths) -> dict[str, Any] | None:
 
 def write_state(paths: Paths, state: dict[str, Any]) -> None:
     """Replace the state file atomically."""
-    tmp = paths.state_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
-    os.replace(tmp, paths.state_file)
+    replace_file(paths.state_file, json.dumps(state, indent=2))
 
 
 LOCK_FILE = "daemon.lock"

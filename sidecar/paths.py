@@ -7,8 +7,11 @@ names the config file directly.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +77,34 @@ def file_stamp(path: Path) -> tuple[float, int] | None:
     except OSError:
         return None
     return (st.st_mtime, st.st_size)
+
+
+def replace_file(path: Path, data: bytes | str, mode: int | None = 0o600, durable: bool = False) -> None:
+    """Write `path` whole or not at all: `data` goes to a new file beside it, which then takes
+    its place, so a reader (the config watcher, another process) never sees it half-written
+    and two writers at once leave one's data whole, never a mix. The file gets `mode`; None
+    keeps the mode of the file it replaces (0600 when there is none). A symlink is followed:
+    its target is replaced, the link stays. `durable`: on disk (fsync) before it replaces."""
+    path = Path(os.path.realpath(path))
+    if mode is None:
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+        except OSError:
+            mode = 0o600
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        if os.name == "posix":
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def make_private(path: Path, mode: int) -> bool:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sidecar.errors import ConfigError
+from sidecar.paths import replace_file
 from sidecar.providers.config import ProviderConfig
 
 SERVICE = "claude-sidecar"
@@ -69,11 +70,7 @@ class SecretStore:
 
     def _write_file(self, data: dict[str, str]) -> None:
         self.fallback_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self.fallback_file.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, self.fallback_file)
+        replace_file(self.fallback_file, json.dumps(data))
 
     def get(self, name: str) -> str | None:
         """The stored credential called `name`, if any."""

@@ -10,6 +10,7 @@ import tomli_w
 from sidecar.cli.common import context
 from sidecar.config import DEFAULT_CONFIG
 from sidecar.config import warnings as config_warnings
+from sidecar.paths import replace_file
 from sidecar.secrets import SecretStore, resolve_keys
 
 
@@ -27,7 +28,7 @@ def init(force: bool) -> None:
     if path.exists() and not force:
         raise click.ClickException(f"{path} already exists (use --force to overwrite)")
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.write_text(DEFAULT_CONFIG)
+    replace_file(path, DEFAULT_CONFIG, mode=None)  # a running daemon may watch it
     click.echo(f"wrote {path}")
 
 

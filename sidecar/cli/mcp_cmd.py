@@ -20,6 +20,7 @@ import click
 from sidecar.cli.common import context, find_daemon
 from sidecar.config import parse
 from sidecar.errors import ConfigError, SidecarError
+from sidecar.paths import replace_file
 
 TOKEN_HEADER = "x-sidecar-token"
 
@@ -149,7 +150,7 @@ def add(name: str, command: tuple[str, ...], url: str | None, headers: tuple[str
     except ConfigError as e:
         raise SidecarError(f"not added: {e.message}") from None
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new)
+    replace_file(path, new, mode=None)  # the running daemon watches it: never half-written
     click.echo(f"added MCP server {name!r} to {path}; restart the sidecar to connect it (claude-sidecar stop && claude-sidecar start)")
 
 

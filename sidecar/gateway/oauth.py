@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import secrets
 import time
 from collections.abc import Callable
@@ -35,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from sidecar.paths import replace_file
 
 log = logging.getLogger(__name__)
 
@@ -138,11 +139,7 @@ class GatewayAuth:
             return
         now = self.clock()
         self.grants = {k: g for k, g in self.grants.items() if g.expires_at > now}
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({k: asdict(g) for k, g in self.grants.items()}, f)
-        os.replace(tmp, self.path)
+        replace_file(self.path, json.dumps({k: asdict(g) for k, g in self.grants.items()}))
 
     # ------------------------------------------------------------------ the device flow
 

@@ -42,7 +42,8 @@ from sidecar.secrets import ResolvedKey
 
 log = logging.getLogger(__name__)
 
-WATCH_INTERVAL = 1.0
+WATCH_INTERVAL = 1.0  # seconds between looks at the config file
+SETTLE_SECONDS = 0.5  # how long a changed file must hold still before it is read
 
 KeyResolver = Callable[[Config], dict[str, list[ResolvedKey]]]
 BudgetApplier = Callable[[BudgetConfig], bool]  # True when the new budget is in force
@@ -210,12 +211,23 @@ class Reloader:
         self.providers.update(fresh)
         self.router.configure(cfg, self.providers)
 
-    async def watch(self, interval: float = WATCH_INTERVAL) -> None:
-        """Poll the file's mtime and size; reload when they change."""
+    async def watch(self) -> None:
+        """Poll the file's mtime and size every WATCH_INTERVAL; reload once a change has held
+        still for SETTLE_SECONDS. An editor or a sync tool writing the file in place leaves it
+        cut short for a moment, and a cut file is often valid TOML that lacks the sections
+        after the cut (a [budget] lifted, routes gone): it is never read half-way."""
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(WATCH_INTERVAL)
             stamp = file_stamp(self.path)
-            if stamp != self._stamp and stamp is not None:
+            if stamp == self._stamp or stamp is None:
+                continue
+            while True:
+                await asyncio.sleep(SETTLE_SECONDS)
+                again = file_stamp(self.path)
+                if again == stamp:
+                    break
+                stamp = again
+            if stamp is not None:
                 await self.reload("file changed")
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sidecar.paths import replace_file
 from sidecar.service.units import (
     LABEL,
     TASK,
@@ -56,9 +57,7 @@ def write_files(platform: Platform, files: list[ServiceFile], exe: Path, report:
             report.lines.append(f"unchanged {f.path}")
             continue
         f.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = f.path.with_name(f.path.name + ".tmp")
-        tmp.write_bytes(f.content)
-        os.replace(tmp, f.path)
+        replace_file(f.path, f.content, mode=0o644)  # a unit or plist the service manager reads
         report.lines.append(f"{'updated' if old is not None else 'wrote'} {f.path}")
         changed = True
     return changed
