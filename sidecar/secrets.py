@@ -9,6 +9,7 @@ credentials. Values are never printed or logged.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sidecar.errors import ConfigError
-from sidecar.paths import replace_file
+from sidecar.paths import locked, replace_file
 from sidecar.providers.config import ProviderConfig
 
 SERVICE = "claude-sidecar"
@@ -88,9 +89,10 @@ class SecretStore:
             keyring.set_password(SERVICE, name, value)
             self._remember(name, add=True)
         else:
-            data = self._read_file()
-            data[name] = value
-            self._write_file(data)
+            with self._locked():
+                data = self._read_file()
+                data[name] = value
+                self._write_file(data)
 
     def delete(self, name: str) -> bool:
         """Remove the credential called `name`; False when there was none."""
@@ -104,11 +106,12 @@ class SecretStore:
                 return False
             self._remember(name, add=False)
             return True
-        data = self._read_file()
-        if name not in data:
-            return False
-        del data[name]
-        self._write_file(data)
+        with self._locked():
+            data = self._read_file()
+            if name not in data:
+                return False
+            del data[name]
+            self._write_file(data)
         return True
 
     def names(self) -> list[str]:
@@ -127,10 +130,15 @@ class SecretStore:
             return set()
 
     def _remember(self, name: str, add: bool) -> None:
-        names = self._index()
-        (names.add if add else names.discard)(name)
-        self._index_file().parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._index_file().write_text(json.dumps(sorted(names)))
+        with self._locked():
+            names = self._index()
+            (names.add if add else names.discard)(name)
+            replace_file(self._index_file(), json.dumps(sorted(names)))
+
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        """The lock around a change of the credentials file or the keyring's index of names
+        (another `keys set` may be changing it at the same moment)."""
+        return locked(self.fallback_file.with_name("credentials.lock"))
 
 
 def env_var_for(provider: str) -> str:

@@ -6,6 +6,8 @@ import json
 import logging
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import keyring
@@ -98,6 +100,31 @@ def test_a_corrupt_file_is_a_clear_error(store_file: Path) -> None:
 
     with pytest.raises(ConfigError, match=rf"^{store_file}: cannot read stored credentials"):
         SecretStore(store_file).get("anthropic")
+
+
+SETTER = """
+import sys
+from pathlib import Path
+from sidecar.secrets import SecretStore
+path, me, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+store = SecretStore(path)
+assert not store.uses_keyring
+for i in range(n):
+    store.set(f"{me}-{i}", f"secret-{me}-{i}")
+store.delete(f"{me}-0")
+"""
+
+
+@pytest.mark.usefixtures("no_keyring")
+def test_keys_set_from_several_processes_at_once_are_all_kept(store_file: Path) -> None:
+    """Each `keys set` reads the file, adds its key and writes the file back: without a lock
+    between processes, one writes over the other's key."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    procs = [subprocess.Popen([sys.executable, "-c", SETTER, str(store_file), f"p{n}", "25"], env=env) for n in range(4)]
+    assert [p.wait(120) for p in procs] == [0, 0, 0, 0]
+    want = sorted(f"p{n}-{i}" for n in range(4) for i in range(1, 25))
+    assert SecretStore(store_file).names() == want
+    assert mode(store_file) == 0o600
 
 
 # ------------------------------------------------------------------ keyring
