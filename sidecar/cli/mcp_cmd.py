@@ -20,7 +20,7 @@ import click
 from sidecar.cli.common import context, find_daemon
 from sidecar.config import parse
 from sidecar.errors import ConfigError, SidecarError
-from sidecar.paths import replace_file
+from sidecar.paths import locked, replace_file
 
 TOKEN_HEADER = "x-sidecar-token"
 
@@ -143,14 +143,14 @@ def add(name: str, command: tuple[str, ...], url: str | None, headers: tuple[str
     if code_mode:
         table.append("code_mode = true")
     path = p.config_file
-    old = path.read_text() if path.exists() else ""
-    new = old.rstrip("\n") + "\n" + "\n".join(table) + "\n"
-    try:
-        parse(new, path, {})
-    except ConfigError as e:
-        raise SidecarError(f"not added: {e.message}") from None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    replace_file(path, new, mode=None)  # the running daemon watches it: never half-written
+    with locked(path.with_name(".config.lock")):  # another `mcp add` keeps its server too
+        old = path.read_text() if path.exists() else ""
+        new = old.rstrip("\n") + "\n" + "\n".join(table) + "\n"
+        try:
+            parse(new, path, {})
+        except ConfigError as e:
+            raise SidecarError(f"not added: {e.message}") from None
+        replace_file(path, new, mode=None)  # the running daemon watches it: never half-written
     click.echo(f"added MCP server {name!r} to {path}; restart the sidecar to connect it (claude-sidecar stop && claude-sidecar start)")
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -37,6 +40,26 @@ def test_add_list_and_test_a_server(hermetic_env: Path) -> None:
     assert tested.exit_code == 0, tested.output
     assert "toy: up" in tested.output and "2 denied by [tools]" in tested.output
     assert "toy__add" in tested.output and "toy__wipe" not in tested.output
+
+
+def test_mcp_add_from_several_processes_at_once_keeps_every_server(hermetic_env: Path) -> None:
+    """Each `mcp add` reads the config, appends its server and writes it back: a second one
+    running at the same moment must not write over the first's server."""
+    cfg = _config(hermetic_env)
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    cfg.write_text("# mine\n")
+    cfg.chmod(0o640)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "sidecar", "mcp", "add", f"s{n}", "--url", f"http://127.0.0.1:1/mcp{n}"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for n in range(4)
+    ]  # fmt: skip
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], outs
+    added = parse(cfg.read_text(), cfg, {}).mcp
+    assert sorted(s.name for s in added.servers) == ["s0", "s1", "s2", "s3"]
+    assert cfg.read_text().startswith("# mine\n") and stat.S_IMODE(cfg.stat().st_mode) == 0o640
 
 
 def test_add_refuses_what_the_config_would_refuse(hermetic_env: Path) -> None:
