@@ -92,8 +92,11 @@ def error_response(e: SidecarError) -> web.Response:
 
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure as the Anthropic error envelope; never a traceback to the client."""
+    """Every failure as the Anthropic error envelope; never a traceback to the client. A URL
+    with text the store cannot keep (`storable`) is refused before the handler runs."""
     try:
+        if not storable([*request.match_info.values(), *request.query.values()]):
+            raise InvalidRequest("the URL has a NUL character or an unpaired surrogate")
         return await handler(request)
     except SidecarError as e:
         return error_response(e)
@@ -152,6 +155,36 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         body = json.loads(raw) if raw else None
     except (ValueError, UnicodeDecodeError):
         raise InvalidRequest("the body is not valid JSON") from None
+    except RecursionError:
+        raise InvalidRequest("the body is nested too deeply") from None
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object")
+    if not storable(body):
+        raise InvalidRequest("the body has a string with a NUL character or an unpaired surrogate")
     return body
+
+
+def storable(value: Any) -> bool:
+    """Whether every string in `value` (JSON data) can be stored as text on both backends: no
+    NUL (PostgreSQL refuses it) and no unpaired surrogate (not UTF-8). Iterative: a body as
+    deep as json.loads allows must not exhaust the stack here."""
+    todo = [value]
+    while todo:
+        v = todo.pop()
+        if isinstance(v, str):
+            if "\x00" in v or not (v.isascii() or _utf8(v)):
+                return False
+        elif isinstance(v, dict):
+            todo.extend(v.keys())
+            todo.extend(v.values())
+        elif isinstance(v, list):
+            todo.extend(v)
+    return True
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

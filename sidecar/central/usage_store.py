@@ -4,7 +4,9 @@ A batch is inserted with one ``INSERT ... ON CONFLICT (id) DO NOTHING RETURNING 
 ids it returns were new; every other id already existed, and is a duplicate when its stored
 content hash equals the posted one, else a conflict (refused and reported). On PostgreSQL a
 concurrent insert of the same id waits for the first transaction and then does nothing, so
-the same batch posted concurrently still counts once.
+the same batch posted concurrently still counts once; rows go in in id order, so batches
+that overlap in another order lock their rows in one order and cannot deadlock. An id
+repeated within a batch keeps its first content (other content there is a conflict).
 """
 
 from __future__ import annotations
@@ -99,14 +101,15 @@ class UsageStore(BaseStore):
         for r in recs:
             h = content_hash(r)
             seen = by_id.get(r["id"])
-            if seen and seen[1] != h:
+            if seen is None:
+                by_id[r["id"]] = (r, h)
+            elif seen[1] != h and r["id"] not in conflicts:  # the first content is the one kept
                 conflicts.append(r["id"])
-            by_id[r["id"]] = (r, h)
         if not by_id:
             return {"accepted": 0, "duplicates": 0, "conflicts": []}
         now = time.time()
         rows = []
-        for r, h in by_id.values():
+        for _id, (r, h) in sorted(by_id.items()):
             day = _utc_day(int(r["ts"] // 86400))
             rows.append((r["id"], h, device.id, device.developer_id, device.team_id, r["ts"], day, r["model"], r["route"],
                          r["provider"], *(r[f] for f in INT_FIELDS), r["cost_usd"], now))  # fmt: skip

@@ -19,6 +19,7 @@ from sidecar.errors import SidecarError
 
 CONNECT_TIMEOUT = 10.0
 CALL_TIMEOUT = 30.0
+MAX_ANSWER = 16 * 1024 * 1024  # bytes; the largest answer (a policy) is bounded by the server's 4 MiB bodies
 
 
 class SyncError(SidecarError):
@@ -85,7 +86,7 @@ class DeviceClient:
                 timeout=aiohttp.ClientTimeout(total=seconds, sock_connect=CONNECT_TIMEOUT),
                 allow_redirects=False,
             ) as resp:
-                raw = await resp.read()
+                raw = await _read(resp, f"{self.url}{path}")
                 status, rh = resp.status, {k.lower(): v for k, v in resp.headers.items()}
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             raise SyncUnavailable(f"cannot reach the central server at {self.url}: {_reason(e)}") from None
@@ -137,6 +138,20 @@ class DeviceClient:
     async def lease_return(self, lease_id: str, used_usd: float) -> None:
         """Close a lease and give back what was not spent."""
         await self.call("POST", f"/v1/leases/{lease_id}/return", {"used_usd": used_usd})
+
+
+async def _read(resp: aiohttp.ClientResponse, where: str) -> bytes:
+    """The answer's body; SyncUnavailable past MAX_ANSWER, so that a broken server or a man
+    in the middle cannot make the daemon read without end."""
+    too_large = SyncUnavailable(f"{where}: the answer is larger than {MAX_ANSWER} bytes", resp.status)
+    if (resp.content_length or 0) > MAX_ANSWER:
+        raise too_large
+    raw = bytearray()
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        raw += chunk
+        if len(raw) > MAX_ANSWER:
+            raise too_large
+    return bytes(raw)
 
 
 def _reason(e: BaseException) -> str:

@@ -185,7 +185,8 @@ class PolicySync:
         except Exception as e:  # whatever fails, the running policy stays and the loop goes on
             if not isinstance(e, SignatureInvalid | ConfigError):
                 log.exception("central policy: applying it failed")
-            self._refused(_version_of(envelope), _why(e))
+            version = _version_of(envelope)  # None: not even a version can be read from it
+            self._refused(version, _why(e) if version is not None else f"the server's policy answer was refused: {_why(e)}")
             self.failures += 1
             return self._backoff(None)
         self.current, self.error, self.failures = cp, None, 0
