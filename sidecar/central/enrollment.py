@@ -8,11 +8,10 @@ public key, in ``central.json`` in the data dir (mode 0600). The sync loop reads
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sidecar.paths import Paths
+from sidecar.paths import Paths, replace_file
 from sidecar.secrets import SecretStore
 
 CREDENTIAL_NAME = "central-device"
@@ -53,11 +52,7 @@ def save(p: Paths, enrollment: Enrollment) -> None:
     """Write the enrollment record (0600)."""
     path = enrollment_file(p)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(asdict(enrollment), f, indent=2)
-    os.replace(tmp, path)
+    replace_file(path, json.dumps(asdict(enrollment), indent=2))
 
 
 def remove(p: Paths) -> None:

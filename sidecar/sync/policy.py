@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import random
 import time
 from collections.abc import Callable
@@ -34,7 +33,7 @@ from sidecar.central import policy_doc
 from sidecar.central.enrollment import Enrollment
 from sidecar.central.signing import SignatureInvalid, verify_envelope
 from sidecar.errors import ConfigError
-from sidecar.paths import Paths
+from sidecar.paths import Paths, replace_file
 from sidecar.policy.config import GOVERNANCE_SECTIONS
 from sidecar.policy.model import Policy
 from sidecar.sync.client import DeviceClient, SyncError, SyncRefused
@@ -240,13 +239,7 @@ class PolicySync:
         confirmed = self.confirmed_at or cp.received_at
         data = {"envelope": cp.envelope, "received_at": cp.received_at, "confirmed_at": confirmed}
         self.file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self.file.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.file)
+        replace_file(self.file, json.dumps(data), durable=True)
         self._persisted_confirmed = confirmed
 
     async def _send_report(self) -> None:

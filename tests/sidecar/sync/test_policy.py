@@ -295,8 +295,9 @@ async def test_a_policy_that_cannot_be_applied_is_refused_and_reported(server: S
 
 
 async def test_a_policy_that_cannot_be_saved_is_in_force_all_the_same(server: Server, device: Device) -> None:
-    policy_file(device.paths).with_suffix(".tmp").mkdir()  # the atomic write cannot create its temp file
+    policy_file(device.paths).mkdir(parents=True)  # the saved file cannot take the place of a directory
     version = await server.push({"budget": {"daily_usd": 5}})
     assert await device.sync.poll_once() == 0
     assert device.applied[-1].version == version and device.sync.state()["version"] == version
-    assert not policy_file(device.paths).exists()
+    assert policy_file(device.paths).is_dir()  # nothing saved ...
+    assert [p.name for p in policy_file(device.paths).parent.glob("*.tmp")] == []  # ... and nothing left half-way
