@@ -127,7 +127,7 @@ class Entry:
         return {
             "seq": self.seq,
             "ts": self.ts,
-            "time": datetime.fromtimestamp(self.ts, UTC).isoformat(timespec="milliseconds"),
+            "time": _time(self.ts),
             "kind": self.kind,
             "request_id": self.request_id,
             "data": json.loads(self.data),
@@ -149,4 +149,14 @@ class Entry:
             raise ValueError("seq, ts, kind or data has the wrong type")
         if not (isinstance(prev_hash, str) and isinstance(digest, str) and (request_id is None or isinstance(request_id, str))):
             raise ValueError("prev_hash, hash or request_id has the wrong type")
+        if "time" in obj and obj["time"] != _time(float(ts)):  # not hashed: it must say what ts says
+            raise ValueError(f"its time {obj['time']!r} is not the time of its ts ({ts!r})")
         return cls(seq, float(ts), kind, request_id, canonical(data), prev_hash, digest)
+
+
+def _time(ts: float) -> str | None:
+    """The readable UTC time of `ts` in the exported form (None when it has none)."""
+    try:
+        return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    except (OverflowError, OSError, TypeError, ValueError):  # e.g. a ts edited to 1e300 or to text
+        return None

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from sidecar.audit.chain import GENESIS, Entry
 from sidecar.ledger.journal import Journal, audit_line, pre_image_line
 from sidecar.ledger.store import open_db
 from sidecar.ledger.writer import scrub
+from sidecar.paths import replace_file
 from sidecar.storage.batch import BatchWriter, Sink
 from sidecar.storage.rows import insert_rows
 
@@ -55,21 +55,28 @@ class Head:
     hash: str
 
 
+# What a head file that is there but is not one the log wrote (edited, replaced) reads as:
+# no entry has seq 0, so it matches none (the start records it, `verify` reports it).
+UNREADABLE = Head(0, "")
+
+
 def read_head(path: Path) -> Head | None:
-    """The head file at `path`, or None when there is none (or it is unreadable)."""
+    """The head file at `path`; None when there is none (or it cannot be read), UNREADABLE
+    when its contents are not a head."""
     try:
-        obj = json.loads(path.read_text())
-        return Head(int(obj["seq"]), str(obj["hash"]))
-    except (OSError, ValueError, KeyError, TypeError):
+        raw = path.read_bytes()
+    except OSError:
         return None
+    try:
+        obj = json.loads(raw.decode())
+        head = Head(int(obj["seq"]), str(obj["hash"]))
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
+        return UNREADABLE
+    return head if head.seq > 0 else UNREADABLE
 
 
 def _write_head(path: Path, head: Head) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"seq": head.seq, "hash": head.hash}, f)
-    os.replace(tmp, path)
+    replace_file(path, json.dumps({"seq": head.seq, "hash": head.hash}))
 
 
 def last_entry(db: sqlite_utils.Database) -> Entry | None:

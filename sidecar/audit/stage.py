@@ -34,6 +34,10 @@ from sidecar.storage.batch import BatchWriter
 log = logging.getLogger(__name__)
 
 _FIELDS = tuple(f.name for f in fields(UsageRecord) if f.name != "id")  # the id is the entry's request_id
+# Logged content nested deeper than this is kept as text: the encoders that journal and chain
+# an entry, and the decoders that recover and verify it, give up near 1,000 levels less the
+# stack they run on, so a body that was just decodable could not be chained.
+CONTENT_DEPTH = 200
 
 
 class ContentRecorder:
@@ -89,7 +93,7 @@ class ContentRecorder:
         for index, parts in self._json.items():
             try:
                 self._blocks[index]["input"] = json.loads("".join(parts) or "{}")
-            except ValueError:
+            except (ValueError, RecursionError):
                 self._blocks[index]["input"] = "".join(parts)
         self.message["content"] = [self._blocks[i] for i in sorted(self._blocks)]
 
@@ -129,7 +133,7 @@ class AuditStage:
             )
         rec["decisions"] = [{"stage": d.stage, "action": d.action, "reason": d.reason} for d in ctx.decisions]
         if self.log_content:
-            rec["content"] = {"request": _body(ctx.body), "response": recorder.message if recorder else None}
+            rec["content"] = _content(ctx.body, recorder.message if recorder else None)
         self.audit.hold("request", rec, ctx.id)  # journaled now, chained once the answer went out
 
     def on_answered(self, ctx: RequestContext) -> None:
@@ -153,11 +157,36 @@ class AuditStage:
         await self.audit.close()
 
 
+def _content(body: bytes, response: dict[str, Any] | None) -> dict[str, Any]:
+    """The logged request and response; a part nested too deeply to chain is kept as text."""
+    request = _body(body)
+    if not _within(request, CONTENT_DEPTH):
+        request = body.decode("utf-8", errors="replace")
+    if response is not None and not _within(response, CONTENT_DEPTH):
+        response = {"error": f"not logged: the response is nested more than {CONTENT_DEPTH} levels deep"}
+    return {"request": request, "response": response}
+
+
 def _body(body: bytes) -> Any:
     try:
         return msgspec.json.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return body.decode("utf-8", errors="replace")
+
+
+def _within(value: Any, depth: int) -> bool:
+    """Whether `value` nests lists and dicts at most `depth` levels deep (iterative)."""
+    todo = [(value, 0)]
+    while todo:
+        v, d = todo.pop()
+        if type(v) is dict:
+            v = v.values()
+        elif type(v) is not list:
+            continue
+        if d == depth:
+            return False
+        todo.extend((x, d + 1) for x in v if type(x) is dict or type(x) is list)
+    return True
 
 
 async def open_audit(
