@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -22,3 +23,14 @@ def audit_entries(home: Path) -> list[dict[str, Any]]:
         return [{"kind": e.kind, "request_id": e.request_id, **json.loads(e.data)} for e in entries]
     finally:
         db.conn.close()
+
+
+def tamper(store: Path, *statements: tuple[str, list[Any]]) -> None:
+    """Edit the audit table as an attacker would: the append-only triggers go first."""
+    conn = sqlite3.connect(store)
+    with conn:
+        conn.execute("DROP TRIGGER IF EXISTS audit_no_update")
+        conn.execute("DROP TRIGGER IF EXISTS audit_no_delete")
+        for statement, params in statements:
+            conn.execute(statement, params)
+    conn.close()

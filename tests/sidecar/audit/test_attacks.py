@@ -30,7 +30,7 @@ from sidecar.audit.chain import GENESIS, Entry, canonical
 from sidecar.audit.log import HEAD_FILE, AuditLog, Head, _write_head
 from sidecar.cli import cli
 from sidecar.ledger.store import open_db
-from sidecar.testing.audit import audit_entries
+from sidecar.testing.audit import audit_entries, tamper
 from sidecar.testing.fake_anthropic import FakeAnthropic
 from sidecar.testing.fake_behaviours import Text
 from sidecar.testing.harness import anthropic_config, start_child
@@ -84,17 +84,6 @@ def make_home(home: Path, entries: list[Entry]) -> Path:
     return store
 
 
-def sql(store: Path, *statements: tuple[str, list[Any]]) -> None:
-    """Edit the table as an attacker would: the append-only triggers go first."""
-    conn = sqlite3.connect(store)
-    with conn:
-        conn.execute("DROP TRIGGER IF EXISTS audit_no_update")
-        conn.execute("DROP TRIGGER IF EXISTS audit_no_delete")
-        for statement, params in statements:
-            conn.execute(statement, params)
-    conn.close()
-
-
 def verify_in_process(home: Path) -> tuple[int, dict[str, Any]]:
     """`audit verify --json` through the CLI (click, in this process)."""
     env = {"CLAUDE_SIDECAR_HOME": str(home)}
@@ -145,42 +134,42 @@ def _tampers(entries: list[Entry]) -> dict[str, tuple[Callable[[Path], None], in
     forged = _forged(entries, 3, {"n": 333})
     e3 = entries[2]
     return {
-        "ts": (lambda s: sql(s, ("UPDATE audit SET ts = ts + 0.001 WHERE seq = 3", [])), 3),
-        "ts as text": (lambda s: sql(s, ("UPDATE audit SET ts = 'yesterday' WHERE seq = 3", [])), 3),
-        "kind": (lambda s: sql(s, ("UPDATE audit SET kind = 'policy' WHERE seq = 3", [])), 3),
-        "kind as a blob": (lambda s: sql(s, ("UPDATE audit SET kind = CAST(kind AS BLOB) WHERE seq = 3", [])), 3),
-        "request_id": (lambda s: sql(s, ("UPDATE audit SET request_id = 'req99' WHERE seq = 3", [])), 3),
-        "request_id to NULL": (lambda s: sql(s, ("UPDATE audit SET request_id = NULL WHERE seq = 3", [])), 3),
-        "request_id not UTF-8": (lambda s: sql(s, ("UPDATE audit SET request_id = CAST(X'7265719f' AS TEXT) WHERE seq = 3", [])), 3),
-        "data": (lambda s: sql(s, ("UPDATE audit SET data = ? WHERE seq = 3", [canonical({"n": 333})])), 3),
-        "data not UTF-8": (lambda s: sql(s, ("UPDATE audit SET data = CAST(X'7b226e223a33ff7d' AS TEXT) WHERE seq = 2", [])), 2),
-        "data as a blob": (lambda s: sql(s, ("UPDATE audit SET data = CAST(data AS BLOB) WHERE seq = 2", [])), 2),
-        "prev_hash": (lambda s: sql(s, ("UPDATE audit SET prev_hash = ? WHERE seq = 3", ["f" * 64])), 3),
-        "hash": (lambda s: sql(s, ("UPDATE audit SET hash = upper(hash) WHERE seq = 3", [])), 3),
-        "data with its hash recomputed": (lambda s: sql(s, ("UPDATE audit SET data = ?, hash = ? WHERE seq = 3", [forged.data, forged.hash])), 4),
-        "the first entry deleted": (lambda s: sql(s, ("DELETE FROM audit WHERE seq = 1", [])), 1),
-        "a middle entry deleted": (lambda s: sql(s, ("DELETE FROM audit WHERE seq = 3", [])), 3),
-        "the last entry deleted": (lambda s: sql(s, ("DELETE FROM audit WHERE seq = 6", [])), 6),
+        "ts": (lambda s: tamper(s, ("UPDATE audit SET ts = ts + 0.001 WHERE seq = 3", [])), 3),
+        "ts as text": (lambda s: tamper(s, ("UPDATE audit SET ts = 'yesterday' WHERE seq = 3", [])), 3),
+        "kind": (lambda s: tamper(s, ("UPDATE audit SET kind = 'policy' WHERE seq = 3", [])), 3),
+        "kind as a blob": (lambda s: tamper(s, ("UPDATE audit SET kind = CAST(kind AS BLOB) WHERE seq = 3", [])), 3),
+        "request_id": (lambda s: tamper(s, ("UPDATE audit SET request_id = 'req99' WHERE seq = 3", [])), 3),
+        "request_id to NULL": (lambda s: tamper(s, ("UPDATE audit SET request_id = NULL WHERE seq = 3", [])), 3),
+        "request_id not UTF-8": (lambda s: tamper(s, ("UPDATE audit SET request_id = CAST(X'7265719f' AS TEXT) WHERE seq = 3", [])), 3),
+        "data": (lambda s: tamper(s, ("UPDATE audit SET data = ? WHERE seq = 3", [canonical({"n": 333})])), 3),
+        "data not UTF-8": (lambda s: tamper(s, ("UPDATE audit SET data = CAST(X'7b226e223a33ff7d' AS TEXT) WHERE seq = 2", [])), 2),
+        "data as a blob": (lambda s: tamper(s, ("UPDATE audit SET data = CAST(data AS BLOB) WHERE seq = 2", [])), 2),
+        "prev_hash": (lambda s: tamper(s, ("UPDATE audit SET prev_hash = ? WHERE seq = 3", ["f" * 64])), 3),
+        "hash": (lambda s: tamper(s, ("UPDATE audit SET hash = upper(hash) WHERE seq = 3", [])), 3),
+        "data with its hash recomputed": (lambda s: tamper(s, ("UPDATE audit SET data = ?, hash = ? WHERE seq = 3", [forged.data, forged.hash])), 4),
+        "the first entry deleted": (lambda s: tamper(s, ("DELETE FROM audit WHERE seq = 1", [])), 1),
+        "a middle entry deleted": (lambda s: tamper(s, ("DELETE FROM audit WHERE seq = 3", [])), 3),
+        "the last entry deleted": (lambda s: tamper(s, ("DELETE FROM audit WHERE seq = 6", [])), 6),
         "a middle entry deleted, the rest renumbered": (
-            lambda s: sql(s, ("DELETE FROM audit WHERE seq = 3", []), ("UPDATE audit SET seq = seq - 1 WHERE seq > 3", [])), 3),
+            lambda s: tamper(s, ("DELETE FROM audit WHERE seq = 3", []), ("UPDATE audit SET seq = seq - 1 WHERE seq > 3", [])), 3),
         "two entries swapped": (
-            lambda s: sql(
+            lambda s: tamper(
                 s, ("UPDATE audit SET seq = -2 WHERE seq = 2", []), ("UPDATE audit SET seq = 2 WHERE seq = 3", []),
                 ("UPDATE audit SET seq = 3 WHERE seq = -2", []),
             ), 2),
         "an entry inserted": (
-            lambda s: sql(
+            lambda s: tamper(
                 s, ("UPDATE audit SET seq = seq + 100 WHERE seq >= 3", []), ("UPDATE audit SET seq = seq - 99 WHERE seq >= 103", []),
                 (INSERT, [3, e3.ts, "request", "forged", canonical({"n": 0}), e3.prev_hash,
                           Entry.digest(3, e3.ts, "request", "forged", canonical({"n": 0}), e3.prev_hash)]),
             ), 4),
-        "an entry appended": (lambda s: sql(s, (INSERT, [7, 1.0, "request", None, "{}", entries[-1].hash, "0" * 64])), 7),
-        "the table emptied": (lambda s: sql(s, ("DELETE FROM audit", [])), 1),
+        "an entry appended": (lambda s: tamper(s, (INSERT, [7, 1.0, "request", None, "{}", entries[-1].hash, "0" * 64])), 7),
+        "the table emptied": (lambda s: tamper(s, ("DELETE FROM audit", [])), 1),
         "the head file replaced by another entry's": (lambda s: _write_head(head(s), Head(6, entries[4].hash)), 6),
         "the head file replaced by garbage": (lambda s: head(s).write_text("{not a head"), 7),
         "the head file replaced by bytes": (lambda s: head(s).write_bytes(b"\xff\xfe\x00"), 7),
         "the last entry deleted, the head file replaced by garbage": (
-            lambda s: (sql(s, ("DELETE FROM audit WHERE seq = 6", [])), head(s).write_text('{"seq": "x"}')), 6),
+            lambda s: (tamper(s, ("DELETE FROM audit WHERE seq = 6", [])), head(s).write_text('{"seq": "x"}')), 6),
     }  # fmt: skip
 
 
@@ -269,29 +258,29 @@ def _apply(store: Path, entries: list[Entry], how: str, at: int, extra: Any) -> 
         }[field]  # fmt: skip
         if new == getattr(e, field):
             return None
-        sql(store, (f"UPDATE audit SET {field} = ? WHERE seq = ?", [new, at]))
+        tamper(store, (f"UPDATE audit SET {field} = ? WHERE seq = ?", [new, at]))
         return at
     if how == "forge":
         forged = _forged(entries, at, extra)
         if forged.hash == e.hash:
             return None
-        sql(store, ("UPDATE audit SET data = ?, hash = ? WHERE seq = ?", [forged.data, forged.hash, at]))
+        tamper(store, ("UPDATE audit SET data = ?, hash = ? WHERE seq = ?", [forged.data, forged.hash, at]))
         return at + 1 if at < n else at  # the next link breaks, or (the last entry) the head
     if how == "delete":
-        sql(store, ("DELETE FROM audit WHERE seq = ?", [at]))
+        tamper(store, ("DELETE FROM audit WHERE seq = ?", [at]))
         return at
     if how == "delete+renumber":
-        sql(store, ("DELETE FROM audit WHERE seq = ?", [at]), ("UPDATE audit SET seq = seq - 1 WHERE seq > ?", [at]))
+        tamper(store, ("DELETE FROM audit WHERE seq = ?", [at]), ("UPDATE audit SET seq = seq - 1 WHERE seq > ?", [at]))
         return at
     if how == "swap":
         a, b = sorted((at, extra))
         if entries[a - 1].hash == entries[b - 1].hash or a == b:
             return None
-        sql(store, ("UPDATE audit SET seq = -1 WHERE seq = ?", [a]), ("UPDATE audit SET seq = ? WHERE seq = ?", [a, b]),
+        tamper(store, ("UPDATE audit SET seq = -1 WHERE seq = ?", [a]), ("UPDATE audit SET seq = ? WHERE seq = ?", [a, b]),
             ("UPDATE audit SET seq = ? WHERE seq = -1", [b]))  # fmt: skip
         return a
     if how == "cut":
-        sql(store, ("DELETE FROM audit WHERE seq >= ?", [at]))
+        tamper(store, ("DELETE FROM audit WHERE seq >= ?", [at]))
         return at
     head = store.parent / HEAD_FILE
     if extra == "garbage":
@@ -345,7 +334,7 @@ async def test_a_tamper_is_still_reported_after_the_sidecar_restarts(tmp_path: P
     `verify` must go on reporting the tamper, never "ok" from then on."""
     entries = chain_of(DATAS)
     store = make_home(tmp_path / "cut", entries)
-    sql(store, ("DELETE FROM audit WHERE seq >= 4", []))
+    tamper(store, ("DELETE FROM audit WHERE seq >= 4", []))
     assert (await _restart(store))[3:] == ["head_mismatch"]
     code, report = await asyncio.to_thread(verify_in_process, tmp_path / "cut")
     assert (code, report["ok"], report["first_bad"], report["entries"]) == (1, False, 4, 3), report
@@ -357,7 +346,7 @@ async def test_a_head_file_replaced_by_garbage_is_recorded_at_the_next_start(tmp
     the start records it in the chain, where no later head file can hide it."""
     entries = chain_of(DATAS)
     store = make_home(tmp_path / "g", entries)
-    sql(store, ("DELETE FROM audit WHERE seq = 5", []))
+    tamper(store, ("DELETE FROM audit WHERE seq = 5", []))
     (store.parent / HEAD_FILE).write_text("")
     assert (await _restart(store))[4:] == ["head_mismatch"]
     code, report = await asyncio.to_thread(verify_in_process, tmp_path / "g")
@@ -551,7 +540,7 @@ async def test_a_crash_reads_as_a_crash_and_a_tamper_never_does(hermetic_env: Pa
 
         # The attacker: the last two entries (the stop and the start before it) cut off.
         last = report["last"]["seq"]
-        sql(home / "data" / "sidecar.db", ("DELETE FROM audit WHERE seq >= ?", [last - 1]))
+        tamper(home / "data" / "sidecar.db", ("DELETE FROM audit WHERE seq >= ?", [last - 1]))
         child = await asyncio.to_thread(start_child, home, config)
         assert await asyncio.to_thread(child.stop) == 0
     [tampered] = await asyncio.to_thread(cli_procs, [(home, ["audit", "verify", "--json"], {})])

@@ -21,6 +21,7 @@ from sidecar.audit.log import HEAD_FILE, AuditLog, read_head
 from sidecar.audit.verify import Report, entries_in_db, entries_in_file, verify
 from sidecar.cli import cli
 from sidecar.ledger.store import open_db
+from sidecar.testing.audit import tamper
 
 
 class Clock:
@@ -52,17 +53,6 @@ def check(store: Path) -> Report:
         return verify(entries_in_db(db), read_head(store.parent / HEAD_FILE))
     finally:
         db.conn.close()
-
-
-def tamper(store: Path, *sql: tuple[str, list[object]]) -> None:
-    """Edit the table as an attacker would: the append-only triggers go first."""
-    conn = sqlite3.connect(store)
-    with conn:
-        conn.execute("DROP TRIGGER audit_no_update")
-        conn.execute("DROP TRIGGER audit_no_delete")
-        for statement, params in sql:
-            conn.execute(statement, params)
-    conn.close()
 
 
 def row(store: Path, seq: int) -> tuple[object, ...]:
