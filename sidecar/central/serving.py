@@ -26,6 +26,7 @@ from sidecar.errors import (
     RateLimited,
     SidecarError,
 )
+from sidecar.text import encodable
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -172,19 +173,11 @@ def storable(value: Any) -> bool:
     while todo:
         v = todo.pop()
         if isinstance(v, str):
-            if "\x00" in v or not (v.isascii() or _utf8(v)):
+            if "\x00" in v or not (v.isascii() or encodable(v)):
                 return False
         elif isinstance(v, dict):
             todo.extend(v.keys())
             todo.extend(v.values())
         elif isinstance(v, list):
             todo.extend(v)
-    return True
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
     return True

@@ -15,6 +15,8 @@ import re
 import urllib.parse
 from collections.abc import Sequence
 
+from sidecar.text import encodable
+
 # RFC 9110 token (h11's `token`): a method or a header name.
 _TOKEN = r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
 # A field value: visible characters (any non-ASCII one is UTF-8 obs-text on the wire)
@@ -78,7 +80,7 @@ def check_fields(headers: Sequence[tuple[str, str]]) -> None:
     try:
         values.encode()
     except UnicodeEncodeError:
-        bad = next(k for k, v in headers if not _utf8(v))
+        bad = next(k for k, v in headers if not encodable(v))
         raise UnsafeHead(f"the value of header {bad!r} is not valid UTF-8") from None
     if not OWNED.isdisjoint(names.lower().split("\n")):
         bad = next(k for k, _ in headers if k.lower() in OWNED)
@@ -118,11 +120,3 @@ def _head_prefix(method: str, target: str, host: str, headers: Sequence[tuple[st
     lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
     lines += [f"{k}: {v}" for k, v in headers]
     return ("\r\n".join(lines) + "\r\n").encode()
-
-
-def _utf8(value: str) -> bool:
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
