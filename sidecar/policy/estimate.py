@@ -11,6 +11,12 @@ writes) plus `max_tokens` of output, which the upstream enforces. Rate limits on
 requests, so their output estimate is the 90th percentile of the model's recent answers,
 capped by `max_tokens`; with no history yet, a default (`OutputHistory`). The settlement
 after the response corrects both with the usage the provider reports.
+
+An answer that broke off (the client left, the upstream failed) before its final
+`message_delta` never reported its output, though the provider bills what it generated, and
+a broken upstream may report none at all: such an answer is charged what it delivered
+(`delivered_output`) at 4 bytes a token, at most `max_tokens`: a stream's content deltas
+less their SSE framing (MessageSummary.delivered_bytes), a whole answer's bytes.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 from collections import deque
 
 from sidecar.ledger.pricing import Pricing
+from sidecar.providers.tokens import BYTES_PER_TOKEN
 
 HISTORY = 64  # recent answers kept per model
 PERCENTILE = 0.9
@@ -36,6 +43,13 @@ def worst_case(pricing: Pricing, model: str | None, tokens_in: int) -> tuple[flo
     )
     per_token = (cost("", model, tokens_in, _PER_MILLION)[0] - cost("", model, tokens_in, 0)[0]) / _PER_MILLION
     return base, max(0.0, per_token)
+
+
+def delivered_output(response_bytes: int, max_tokens: int | None) -> int:
+    """The output tokens to charge an answer that delivered `response_bytes` bytes of content
+    but reported no final output usage."""
+    tokens = -(-max(0, response_bytes) // BYTES_PER_TOKEN)
+    return min(tokens, max_tokens) if max_tokens is not None and max_tokens >= 0 else tokens
 
 
 class OutputHistory:

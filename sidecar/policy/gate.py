@@ -16,7 +16,9 @@ In order, cheapest refusal first:
 An admitted request under a budget carries the budget's standing to the client as Claude
 Code's unified headers (sidecar.gateway.unified), in place of the upstream's own.
 
-After the response (`on_complete`) the reservations are settled with the reported usage.
+After the response (`on_complete`) the reservations are settled with the reported usage,
+made safe first (and so recorded by the ledger): no negative counts, and an answer that
+broke off before its final usage, or reported none, is charged what it delivered.
 Every decision is recorded on the request (`ctx.decide`) for the audit log. With no policy
 configured the gate does nothing at all: the body is not even parsed.
 
@@ -54,6 +56,7 @@ from sidecar.policy.guardrails import Finding, Guardrails, Outcome, rules_for
 from sidecar.policy.limits import RateLimits, Ticket
 from sidecar.policy.model import Policy
 from sidecar.policy.tools import ToolRules, ToolUseFilter
+from sidecar.protocol.anthropic import Usage
 from sidecar.providers import tokens as request_tokens
 from sidecar.sync.leases import LeaseHold, LeaseManager
 
@@ -192,11 +195,12 @@ class PolicyGate:
         return None if held is None else held.tools
 
     def on_complete(self, ctx: RequestContext) -> None:
-        """Settle what the request reserved with the usage it reported."""
+        """Settle what the request reserved with the usage it is charged (`_charged_usage`)."""
         held = self._held.pop(ctx.id, None)
         if held is None:
             return
-        usage = ctx.summary.usage
+        metered = held.ticket is not None or held.reservation is not None or held.lease is not None
+        usage = self._charged_usage(ctx) if metered else ctx.summary.usage
         if held.ticket is not None:
             self.limits.settle(held.ticket, usage.input_tokens + usage.cache_write_tokens, usage.output_tokens, ctx.attempts > 0)
         if held.reservation is not None or held.lease is not None:
@@ -210,6 +214,30 @@ class PolicyGate:
         if held.tools is not None and held.tools.refused:
             names = ", ".join(sorted(set(held.tools.refused)))
             ctx.decide("tools", "deny", f"refused {len(held.tools.refused)} call(s) of denied tools in the response: {names}")
+
+    def _charged_usage(self, ctx: RequestContext) -> Usage:
+        """The usage a metered request is charged, made safe in place so the ledger books the
+        same. A negative count (a broken or lying upstream) is 0, never a refund. An answer
+        from upstream that reported no usage at all is charged the estimates (its request's
+        size, the output it delivered: sidecar.policy.estimate); one that broke off before
+        its final usage, at least the output it delivered."""
+        usage, summary = ctx.summary.usage, ctx.summary
+        for name in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"):
+            if getattr(usage, name) < 0:
+                setattr(usage, name, 0)
+        if ctx.attempts == 0 or not summary.started:
+            return usage
+        if not (usage.input_tokens or usage.output_tokens or usage.cache_read_tokens or usage.cache_write_tokens):
+            usage.input_tokens = request_tokens.estimate(ctx.body, ctx.json)
+            ctx.decide("budget", "estimate", f"no usage reported: charged the input estimate, ~{usage.input_tokens:,} tokens")
+        elif summary.stop_reason is not None:
+            return usage
+        sent = summary.delivered_bytes() if ctx.stream else ctx.response_bytes
+        delivered = estimate.delivered_output(sent, ctx.head.max_tokens)
+        if delivered > usage.output_tokens:
+            usage.output_tokens = delivered
+            ctx.decide("budget", "estimate", f"no final output usage: charged ~{delivered:,} tokens for ~{sent:,} bytes of content delivered")
+        return usage
 
     # ------------------------------------------------------------------ admission
 
@@ -225,11 +253,17 @@ class PolicyGate:
                 held.reservation = self._reserve(ctx, tokens_in)
                 if ctx.head.max_tokens is not None and ctx.head.max_tokens >= 0:
                     tokens_out = min(tokens_out, ctx.head.max_tokens)
+            # Taken with no await since the check: requests waiting for a lease below must
+            # not all pass the same check before any of them has taken from the buckets.
+            held.ticket = self.limits.take(slot, tokens_in, tokens_out)
             if (leases := self._leases) is not None:
                 stage = "lease"
                 held.lease = await self._lease(ctx, leases, tokens_in, held.reservation)
         except BaseException as e:
-            if slot:
+            if held.ticket is not None:
+                self.limits.settle(held.ticket, 0, 0, dispatched=False)  # gives the slot and the tokens back
+                held.ticket = None
+            elif slot:
                 self.limits.release_slot()
             if held.reservation is not None:
                 self.budgets.settle(held.reservation, 0.0)  # refused by the shared pool: nothing was spent
@@ -237,7 +271,6 @@ class PolicyGate:
             if isinstance(e, SidecarError):
                 ctx.decide(stage, "deny", e.message)
             raise
-        held.ticket = self.limits.take(slot, tokens_in, tokens_out)
         if self.limits.configured:
             ctx.decide("limits", "allow", f"took 1 request, ~{tokens_in:,} input and ~{tokens_out:,} output tokens")
 

@@ -30,6 +30,9 @@ from sidecar.policy.config import LimitsConfig
 
 Clock = Callable[[], float]
 CONCURRENCY_RETRY_SECONDS = 1
+# A wait this short is float noise: retry-after(-ms) round it away, so a request retried when
+# they said must fit then, not get a second 429.
+_NOISE_SECONDS = 1e-6
 
 
 class TokenBucket:
@@ -53,7 +56,8 @@ class TokenBucket:
         if amount > self.capacity:
             return math.inf
         self._refill()
-        return 0.0 if self.level >= amount else (amount - self.level) / self.rate
+        wait = (amount - self.level) / self.rate
+        return 0.0 if wait <= _NOISE_SECONDS else wait
 
     def take(self, amount: float) -> None:
         """Remove `amount` (the level may go negative: a debt the refill pays off)."""
@@ -207,10 +211,10 @@ class RateLimits:
                 f"this request needs about {need:,} {_unit(bucket)}, more than {bucket.name} = {per_minute:,} allows in a minute"
             )
         # Whole seconds, rounded up, but not for float noise (20.000000001 s is 20 s).
-        seconds = max(1, math.ceil(wait - 1e-6))
+        seconds = max(1, math.ceil(wait - _NOISE_SECONDS))
         raise RateLimited(
             f"{bucket.name} = {per_minute:,}: this request ({need:,} {_unit(bucket)}) fits again in {seconds} s",
-            headers={"retry-after": str(seconds), "retry-after-ms": str(math.ceil(wait * 1000 - 1e-3))},
+            headers={"retry-after": str(seconds), "retry-after-ms": str(math.ceil((wait - _NOISE_SECONDS) * 1000))},
         )
 
     def take(self, slot: bool, input_tokens: int, output_tokens: int) -> Ticket:

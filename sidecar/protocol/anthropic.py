@@ -136,6 +136,14 @@ class MessageSummary:
     stopped: bool = False
     content_blocks_done: int = 0
     first_delta_at: float | None = None  # perf_counter() when the first content delta passed
+    delta_events: int = 0  # content_block_delta events that passed (streams)
+    delta_bytes: int = 0  # ... and their bytes, framing included
+
+    def delivered_bytes(self) -> int:
+        """About how many bytes of content a stream's deltas carried: their events' bytes less
+        the framing of the smallest delta event each (so it errs high, by a few bytes an
+        event). What a stream that broke off before its final usage delivered."""
+        return max(0, self.delta_bytes - self.delta_events * DELTA_FRAMING)
 
     def take_message(self, msg: dict[str, Any]) -> None:
         """Read a complete non-streaming response body (message or error envelope)."""
@@ -160,6 +168,8 @@ class MessageSummary:
 _WATCHED = (b"event: message_start", b"event: message_delta", b"event: message_stop", b"event: error")
 _BLOCK_STOP = b"event: content_block_stop"
 _DELTA = b"event: content_block_delta"
+# The bytes of the smallest delta event, one with empty content (a text_delta at index 0).
+DELTA_FRAMING = len(b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":""}}')
 
 
 class SSETap:
@@ -189,8 +199,12 @@ class SSETap:
                 self._event(buf[start:end])
             elif buf.startswith(_BLOCK_STOP, start):
                 self.summary.content_blocks_done += 1
-            elif self.summary.first_delta_at is None and buf.startswith(_DELTA, start):
-                self.summary.first_delta_at = time.perf_counter()
+            elif buf.startswith(_DELTA, start):
+                s = self.summary
+                s.delta_events += 1
+                s.delta_bytes += end - start
+                if s.first_delta_at is None:
+                    s.first_delta_at = time.perf_counter()
             start = end + 2
         self._buf = buf[start:]
 
