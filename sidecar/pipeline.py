@@ -159,9 +159,15 @@ class RequestContext:
         return self.upstream_model if self.translated else (self.summary.model or self.upstream_model)
 
     @property
-    def billed_model(self) -> str | None:
-        """The model the request is priced by (the ledger's choice; the gate settles with it)."""
-        return self.served_model or self.head.model
+    def billed_models(self) -> tuple[str, ...]:
+        """The models the request may be priced by, in order: the first with a price is the
+        one (the ledger's choice; the gate settles with it). What served it; for an answer
+        in the client's protocol, then the model asked upstream (a gateway that names the
+        model its own way must not make it free); with nothing served, the client's model."""
+        served = self.served_model or self.head.model
+        if self.translated or not self.upstream_model or self.upstream_model == served:
+            return (served,) if served else ()
+        return (served, self.upstream_model) if served else (self.upstream_model,)
 
     def to_record(self) -> UsageRecord:
         """The ledger row for this request (cost is filled in by the ledger)."""

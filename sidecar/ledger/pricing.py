@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +64,22 @@ class Pricing:
         )
         self._cache: dict[tuple[str, str], Rates | None] = {}
         self._warned: set[tuple[str, str]] = set()
+
+    def cost_of_first(
+        self,
+        provider: str,
+        models: Sequence[str],
+        input_tokens: int,
+        output_tokens: int,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+    ) -> tuple[float, bool]:
+        """`cost` by the first of `models` that has a price (0 when none has)."""
+        for model in models:
+            usd, known = self.cost(provider, model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens)
+            if known:
+                return usd, True
+        return 0.0, False
 
     def cost(
         self,

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import operator
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,16 +85,14 @@ class Ledger:
             self.writer = BatchWriter()
         self.writer.attach(self._sink)
 
-    def record(self, rec: UsageRecord) -> UsageRecord:
-        """Price `rec`, queue it for writing (and add it to the journal) and return it; never blocks."""
-        model = rec.upstream_model or rec.requested_model
-        rec.cost_usd, _ = self.pricing.cost(
-            rec.provider,
-            model,
-            rec.input_tokens,
-            rec.output_tokens,
-            rec.cache_read_tokens,
-            rec.cache_write_tokens,
+    def record(self, rec: UsageRecord, models: Sequence[str] | None = None) -> UsageRecord:
+        """Price `rec` (by the first of `models` with a price; by default the model that
+        served it), queue it for writing (and add it to the journal) and return it; never blocks."""
+        if models is None:
+            model = rec.upstream_model or rec.requested_model
+            models = (model,) if model else ()
+        rec.cost_usd, _ = self.pricing.cost_of_first(
+            rec.provider, models, rec.input_tokens, rec.output_tokens, rec.cache_read_tokens, rec.cache_write_tokens
         )
         if self._closed:
             log.error("usage record %s arrived after the ledger closed; not stored", rec.id)

@@ -325,7 +325,7 @@ class PolicyGate:
     def _cost(self, ctx: RequestContext) -> float:
         """The request's cost exactly as the ledger prices it."""
         u = ctx.summary.usage
-        cost, _ = self.pricing.cost(ctx.provider, ctx.billed_model, u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens)
+        cost, _ = self.pricing.cost_of_first(ctx.provider, ctx.billed_models, u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens)
         return cost
 
     # ------------------------------------------------------------------ rewriting

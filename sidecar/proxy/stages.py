@@ -55,7 +55,7 @@ class Meter:
         """Price and record the request; publish it."""
         if not ctx.record:
             return
-        rec = self.ledger.record(ctx.to_record())
+        rec = self.ledger.record(ctx.to_record(), ctx.billed_models)
         ctx.usage = rec
         if log.isEnabledFor(logging.DEBUG):  # header names only: their values may be credentials
             log.debug(
