@@ -33,7 +33,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -109,6 +109,9 @@ class PolicyGate:
         self.spent_since: Callable[[float], float] | None = None  # the ledger's spend, for a newly budgeted period
         # Set by the sync service: why requests are refused now (the org's policy is stale and it fails closed).
         self.closed: Callable[[], str | None] | None = None
+        # Set by the app: the models a request may be served by (the router's targets for it);
+        # a reservation is priced by the dearest, not by the name the client asked for.
+        self.models_for: Callable[[RequestContext], Iterable[str | None]] | None = None
         self._flags()
         self._held: dict[str, _Held] = {}
 
@@ -300,7 +303,9 @@ class PolicyGate:
         """What the provider can bill at most: input at the dearest rate (base), the price of
         one output token, and the output tokens asked for (max_tokens, or the default)."""
         asked = ctx.head.max_tokens
-        base, per_token = estimate.worst_case(self.pricing, ctx.head.model, tokens_in)
+        models = {ctx.head.model} if self.models_for is None else set(self.models_for(ctx))
+        costs = [estimate.worst_case(self.pricing, model, tokens_in) for model in models]
+        base, per_token = max(c[0] for c in costs), max(c[1] for c in costs)
         return base, per_token, estimate.NO_MAX_TOKENS if asked is None else max(0, asked)
 
     def _clamp(self, ctx: RequestContext, tokens: int, asked: int | None) -> None:

@@ -140,6 +140,7 @@ def create_app(
             raise StorageError(f"cannot open the usage store in {paths.data_dir}: {e}") from None
         app[LEDGER] = led
         gate = app[POLICY] = await open_policy(cfg, paths, led, app[BUS])
+        gate.models_for = app[ROUTER].models_for  # a reservation is priced by the models the route serves
         enrolled = await asyncio.to_thread(enrollment.enrollment_file(paths).exists)
         audit = app[AUDIT] = await open_audit(
             cfg, paths, led.pricing, gate.policy, journal, recovered, keep_open=enrolled, writer=writer

@@ -300,6 +300,13 @@ class Router:
             return route
         return self.implicit
 
+    def models_for(self, ctx: RequestContext) -> list[str | None]:
+        """The models `ctx` may be served by, before it is routed: each target of the route it
+        matches, fallbacks included (the client's own model where a target keeps it). No side
+        effects: the policy gate prices a budget's reservation by the dearest of them."""
+        route = self.match(ctx)
+        return [s.model or ctx.head.model for s in (*route.slots, *route.fallbacks)] or [ctx.head.model]
+
     def order(self, route: Route, ctx: RequestContext) -> list[Slot]:
         """The slots to try for `ctx`, in order: the session's slot, the route's by weight, the fallbacks."""
         if route.rr is not None:

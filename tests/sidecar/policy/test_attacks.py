@@ -609,13 +609,6 @@ async def test_a_burst_while_the_lease_renews_still_gets_only_the_rate(
 # ---------------------------------------------------------------- a route that serves a dearer model than asked
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="known, not fixed: the gate prices a reservation by the requested model before the router picks the "
-    "target, so a route alias with no price (or a cheaper one) reserves $0 and concurrency passes the budget; the "
-    "fix needs the router's target model at admission (sidecar/proxy, sidecar/routing), outside sidecar/policy",
-)
 async def test_a_route_alias_to_a_priced_model_still_caps_concurrent_spend(hermetic_env: Path, client: aiohttp.ClientSession) -> None:
     """`model = "my-alias"` is routed to a model at $25 per million output tokens. Twenty
     concurrent requests of 4,000 output tokens ($0.10 each) under a $1 budget: at most ten
