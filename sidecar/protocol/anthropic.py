@@ -190,23 +190,26 @@ class SSETap:
         buf = self._buf + chunk if self._buf else chunk
         if b"\r" in buf:
             buf = buf.replace(b"\r\n", b"\n")
-        start = 0
+        start = deltas = delta_bytes = 0
         while True:
             end = buf.find(b"\n\n", start)
             if end < 0:
                 break
-            if buf.startswith(_WATCHED, start):
+            if buf.startswith(_DELTA, start):  # most events: checked first
+                deltas += 1
+                delta_bytes += end - start
+            elif buf.startswith(_WATCHED, start):
                 self._event(buf[start:end])
             elif buf.startswith(_BLOCK_STOP, start):
                 self.summary.content_blocks_done += 1
-            elif buf.startswith(_DELTA, start):
-                s = self.summary
-                s.delta_events += 1
-                s.delta_bytes += end - start
-                if s.first_delta_at is None:
-                    s.first_delta_at = time.perf_counter()
             start = end + 2
         self._buf = buf[start:]
+        if deltas:
+            s = self.summary
+            s.delta_events += deltas
+            s.delta_bytes += delta_bytes
+            if s.first_delta_at is None:
+                s.first_delta_at = time.perf_counter()
 
     def _event(self, raw: bytes) -> None:
         name = b""
