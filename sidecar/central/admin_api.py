@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sidecar.central.serving import NOTIFIER, STORE, json_body, require_admin
+from sidecar.central.serving import NOTIFIER, STORE, json_body, require_admin, showable
 from sidecar.errors import InvalidRequest
 
 
@@ -43,6 +43,8 @@ def _str(body: dict[str, Any], key: str, required: bool = True) -> str | None:
         return None
     if not isinstance(v, str) or not v.strip() or len(v) > 500:
         raise InvalidRequest(f"{key} must be a non-empty string")
+    if key != "comment" and not showable(v):
+        raise InvalidRequest(f"{key} must be plain text: no control characters or bidirectional marks")
     return v
 
 

@@ -18,6 +18,7 @@ from sidecar.central.serving import (
     bearer,
     json_body,
     require_device,
+    showable,
 )
 from sidecar.errors import InvalidRequest, RateLimited
 
@@ -50,6 +51,8 @@ async def enroll(request: web.Request) -> web.Response:
     token, name = body.get("token"), body.get("name", "sidecar")
     if not isinstance(token, str) or not isinstance(name, str) or not 0 < len(name) <= 200:
         raise InvalidRequest("expected {\"token\": \"cse_...\", \"name\": \"this machine\"}")
+    if not showable(name):
+        raise InvalidRequest("the device name must be plain text: no control characters or bidirectional marks")
     store = request.app[STORE]
     device, credential = await store.enroll(token, name)
     key = await store.signing_key()

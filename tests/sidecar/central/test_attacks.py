@@ -166,6 +166,38 @@ async def test_text_the_store_cannot_keep_and_odd_bodies_are_a_4xx_and_store_not
         await asyncio.to_thread(_fuzz_text, base, admin, device)
 
 
+# Names other admins' terminals print: an escape sequence, a carriage return, a C1 control,
+# a right-to-left override ("\u202egnp.exe" shows as "exe.png").
+_UNSHOWABLE = ["lap\x1b[2J\x1b[Htop", "ok\rEVIL", "a\x9bb", "\u202egnp.exe", "tab\there", "x\u2066y"]
+
+
+async def test_names_that_would_drive_an_admins_terminal_are_refused(central: Central) -> None:
+    """A device name is chosen by whoever enrolls; team, developer and admin names by admins.
+    All of them are printed by `admin devices|teams|developers list` on other admins'
+    terminals, so none may carry control characters or bidirectional marks."""
+    await central.admin("POST", "/v1/admin/developers", json={"email": "eve@example.com"})
+    enr = await central.admin("POST", "/v1/admin/enrollment-tokens", json={"developer": "eve@example.com"})
+    before = (await central.admin("GET", "/v1/admin/teams"), await central.admin("GET", "/v1/admin/developers"),
+              await central.admin("GET", "/v1/admin/devices"), len((await central.admin("GET", "/v1/admin/audit"))["entries"]))  # fmt: skip
+    for bad in _UNSHOWABLE:
+        for path, body, token in [
+            ("/v1/enroll", {"token": enr["token"], "name": bad}, None),
+            ("/v1/admin/teams", {"name": bad}, central.admin_token),
+            ("/v1/admin/developers", {"email": "mallory@example.com", "name": bad}, central.admin_token),
+            ("/v1/admin/developers", {"email": bad + "@example.com"}, central.admin_token),
+            ("/v1/admin/admins", {"name": bad, "role": "viewer"}, central.admin_token),
+        ]:
+            status, answer = await central.call("POST", path, token, json=body)
+            assert status == 400 and "plain text" in answer["error"]["message"], (path, bad, status, answer)
+    after = (await central.admin("GET", "/v1/admin/teams"), await central.admin("GET", "/v1/admin/developers"),
+             await central.admin("GET", "/v1/admin/devices"), len((await central.admin("GET", "/v1/admin/audit"))["entries"]))  # fmt: skip
+    assert after == before
+    # ordinary names in any script still go in, and the token was not used up by the refusals
+    status, answer = await central.call("POST", "/v1/enroll", json={"token": enr["token"], "name": "Zoë's laptop 💻 (工作)"})
+    assert status == 201, answer
+    await central.admin("POST", "/v1/admin/teams", json={"name": "Équipe ☕"})
+
+
 # ------------------------------------------------------------------ usage batches
 
 
