@@ -7,8 +7,9 @@ from typing import Any
 
 from aiohttp import web
 
-from sidecar.central.serving import NOTIFIER, STORE, json_body, require_admin, showable
+from sidecar.central.serving import NOTIFIER, STORE, json_body, require_admin
 from sidecar.errors import InvalidRequest
+from sidecar.text import showable
 
 
 def add_routes(app: web.Application) -> None:

@@ -18,9 +18,9 @@ from sidecar.central.serving import (
     bearer,
     json_body,
     require_device,
-    showable,
 )
 from sidecar.errors import InvalidRequest, RateLimited
+from sidecar.text import showable
 
 
 def add_routes(app: web.Application) -> None:

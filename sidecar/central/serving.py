@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -164,17 +163,6 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     if not storable(body):
         raise InvalidRequest("the body has a string with a NUL character or an unpaired surrogate")
     return body
-
-
-# C0 and C1 controls (ESC starts a terminal's escape sequences, CR rewrites a line) and the
-# marks that reorder what a terminal shows (a right-to-left override spells "exe.gnp" as "png.exe").
-_UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-def showable(text: str) -> bool:
-    """Whether `text` shows as itself wherever it is printed: a name a developer or an admin
-    chose reaches other admins' terminals (`admin devices list`), so it may not drive them."""
-    return _UNSHOWABLE.search(text) is None
 
 
 def storable(value: Any) -> bool:

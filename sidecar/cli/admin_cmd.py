@@ -20,6 +20,7 @@ from sidecar.audit.verify import verify as verify_chain
 from sidecar.central.client import CentralClient
 from sidecar.cli.common import context
 from sidecar.secrets import SecretStore
+from sidecar.text import shown
 
 TOKEN_NAME = "central-admin"
 
@@ -54,7 +55,7 @@ def _print(data: Any, as_json: bool, rows_key: str | None = None, columns: tuple
     rows = data[rows_key] if rows_key else data
     if not isinstance(rows, list):
         for k, v in rows.items():
-            click.echo(f"{k}: {json.dumps(v) if isinstance(v, dict | list) else v}")
+            click.echo(f"{k}: {json.dumps(v) if isinstance(v, dict | list) else shown(str(v))}")
         return
     if not rows:
         click.echo("(none)")
@@ -71,7 +72,7 @@ def _cell(v: Any) -> str:
         return "-"
     if isinstance(v, float):
         return f"{v:.4f}" if v < 1e9 else f"{v:.0f}"
-    return str(v)
+    return shown(str(v))  # a name stored before the server refused such names cannot drive the terminal
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
