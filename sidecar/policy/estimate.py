@@ -24,6 +24,9 @@ from __future__ import annotations
 from collections import deque
 
 from sidecar.ledger.pricing import Pricing
+from sidecar.pipeline import RequestContext
+from sidecar.protocol.anthropic import Usage
+from sidecar.providers import tokens as request_tokens
 from sidecar.providers.tokens import BYTES_PER_TOKEN
 
 HISTORY = 64  # recent answers kept per model
@@ -50,6 +53,32 @@ def delivered_output(response_bytes: int, max_tokens: int | None) -> int:
     but reported no final output usage."""
     tokens = -(-max(0, response_bytes) // BYTES_PER_TOKEN)
     return min(tokens, max_tokens) if max_tokens is not None and max_tokens >= 0 else tokens
+
+
+def charge(ctx: RequestContext, stage: str) -> Usage:
+    """The usage `ctx` is charged, made safe in place (so the budget and the ledger book the
+    same; idempotent: the gate and the meter both call it, the first one decides). A negative
+    count (a broken or lying upstream) is 0, never a refund. An answer from upstream that
+    reported no usage at all is charged its request's estimated size and the output it
+    delivered; a stream that broke off before its final usage, at least the output it
+    delivered. The decision is recorded under `stage`."""
+    usage, summary = ctx.summary.usage, ctx.summary
+    for name in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"):
+        if getattr(usage, name) < 0:
+            setattr(usage, name, 0)
+    if ctx.attempts == 0 or ctx.count_tokens or not summary.started:
+        return usage  # nothing went upstream (a cache hit, a refusal), or nothing billable came back
+    if not (usage.input_tokens or usage.output_tokens or usage.cache_read_tokens or usage.cache_write_tokens):
+        usage.input_tokens = request_tokens.estimate(ctx.body, ctx.json)
+        ctx.decide(stage, "estimate", f"no usage reported: charged the input estimate, ~{usage.input_tokens:,} tokens")
+    elif summary.stop_reason is not None or not ctx.stream:
+        return usage  # complete, or a whole answer that reported its own usage
+    sent = summary.delivered_bytes() if ctx.stream else ctx.response_bytes
+    delivered = delivered_output(sent, ctx.head.max_tokens)
+    if delivered > usage.output_tokens:
+        usage.output_tokens = delivered
+        ctx.decide(stage, "estimate", f"no final output usage: charged ~{delivered:,} tokens for ~{sent:,} bytes of content delivered")
+    return usage
 
 
 class OutputHistory:

@@ -56,7 +56,6 @@ from sidecar.policy.guardrails import Finding, Guardrails, Outcome, rules_for
 from sidecar.policy.limits import RateLimits, Ticket
 from sidecar.policy.model import Policy
 from sidecar.policy.tools import ToolRules, ToolUseFilter
-from sidecar.protocol.anthropic import Usage
 from sidecar.providers import tokens as request_tokens
 from sidecar.sync.leases import LeaseHold, LeaseManager
 
@@ -198,12 +197,12 @@ class PolicyGate:
         return None if held is None else held.tools
 
     def on_complete(self, ctx: RequestContext) -> None:
-        """Settle what the request reserved with the usage it is charged (`_charged_usage`)."""
+        """Settle what the request reserved with the usage it is charged (`estimate.charge`)."""
         held = self._held.pop(ctx.id, None)
         if held is None:
             return
         metered = held.ticket is not None or held.reservation is not None or held.lease is not None
-        usage = self._charged_usage(ctx) if metered else ctx.summary.usage
+        usage = estimate.charge(ctx, "budget") if metered else ctx.summary.usage
         if held.ticket is not None:
             self.limits.settle(held.ticket, usage.input_tokens + usage.cache_write_tokens, usage.output_tokens, ctx.attempts > 0)
         if held.reservation is not None or held.lease is not None:
@@ -217,30 +216,6 @@ class PolicyGate:
         if held.tools is not None and held.tools.refused:
             names = ", ".join(sorted(set(held.tools.refused)))
             ctx.decide("tools", "deny", f"refused {len(held.tools.refused)} call(s) of denied tools in the response: {names}")
-
-    def _charged_usage(self, ctx: RequestContext) -> Usage:
-        """The usage a metered request is charged, made safe in place so the ledger books the
-        same. A negative count (a broken or lying upstream) is 0, never a refund. An answer
-        from upstream that reported no usage at all is charged the estimates (its request's
-        size, the output it delivered: sidecar.policy.estimate); one that broke off before
-        its final usage, at least the output it delivered."""
-        usage, summary = ctx.summary.usage, ctx.summary
-        for name in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"):
-            if getattr(usage, name) < 0:
-                setattr(usage, name, 0)
-        if ctx.attempts == 0 or not summary.started:
-            return usage
-        if not (usage.input_tokens or usage.output_tokens or usage.cache_read_tokens or usage.cache_write_tokens):
-            usage.input_tokens = request_tokens.estimate(ctx.body, ctx.json)
-            ctx.decide("budget", "estimate", f"no usage reported: charged the input estimate, ~{usage.input_tokens:,} tokens")
-        elif summary.stop_reason is not None:
-            return usage
-        sent = summary.delivered_bytes() if ctx.stream else ctx.response_bytes
-        delivered = estimate.delivered_output(sent, ctx.head.max_tokens)
-        if delivered > usage.output_tokens:
-            usage.output_tokens = delivered
-            ctx.decide("budget", "estimate", f"no final output usage: charged ~{delivered:,} tokens for ~{sent:,} bytes of content delivered")
-        return usage
 
     # ------------------------------------------------------------------ admission
 

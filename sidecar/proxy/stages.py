@@ -16,6 +16,7 @@ from sidecar.ledger.journal import Journal
 from sidecar.ledger.writer import Ledger
 from sidecar.observability.tracing import Tracing
 from sidecar.pipeline import Reply, RequestContext, Stage
+from sidecar.policy import estimate
 from sidecar.routing.router import Opened, Router
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class Meter:
         """Price and record the request; publish it."""
         if not ctx.record:
             return
+        estimate.charge(ctx, "meter")  # a stream that broke off is booked the content it delivered
         rec = self.ledger.record(ctx.to_record(), ctx.billed_models)
         ctx.usage = rec
         if log.isEnabledFor(logging.DEBUG):  # header names only: their values may be credentials

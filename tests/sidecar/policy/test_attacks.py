@@ -199,6 +199,30 @@ async def test_a_stream_the_client_abandons_is_charged_the_output_it_delivered(
     assert final["budgets"][0]["spent_usd"] <= 0.25 + 13 * 100 * RATES["input"] / 1e6
 
 
+async def test_without_a_budget_an_abandoned_stream_is_booked_the_content_it_delivered(
+    hermetic_env: Path, client: aiohttp.ClientSession
+) -> None:
+    """Claude Code's Esc with no budget or limit configured (the gate does nothing): the meter
+    still books the words delivered, not message_start's single output token."""
+    hung_up = asyncio.Event()
+    async with StreamingUpstream(long_answer(hung_up)) as up, governed(up.url, hermetic_env, PRICES + UTC) as sc:
+        try:
+            status, got = await abandon(client, sc.url, body(model=MODEL, max_tokens=8000), 60_000)
+        finally:
+            hung_up.set()
+        rows: list[dict[str, Any]] = []
+        for _ in range(200):
+            if rows := await usage_rows(sc):
+                break
+            await asyncio.sleep(0.02)
+    [row] = rows
+    words = delivered_words(got)
+    assert status == 200 and 300 < words < WORDS
+    assert row["outcome"] == "client_closed"
+    assert words <= row["output_tokens"] <= 2 * row["response_bytes"] / DELTA_FRAMING
+    assert row["cost_usd"] >= words * RATES["output"] / 1e6
+
+
 async def test_an_upstream_that_dies_mid_stream_is_charged_what_it_delivered(
     fake: FakeAnthropic, hermetic_env: Path, client: aiohttp.ClientSession
 ) -> None:
