@@ -1,4 +1,5 @@
-"""The central server as a child process (`claude-sidecar central serve`), for tests and benches."""
+"""The central server for tests and benches: as a child process (`claude-sidecar central serve`),
+or served in the caller's loop with a client for its API (`start_central`, `Central`)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,17 @@ import asyncio
 import os
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from sidecar.central.app import create_app
+from sidecar.central.serving import Options
+from sidecar.central.store import Store, open_store
 
 _ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -59,3 +69,55 @@ class CentralProcess:
 
     async def __aexit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         await self.stop()
+
+
+TEST_OPTIONS = Options(max_wait=5.0, enroll_per_minute=10_000, auth_failures_per_minute=100_000)
+
+
+@dataclass
+class Central:
+    """A running central server in the test's loop, with a bootstrap admin token."""
+
+    url: str
+    store: Store
+    admin_token: str
+    http: aiohttp.ClientSession
+
+    async def call(self, method: str, path: str, token: str | None = None, **kw: Any) -> tuple[int, Any]:
+        """Call the API; (status, JSON body or None)."""
+        headers = dict(kw.pop("headers", {}))
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        async with self.http.request(method, self.url + path, headers=headers, **kw) as r:
+            body = await r.read()
+            try:
+                return r.status, (await r.json(content_type=None)) if body else None
+            except ValueError:
+                return r.status, body
+
+    async def admin(self, method: str, path: str, **kw: Any) -> Any:
+        """An admin call that must succeed."""
+        status, body = await self.call(method, path, self.admin_token, **kw)
+        assert status < 300, (status, body)
+        return body
+
+    async def enroll_device(self, email: str, team: str | None = None) -> dict[str, Any]:
+        """Create the developer (and team) if new, enroll a device, return the enroll answer."""
+        if team:
+            await self.call("POST", "/v1/admin/teams", self.admin_token, json={"name": team})
+        await self.call("POST", "/v1/admin/developers", self.admin_token, json={"email": email, "team": team})
+        enr = await self.admin("POST", "/v1/admin/enrollment-tokens", json={"developer": email})
+        status, body = await self.call("POST", "/v1/enroll", json={"token": enr["token"], "name": "laptop"})
+        assert status == 201, body
+        return dict(body)
+
+
+async def start_central(url: str, options: Options = TEST_OPTIONS) -> tuple[web.AppRunner, Store, str]:
+    """Open the store, serve it on a free loopback port; (runner, store, base URL)."""
+    store = await open_store(url)
+    runner = web.AppRunner(create_app(store, options), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return runner, store, f"http://127.0.0.1:{port}"

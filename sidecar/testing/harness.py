@@ -14,10 +14,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import sqlite_utils
 from aiohttp import web
 
 from sidecar import paths as paths_mod
-from sidecar.appkeys import RUNTIME
+from sidecar.appkeys import LEDGER, RUNTIME
 from sidecar.config import Config, parse
 from sidecar.daemon_state import load_or_create_token
 from sidecar.paths import Paths
@@ -134,3 +135,12 @@ def start_child(
     proc.kill()
     raise RuntimeError(f"sidecar did not become healthy: {(home / 'child.log').read_text()}")
 
+
+async def ledger_rows(sc: InProcessSidecar) -> list[dict[str, object]]:
+    """Every usage row, oldest first, after flushing the writer."""
+    await sc.app[LEDGER].flush()
+    db = sqlite_utils.Database(sc.paths.db_file)
+    try:
+        return list(db.query("select * from usage order by ts"))
+    finally:
+        db.conn.close()

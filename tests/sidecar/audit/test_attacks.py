@@ -33,8 +33,8 @@ from sidecar.ledger.store import open_db
 from sidecar.testing.audit import audit_entries, tamper
 from sidecar.testing.fake_anthropic import FakeAnthropic
 from sidecar.testing.fake_behaviours import Text
+from sidecar.testing.governed import governed
 from sidecar.testing.harness import anthropic_config, start_child
-from tests.sidecar.policy.conftest import governed
 
 ROOT = Path(__file__).resolve().parents[3]
 INSERT = "INSERT INTO audit (seq, ts, kind, request_id, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)"

@@ -13,8 +13,8 @@ from sidecar.audit.verify import entries_in_db
 from sidecar.ledger.store import open_db
 from sidecar.testing.audit import audit_entries
 from sidecar.testing.fake_anthropic import FakeAnthropic, Text, ToolUse
+from sidecar.testing.governed import body, governed, post
 from sidecar.testing.secret_samples import AWS_ID
-from tests.sidecar.policy.conftest import body, governed, post
 
 POLICY = """
 [budget]

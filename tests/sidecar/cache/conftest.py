@@ -13,8 +13,12 @@ import msgspec
 from multidict import CIMultiDict
 
 from sidecar.testing.fake_anthropic import FakeAnthropic
-from sidecar.testing.harness import InProcessSidecar, anthropic_config, sidecar_in_process
-from tests.sidecar.proxy.conftest import ledger_rows  # noqa: F401  (re-exported for the cache tests)
+from sidecar.testing.harness import (
+    InProcessSidecar,
+    anthropic_config,
+    ledger_rows,  # noqa: F401  (re-exported for the cache tests)
+    sidecar_in_process,
+)
 
 PRICES = '[pricing."claude-opus-4-8"]\ninput = 5.0\noutput = 25.0\ncache_read = 0.5\ncache_write = 6.25\n'
 HEADERS = {"x-api-key": "sk-ant-test", "anthropic-version": "2023-06-01", "content-type": "application/json"}

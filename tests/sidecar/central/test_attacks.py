@@ -25,9 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sidecar.ledger.record import new_ulid
-from sidecar.testing.central import CentralProcess
+from sidecar.testing.central import Central, CentralProcess
 from sidecar.testing.factories import usage_dicts
-from tests.sidecar.central.conftest import Central
 
 FAST = ("--max-wait", "0.2", "--enroll-per-minute", "100000", "--auth-failures-per-minute", "100000")
 

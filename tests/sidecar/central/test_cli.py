@@ -12,8 +12,7 @@ from click.testing import CliRunner
 from sidecar.central import enrollment
 from sidecar.cli import cli
 from sidecar.paths import resolve
-from sidecar.testing.central import CentralProcess
-from tests.sidecar.central.conftest import Central
+from sidecar.testing.central import Central, CentralProcess
 
 
 def _run(*args: str, ok: bool = True) -> str:

@@ -7,7 +7,7 @@ import asyncio
 from sidecar.audit.chain import GENESIS, Entry
 from sidecar.central import tokens
 from sidecar.central.signing import verify_envelope
-from tests.sidecar.central.conftest import Central
+from sidecar.testing.central import Central
 
 
 async def test_enrollment_happy_path(central: Central) -> None:
@@ -125,7 +125,7 @@ async def test_enrollment_is_rate_limited(db_url: str) -> None:
     import aiohttp
 
     from sidecar.central.serving import Options
-    from tests.sidecar.central.conftest import start_central
+    from sidecar.testing.central import start_central
 
     runner, store, url = await start_central(db_url, Options(enroll_per_minute=3, auth_failures_per_minute=5))
     try:

@@ -8,9 +8,9 @@ import subprocess
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from sidecar.testing.central import Central
 from sidecar.testing.factories import usage_dicts
 from sidecar.testing.requirements import require_tool
-from tests.sidecar.central.conftest import Central
 
 
 async def test_org_metrics_match_the_usage_report(central: Central) -> None:

@@ -15,8 +15,7 @@ import aiohttp
 import pytest
 
 from sidecar.central.signing import SignatureInvalid, SigningKey, verify_envelope
-from sidecar.testing.central import CentralProcess
-from tests.sidecar.central.conftest import Central
+from sidecar.testing.central import Central, CentralProcess
 
 ORG = {
     "budget": {"daily_usd": 50},

@@ -7,8 +7,8 @@ import time
 from typing import Any
 
 from sidecar.ledger.record import new_ulid
+from sidecar.testing.central import Central
 from sidecar.testing.factories import usage_dicts
-from tests.sidecar.central.conftest import Central
 
 
 async def _totals(c: Central, by: str = "model") -> dict[str, Any]:

@@ -15,9 +15,8 @@ from multidict import CIMultiDict
 
 from sidecar.gateway.settings import checksum
 from sidecar.testing.fake_anthropic import Error, FakeAnthropic, Text
-from sidecar.testing.harness import InProcessSidecar
-from tests.sidecar.policy.conftest import body, error_message, governed
-from tests.sidecar.proxy.conftest import ledger_rows
+from sidecar.testing.governed import body, error_message, governed
+from sidecar.testing.harness import InProcessSidecar, ledger_rows
 
 U = "anthropic-ratelimit-unified-"
 

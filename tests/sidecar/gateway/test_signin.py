@@ -13,8 +13,8 @@ import pytest
 
 from sidecar.gateway.oauth import ACCESS_SECONDS, DEVICE_GRANT, GatewayAuth, TokenError, normal_code
 from sidecar.testing.fake_anthropic import FakeAnthropic
+from sidecar.testing.governed import body, governed
 from sidecar.testing.harness import InProcessSidecar, sidecar_in_process
-from tests.sidecar.policy.conftest import body, governed
 
 UA = {"user-agent": "claude-code/2.1.332"}
 

@@ -18,8 +18,8 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric, NumberDataPoint
 
 from sidecar.gateway.telemetry import decode_logs, decode_metrics
 from sidecar.testing.fake_anthropic import FakeAnthropic, Text
-from tests.sidecar.policy.conftest import body, governed
-from tests.sidecar.proxy.conftest import ledger_rows
+from sidecar.testing.governed import body, governed
+from sidecar.testing.harness import ledger_rows
 
 SESSION = "5f1c2d3e-0000-4000-8000-00000000abcd"
 NOW_NS = 1_796_000_000 * 10**9

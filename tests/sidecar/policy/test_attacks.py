@@ -43,8 +43,7 @@ from sidecar.sync.leases import LeaseManager
 from sidecar.testing import anthropic_sse as sse
 from sidecar.testing.fake_anthropic import Cut, FakeAnthropic, Text
 from sidecar.testing.fake_server import serve_on_loopback
-from sidecar.testing.harness import anthropic_config, start_child, terminate
-from tests.sidecar.policy.conftest import (
+from sidecar.testing.governed import (
     HeldUpstream,
     body,
     error_message,
@@ -52,7 +51,7 @@ from tests.sidecar.policy.conftest import (
     policy_state,
     post,
 )
-from tests.sidecar.proxy.conftest import ledger_rows
+from sidecar.testing.harness import anthropic_config, ledger_rows, start_child, terminate
 
 MODEL = "attack-model"
 RATES = {"input": 1.0, "output": 25.0, "cache_read": 0.1, "cache_write": 1.25}  # USD per million tokens

@@ -28,8 +28,8 @@ from sidecar.policy.config import BudgetConfig
 from sidecar.providers import tokens as request_tokens
 from sidecar.testing import anthropic_sse as sse
 from sidecar.testing.fake_server import serve_on_loopback
-from tests.sidecar.policy.conftest import error_message, governed, policy_state
-from tests.sidecar.proxy.conftest import ledger_rows
+from sidecar.testing.governed import error_message, governed, policy_state
+from sidecar.testing.harness import ledger_rows
 
 MODEL = "ceiling-model"
 RATES = {"input": 5.0, "output": 25.0, "cache_read": 0.5, "cache_write": 6.25}  # USD per million tokens

@@ -18,8 +18,7 @@ from sidecar.policy.budgets import duration
 from sidecar.policy.tools import refusal
 from sidecar.testing import anthropic_sse as sse
 from sidecar.testing.fake_anthropic import FakeAnthropic, Text, ToolUse
-from sidecar.testing.secret_samples import AWS_ID, GITHUB
-from tests.sidecar.policy.conftest import (
+from sidecar.testing.governed import (
     HeldUpstream,
     body,
     error_message,
@@ -27,7 +26,8 @@ from tests.sidecar.policy.conftest import (
     policy_state,
     post,
 )
-from tests.sidecar.proxy.conftest import ledger_rows
+from sidecar.testing.harness import ledger_rows
+from sidecar.testing.secret_samples import AWS_ID, GITHUB
 
 KOLKATA = ZoneInfo("Asia/Kolkata")
 

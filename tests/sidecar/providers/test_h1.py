@@ -12,9 +12,8 @@ import aiohttp
 import pytest
 
 from sidecar.testing.fake_anthropic import FakeAnthropic
-from sidecar.testing.harness import anthropic_config, sidecar_in_process
+from sidecar.testing.harness import anthropic_config, ledger_rows, sidecar_in_process
 from sidecar.testing.recorder import TcpRecorder, parse_requests
-from tests.sidecar.proxy.conftest import ledger_rows
 
 BODY = json.dumps({"model": "claude-opus-4-8", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}).encode()
 HEADERS = {"x-api-key": "k", "content-type": "application/json"}

@@ -183,7 +183,7 @@ async def test_a_stream_is_relayed_as_it_arrives(upstream: FakeOpenAI, sidecar: 
 
 
 async def test_the_ledger_meters_translated_usage(upstream: FakeOpenAI, sidecar: InProcessSidecar, client: aiohttp.ClientSession) -> None:
-    from tests.sidecar.proxy.conftest import ledger_rows
+    from sidecar.testing.harness import ledger_rows
 
     upstream.script(Reply(text="a b c", prompt_tokens=120, cached_tokens=100, completion_tokens=3))
     status, _, _ = await post(client, sidecar, {**BODY, "stream": True})

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.appkeys import LEDGER
 from sidecar.testing.fake_anthropic import FakeAnthropic
 from sidecar.testing.harness import InProcessSidecar, anthropic_config, sidecar_in_process
 
@@ -16,16 +15,3 @@ from sidecar.testing.harness import InProcessSidecar, anthropic_config, sidecar_
 async def sidecar(fake: FakeAnthropic, hermetic_env: Path) -> AsyncIterator[InProcessSidecar]:
     async with sidecar_in_process(anthropic_config(fake.url), hermetic_env) as sc:
         yield sc
-
-
-
-async def ledger_rows(sc: InProcessSidecar) -> list[dict[str, object]]:
-    """Every usage row, oldest first, after flushing the writer."""
-    import sqlite_utils
-
-    await sc.app[LEDGER].flush()
-    db = sqlite_utils.Database(sc.paths.db_file)
-    try:
-        return list(db.query("select * from usage order by ts"))
-    finally:
-        db.conn.close()

@@ -9,8 +9,7 @@ from typing import Any
 import aiohttp
 
 from sidecar.testing.fake_anthropic import FakeAnthropic, Text
-from sidecar.testing.harness import InProcessSidecar
-from tests.sidecar.proxy.conftest import ledger_rows
+from sidecar.testing.harness import InProcessSidecar, ledger_rows
 
 BODY = {"model": "claude-opus-4-8", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
 

@@ -18,8 +18,12 @@ from sidecar.testing.fake_anthropic import (
     StreamError,
     Text,
 )
-from sidecar.testing.harness import InProcessSidecar, anthropic_config, sidecar_in_process
-from tests.sidecar.proxy.conftest import ledger_rows
+from sidecar.testing.harness import (
+    InProcessSidecar,
+    anthropic_config,
+    ledger_rows,
+    sidecar_in_process,
+)
 
 BODY = {"model": "claude-opus-4-8", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
 HEADERS = {"x-api-key": "sk-ant-test", "anthropic-version": "2023-06-01", "x-claude-code-session-id": "sess-1"}

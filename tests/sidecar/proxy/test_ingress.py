@@ -10,8 +10,12 @@ import pytest
 
 from sidecar.net import host_is_loopback, upstream_proxy
 from sidecar.testing.fake_anthropic import FakeAnthropic
-from sidecar.testing.harness import InProcessSidecar, anthropic_config, sidecar_in_process
-from tests.sidecar.proxy.conftest import ledger_rows
+from sidecar.testing.harness import (
+    InProcessSidecar,
+    anthropic_config,
+    ledger_rows,
+    sidecar_in_process,
+)
 
 BODY = json.dumps({"model": "claude-opus-4-8", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}).encode()
 

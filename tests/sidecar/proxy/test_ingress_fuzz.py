@@ -34,9 +34,13 @@ from sidecar.testing.fake_echo import (
     UPSTREAM_HEADER,
     EchoUpstream,
 )
-from sidecar.testing.harness import InProcessSidecar, anthropic_config, sidecar_in_process
+from sidecar.testing.harness import (
+    InProcessSidecar,
+    anthropic_config,
+    ledger_rows,
+    sidecar_in_process,
+)
 from sidecar.testing.recorder import Answer, is_envelope, parse_answers
-from tests.sidecar.proxy.conftest import ledger_rows
 
 SEED = int(os.environ.get("SIDECAR_FUZZ_SEED", "13"))
 INPUTS = int(os.environ.get("SIDECAR_FUZZ_INPUTS", "5000"))

@@ -25,9 +25,13 @@ from sidecar.proxy import handlers
 from sidecar.proxy.ingress import ingress
 from sidecar.proxy.listener import end_unframed_http10
 from sidecar.testing.fake_anthropic import FakeAnthropic, StallBeforeHeaders
-from sidecar.testing.harness import InProcessSidecar, anthropic_config, sidecar_in_process
+from sidecar.testing.harness import (
+    InProcessSidecar,
+    anthropic_config,
+    ledger_rows,
+    sidecar_in_process,
+)
 from sidecar.testing.recorder import Answer, is_envelope, parse_answers
-from tests.sidecar.proxy.conftest import ledger_rows
 
 BODY = json.dumps({"model": "claude-opus-4-8", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}).encode()
 LIMITS = """

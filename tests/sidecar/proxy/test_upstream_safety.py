@@ -16,9 +16,13 @@ import aiohttp
 import pytest
 import yarl
 
-from sidecar.testing.harness import InProcessSidecar, anthropic_config, sidecar_in_process
+from sidecar.testing.harness import (
+    InProcessSidecar,
+    anthropic_config,
+    ledger_rows,
+    sidecar_in_process,
+)
 from sidecar.testing.recorder import RawRequest, RawResponse, parse_responses
-from tests.sidecar.proxy.conftest import ledger_rows
 
 BODY = json.dumps({"model": "claude-opus-4-8", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}).encode()
 SMUGGLE = (

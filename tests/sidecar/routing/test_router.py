@@ -19,8 +19,8 @@ from sidecar.testing.fake_anthropic import (
     StreamError,
     Text,
 )
+from sidecar.testing.harness import ledger_rows
 from sidecar.testing.routing import HEADERS, body, no_retry_rounds, post, route
-from tests.sidecar.proxy.conftest import ledger_rows
 from tests.sidecar.routing.conftest import SidecarFactory, dead_url, providers
 
 # ------------------------------------------------------------------------- balancing

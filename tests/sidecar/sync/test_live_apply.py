@@ -14,7 +14,7 @@ import aiohttp
 from sidecar.policy.config import read_governance
 from sidecar.policy.control import POLICY
 from sidecar.policy.model import Policy
-from tests.sidecar.policy.conftest import (
+from sidecar.testing.governed import (
     HeldUpstream,
     body,
     error_message,

@@ -29,7 +29,7 @@ from sidecar.sync.merge import overlay
 from sidecar.sync.policy import CentralPolicy, PolicySync, policy_file
 from sidecar.sync.settings import SyncConfig
 from sidecar.testing.central import CentralProcess
-from tests.sidecar.policy.conftest import HeldUpstream, body, governed, post
+from sidecar.testing.governed import HeldUpstream, body, governed, post
 
 CFG = SyncConfig(poll_wait_seconds=1, retry_max_seconds=1)
 
