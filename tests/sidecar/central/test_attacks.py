@@ -16,6 +16,7 @@ import random
 import signal
 import sys
 import textwrap
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -288,7 +289,6 @@ async def test_a_server_sigkilled_mid_upload_loses_and_doubles_nothing(db_url: s
     """A device keeps posting batches (some repeated, as after an unseen answer) while the
     server is SIGKILLed at random moments and restarted on the same database; every batch
     without an answer is posted again. The server ends with each record exactly once."""
-    rnd = random.Random(99)
     server = await CentralProcess(db_url, *FAST).__aenter__()
     try:
         admin = server.bootstrap_token
@@ -303,7 +303,9 @@ async def test_a_server_sigkilled_mid_upload_loses_and_doubles_nothing(db_url: s
         while pending:
             base = server.url
 
-            def upload(todo: list[list[dict[str, Any]]], base: str = base) -> int:
+            answered = threading.Event()  # the first batch of this round went in
+
+            def upload(todo: list[list[dict[str, Any]]], base: str = base, answered: threading.Event = answered) -> int:
                 done = 0
                 for b in todo:
                     try:
@@ -313,12 +315,14 @@ async def test_a_server_sigkilled_mid_upload_loses_and_doubles_nothing(db_url: s
                     if status != 200:
                         return done
                     done += 1
+                    answered.set()
                 return done
 
             sender = asyncio.ensure_future(asyncio.to_thread(upload, list(pending)))
-            kill = killed < 2
+            kill = killed < 2 and len(pending) > 2
             if kill:
-                await asyncio.sleep(rnd.uniform(0.05, 0.4))
+                # once a batch is in, with the rest still to go: a kill in the middle of the uploads
+                await asyncio.to_thread(answered.wait, 30)
                 assert server._proc is not None
                 os.kill(server._proc.pid, signal.SIGKILL)
                 killed += 1
