@@ -6,13 +6,12 @@ import contextlib
 import json
 import os
 import secrets
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from sidecar.errors import ConfigError, StorageError
-from sidecar.paths import Paths, make_private, replace_file
+from sidecar.paths import Paths, lock_fd, make_private, replace_file
 
 
 def load_or_create_token(paths: Paths) -> str:
@@ -65,7 +64,7 @@ def hold_data_dir(paths: Paths) -> Iterator[None]:
         raise StorageError(f"cannot open the usage store in {paths.data_dir}: {e}") from None
     try:
         try:
-            _lock(fd)
+            lock_fd(fd, wait=False)
         except OSError:
             holder = _holder(fd)
             raise ConfigError(
@@ -91,14 +90,3 @@ def _holder(fd: int, wait: float = 1.0) -> str:
         if holder or time.monotonic() >= deadline:
             return holder or "?"
         time.sleep(0.01)
-
-
-def _lock(fd: int) -> None:
-    if sys.platform == "win32":
-        import msvcrt
-
-        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-    else:
-        import fcntl
-
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -117,17 +117,23 @@ def locked(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        if sys.platform == "win32":
-            import msvcrt
-
-            msvcrt.locking(fd, msvcrt.LK_LOCK, 1)  # retries for 10 s, then OSError
-        else:
-            import fcntl
-
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        lock_fd(fd, wait=True)
         yield
     finally:
         os.close(fd)  # and the lock with it
+
+
+def lock_fd(fd: int, wait: bool) -> None:
+    """Take an exclusive lock on the open file `fd` (released when it is closed); without
+    `wait`, OSError at once when another process holds it."""
+    if sys.platform == "win32":
+        import msvcrt
+
+        msvcrt.locking(fd, msvcrt.LK_LOCK if wait else msvcrt.LK_NBLCK, 1)  # LK_LOCK retries for 10 s
+    else:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def make_private(path: Path, mode: int) -> bool:

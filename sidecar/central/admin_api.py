@@ -38,13 +38,15 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/v1/admin/audit", audit)
 
 
-def _str(body: dict[str, Any], key: str, required: bool = True) -> str | None:
+def _str(body: dict[str, Any], key: str, required: bool = True, plain: bool = True) -> str | None:
+    """`body[key]`, a non-empty string; `plain` (names, which other admins' terminals print):
+    without control characters or bidirectional marks."""
     v = body.get(key)
     if v is None and not required:
         return None
     if not isinstance(v, str) or not v.strip() or len(v) > 500:
         raise InvalidRequest(f"{key} must be a non-empty string")
-    if key != "comment" and not showable(v):
+    if plain and not showable(v):
         raise InvalidRequest(f"{key} must be plain text: no control characters or bidirectional marks")
     return v
 
@@ -185,7 +187,7 @@ async def push_policy(request: web.Request) -> web.Response:
     scope = _str(body, "scope", required=False) or "org"
     if "document" not in body:
         raise InvalidRequest("expected {\"scope\": \"org\", \"document\": {...}}")
-    comment = _str(body, "comment", required=False)
+    comment = _str(body, "comment", required=False, plain=False)
     version = await request.app[STORE].push_policy(actor, scope, body["document"], comment)
     request.app[NOTIFIER].wake()
     return web.json_response({"version": version, "scope": scope}, status=201)

@@ -18,8 +18,7 @@ _POOL_BYTES = 10 * 400
 _pool = b""
 _at = 0
 _lock = threading.Lock()
-_last_ms = -1
-_last_prefix = ""
+_last: tuple[int, str] = (-1, "")  # (ms, its 10 digits), one object: a thread never reads a mix
 
 
 def ulid_text(value: int) -> str:
@@ -48,12 +47,13 @@ def new_ulid(now: float | None = None) -> str:
     """A ULID: 48-bit millisecond time + 80 random bits, Crockford base32, sortable by time.
     The time's 10 digits are the first 10 of the whole value's 26 (its top 2 bits are 0) and
     are kept for the millisecond; the random bits are the other 16."""
-    global _last_ms, _last_prefix
+    global _last
     ms = int((time.time() if now is None else now) * 1000)
-    if ms != _last_ms:
-        _last_prefix, _last_ms = ulid_text(ms << 80)[:10], ms
+    last = _last
+    if last[0] != ms:
+        _last = last = (ms, ulid_text(ms << 80)[:10])
     r = _random80()
-    return _last_prefix + "".join([_PAIRS[(r >> s) & 1023] for s in _LOW_SHIFTS])
+    return last[1] + "".join([_PAIRS[(r >> s) & 1023] for s in _LOW_SHIFTS])
 
 
 @dataclass(slots=True)

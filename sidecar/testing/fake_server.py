@@ -10,10 +10,11 @@ each answer's behaviour from `next_behaviour()`.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from types import TracebackType
-from typing import Generic, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 from aiohttp import web
 
@@ -110,3 +111,29 @@ async def serve_on_loopback(app: web.Application) -> tuple[web.AppRunner, str]:
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+class MessagesUpstream:
+    """An Anthropic upstream on loopback whose `POST /v1/messages` a test writes itself
+    (`_messages`); it records each request's JSON in `received`, and `released` (set on exit)
+    lets an answer wait for the test."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.released = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> Self:
+        app = web.Application()
+        app.router.add_post("/v1/messages", self._messages)
+        self._runner, self.url = await serve_on_loopback(app)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.released.set()
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        raise NotImplementedError  # each upstream answers in its own way

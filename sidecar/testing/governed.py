@@ -13,7 +13,7 @@ import aiohttp
 from aiohttp import web
 
 from sidecar.testing import anthropic_sse as sse
-from sidecar.testing.fake_server import serve_on_loopback
+from sidecar.testing.fake_server import MessagesUpstream
 from sidecar.testing.harness import InProcessSidecar, anthropic_config, sidecar_in_process
 
 # Round prices for the model the tests use, so expected costs are easy to write down.
@@ -59,7 +59,7 @@ def error_message(raw: bytes) -> str:
     return str(env["error"]["message"])
 
 
-class HeldUpstream:
+class HeldUpstream(MessagesUpstream):
     """A real Anthropic-speaking upstream on loopback that answers only once released.
 
     Every answer streams one text block and reports `usage`. Tests use it to have many
@@ -67,23 +67,9 @@ class HeldUpstream:
     """
 
     def __init__(self, usage: dict[str, int]) -> None:
+        super().__init__()
         self.usage = usage
-        self.received: list[dict[str, Any]] = []
-        self.released = asyncio.Event()
         self._arrived = asyncio.Condition()
-        self._runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def __aenter__(self) -> HeldUpstream:
-        app = web.Application()
-        app.router.add_post("/v1/messages", self._messages)
-        self._runner, self.url = await serve_on_loopback(app)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.released.set()
-        assert self._runner is not None
-        await self._runner.cleanup()
 
     async def wait_received(self, n: int) -> None:
         """Until `n` requests have arrived."""

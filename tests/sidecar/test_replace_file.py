@@ -65,7 +65,6 @@ def test_a_symlink_is_followed_and_kept(tmp_path: Path) -> None:
     assert link.is_symlink() and target.read_text() == "new"
 
 
-@pytest.mark.skipif(os.name != "posix", reason="file modes")
 def test_modes(tmp_path: Path) -> None:
     fresh = tmp_path / "fresh"
     replace_file(fresh, b"x")

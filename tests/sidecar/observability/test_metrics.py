@@ -7,17 +7,19 @@ import json
 import subprocess
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
-import sqlite_utils
 from prometheus_client.parser import text_string_to_metric_families
 
-from sidecar.appkeys import LEDGER
 from sidecar.testing.fake_anthropic import FakeAnthropic
 from sidecar.testing.fake_behaviours import Text
-from sidecar.testing.harness import InProcessSidecar, anthropic_config, sidecar_in_process
+from sidecar.testing.harness import (
+    InProcessSidecar,
+    anthropic_config,
+    ledger_rows,
+    sidecar_in_process,
+)
 from sidecar.testing.requirements import require_tool
 
 MODEL = "claude-metrics-1"
@@ -42,15 +44,6 @@ reask_window_seconds = 0  # the repeat is served from the cache
 def _body(text: str, stream: bool = False, model: str = MODEL) -> bytes:
     return json.dumps({"model": model, "max_tokens": 50, "stream": stream,
                        "messages": [{"role": "user", "content": text}]}).encode()
-
-
-async def _rows(sc: InProcessSidecar) -> list[dict[str, Any]]:
-    await sc.app[LEDGER].flush()
-    db = sqlite_utils.Database(sc.paths.db_file)
-    try:
-        return list(db.query("select * from usage"))
-    finally:
-        db.conn.close()
 
 
 def _samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -96,7 +89,7 @@ async def test_metrics_after_traffic_match_the_ledger(fake: FakeAnthropic, clien
             assert resp.status == 200
             assert resp.headers["content-type"].startswith("text/plain; version=0.0.4")
             text = await resp.text()
-        rows = await _rows(sc)
+        rows = await ledger_rows(sc)
 
     assert len(rows) == 6
     s, types = _samples(text), _types(text)

@@ -42,7 +42,7 @@ from sidecar.protocol.anthropic import DELTA_FRAMING, Usage, parse_head
 from sidecar.sync.leases import LeaseManager
 from sidecar.testing import anthropic_sse as sse
 from sidecar.testing.fake_anthropic import Cut, FakeAnthropic, Text
-from sidecar.testing.fake_server import serve_on_loopback
+from sidecar.testing.fake_server import MessagesUpstream
 from sidecar.testing.governed import (
     HeldUpstream,
     body,
@@ -63,24 +63,12 @@ PREFIX = "anthropic-ratelimit-unified-"
 Answer = Callable[[dict[str, Any], web.StreamResponse], Awaitable[None]]
 
 
-class StreamingUpstream:
+class StreamingUpstream(MessagesUpstream):
     """An Anthropic upstream on loopback that streams what `answer` writes."""
 
     def __init__(self, answer: Answer) -> None:
+        super().__init__()
         self.answer = answer
-        self.received: list[dict[str, Any]] = []
-        self._runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def __aenter__(self) -> StreamingUpstream:
-        app = web.Application()
-        app.router.add_post("/v1/messages", self._messages)
-        self._runner, self.url = await serve_on_loopback(app)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         return await self._messages_with(request, await request.json())

@@ -27,7 +27,7 @@ from sidecar.policy.budgets import Budgets, Reservation
 from sidecar.policy.config import BudgetConfig
 from sidecar.providers import tokens as request_tokens
 from sidecar.testing import anthropic_sse as sse
-from sidecar.testing.fake_server import serve_on_loopback
+from sidecar.testing.fake_server import MessagesUpstream
 from sidecar.testing.governed import error_message, governed, policy_state
 from sidecar.testing.harness import ledger_rows
 
@@ -37,7 +37,7 @@ PRICES = f'[pricing."{MODEL}"]\n' + "".join(f"{k} = {v}\n" for k, v in RATES.ite
 INPUT_ERROR = 0.03  # the upstream counts 3% more input tokens than the estimate
 
 
-class GreedyUpstream:
+class GreedyUpstream(MessagesUpstream):
     """An Anthropic upstream that spends every output token a request allows.
 
     In `short` mode it answers with 5 output tokens (the history the old p90 estimate
@@ -46,22 +46,8 @@ class GreedyUpstream:
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self.short = True
-        self.received: list[dict[str, Any]] = []
-        self.released = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def __aenter__(self) -> GreedyUpstream:
-        app = web.Application()
-        app.router.add_post("/v1/messages", self._messages)
-        self._runner, self.url = await serve_on_loopback(app)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.released.set()
-        assert self._runner is not None
-        await self._runner.cleanup()
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         payload = await request.json()
